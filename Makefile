@@ -1,0 +1,25 @@
+# Two commands for a newcomer: `make run` (the app on the shipped dataset) and `make test` (the whole suite).
+# Both create .venv when missing and reinstall only when a requirements file changed.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+
+.PHONY: run test
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.app-installed: requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements.txt requirements-ray.txt $(VENV)/.app-installed
+	$(PY) -m pip install -q -r requirements-ray.txt
+	touch $@
+
+run: $(VENV)/.app-installed
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest tests

@@ -1,0 +1,3 @@
+from mlipdiv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""``python -m mlipdiv <verb>``: one module per verb in this package, discovered at start-up.
+
+Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports
+stay inside ``run`` so that ``--help`` is instant. Adding a verb means adding a module; nothing here changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from mlipdiv.errors import MlipdivError
+
+# Order in `--help`; verbs not listed here follow alphabetically.
+_ORDER = ["generate", "info", "split", "train", "runs", "sweep", "budget"]
+
+
+def _verb_modules() -> list[str]:
+    found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return sorted(found, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlipdiv",
+        description="Structural vs conformational diversity for machine-learning interatomic potentials.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    for name in _verb_modules():
+        module = importlib.import_module(f"{__name__}.{name}")
+        verb = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(verb)
+        verb.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except MlipdivError as exc:  # a user-facing problem: say what and how to fix it, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; work done so far is kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,80 @@
+"""QM oracles: energy and forces for one geometry. GFN2-xTB through tblite is the one we ship.
+
+The interface is one method so another engine (DFT through PySCF, say) is a small class registered in
+``ORACLES``. Results are in eV and eV/angstrom; a calculation that did not converge raises
+:class:`OracleFailure` with its reason, so a wrong label is never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from mlipdiv.errors import MlipdivError
+
+HARTREE_EV = 27.211386245988  # CODATA 2018, as ASE uses
+BOHR_ANGSTROM = 0.529177210903
+
+
+class OracleFailure(MlipdivError):
+    """A single-point calculation failed (no SCF convergence, non-finite result, engine error)."""
+
+
+@dataclass(frozen=True)
+class Label:
+    energy: float  # eV
+    forces: np.ndarray  # (n_atoms, 3) eV/angstrom
+
+
+class Oracle(Protocol):
+    level_of_theory: str
+
+    def __call__(self, atomic_numbers: np.ndarray, positions: np.ndarray, charge: int = 0) -> Label:
+        """Energy and forces of one geometry (positions in angstrom)."""
+        ...
+
+
+class GFN2xTB:
+    """GFN2-xTB single points via tblite's Python API.
+
+    tblite raises ``RuntimeError`` when the SCF does not converge within ``max_iterations``; that and any
+    non-finite number becomes :class:`OracleFailure`.
+    """
+
+    level_of_theory = "GFN2-xTB"
+
+    def __init__(self, accuracy: float = 1.0, max_iterations: int = 250, electronic_temperature: float = 300.0):
+        self.accuracy = accuracy
+        self.max_iterations = max_iterations
+        self.electronic_temperature = electronic_temperature
+
+    def __call__(self, atomic_numbers: np.ndarray, positions: np.ndarray, charge: int = 0) -> Label:
+        from tblite.interface import Calculator
+
+        numbers = np.asarray(atomic_numbers, dtype=np.int32)
+        try:
+            calc = Calculator("GFN2-xTB", numbers, np.asarray(positions, dtype=np.float64) / BOHR_ANGSTROM, charge=charge)
+            calc.set("verbosity", 0)
+            calc.set("accuracy", self.accuracy)
+            calc.set("max-iter", self.max_iterations)
+            calc.set("temperature", self.electronic_temperature * 3.166808578545117e-06)  # K -> Hartree
+            result = calc.singlepoint()
+            energy = float(result.get("energy")) * HARTREE_EV
+            forces = -np.asarray(result.get("gradient")) * (HARTREE_EV / BOHR_ANGSTROM)
+        except RuntimeError as exc:
+            raise OracleFailure(f"GFN2-xTB failed: {str(exc).strip() or 'SCF did not converge'}") from exc
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            raise OracleFailure("GFN2-xTB returned non-finite energy or forces")
+        return Label(energy=energy, forces=forces.astype(np.float64))
+
+
+ORACLES: dict[str, type] = {"gfn2-xtb": GFN2xTB}
+
+
+def get_oracle(name: str = "gfn2-xtb") -> Oracle:
+    try:
+        return ORACLES[name.lower()]()
+    except KeyError:
+        raise MlipdivError(f"unknown QM engine {name!r}; available: {', '.join(ORACLES)}") from None

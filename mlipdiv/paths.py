@@ -1,0 +1,27 @@
+"""Where things live on disk: the shipped dataset, the run store and caches.
+
+Environment variables let tests and deployments point elsewhere without flags on every call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+def default_dataset() -> Path:
+    """The dataset used when no ``--dataset`` is given (``MLIPDIV_DATASET`` overrides the shipped one)."""
+    return Path(os.environ.get("MLIPDIV_DATASET", DATA_DIR / "default.h5"))
+
+
+def home() -> Path:
+    """Root of the run store (``MLIPDIV_HOME``, default ``./runs`` in the working directory)."""
+    return Path(os.environ.get("MLIPDIV_HOME", "runs"))
+
+
+def cache_dir() -> Path:
+    """Cache for derived artefacts (descriptors, UMAP maps); ``MLIPDIV_CACHE`` overrides."""
+    return Path(os.environ.get("MLIPDIV_CACHE", PROJECT_ROOT / ".cache"))
