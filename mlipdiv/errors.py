@@ -15,3 +15,7 @@ class InfeasibleRequest(MlipdivError):
 
 class TrainingError(MlipdivError):
     """Training stopped for a reason the user should see (NaN loss, unsupported element, ...)."""
+
+
+class TrainingCancelled(MlipdivError):
+    """Training was stopped on request (``should_stop``); the last epoch's checkpoint is kept for ``resume``."""

@@ -179,7 +179,8 @@ def write_hdf5(dataset: Dataset, path: str | Path, provenance: Mapping[str, Any]
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    # v1.10 file-format objects (compact chunk indexes: ~10 kB less per molecule); track_order keeps molecule order
+    with h5py.File(tmp, "w", libver="v110", track_order=True) as f:
         write_header(f, {**dataset.attrs, **(provenance or {})})
         for mol in dataset.molecules:
             write_molecule(f, mol)
@@ -202,8 +203,6 @@ def write_header(f: Any, attrs: Mapping[str, Any]) -> None:
 
 def write_molecule(f: Any, mol: Molecule) -> None:
     """Add (or replace) one molecule group; used incrementally by ``generate``."""
-    import h5py
-
     if mol.id in f:
         del f[mol.id]
     g = f.create_group(mol.id)
@@ -213,10 +212,12 @@ def write_molecule(f: Any, mol: Molecule) -> None:
     opts = {"compression": "gzip", "compression_opts": 6, "shuffle": True}
     g.create_dataset("positions", data=mol.positions, **opts)
     g.create_dataset("forces", data=mol.forces, **opts)
-    g.create_dataset("energy", data=mol.energy)
-    g.create_dataset("parent", data=mol.parent.astype(np.int32))
-    g.create_dataset("temperature", data=mol.temperature.astype(np.float32))
-    g.create_dataset("method", data=mol.method.astype(object), dtype=h5py.string_dtype())
+    g.create_dataset("energy", data=mol.energy, **opts)
+    g.create_dataset("parent", data=mol.parent.astype(np.int32), **opts)
+    g.create_dataset("temperature", data=mol.temperature.astype(np.float32), **opts)
+    # fixed-length UTF-8 bytes (compressible; variable-length strings cost ~30 bytes each in the global heap)
+    method = [str(m).encode() for m in mol.method]
+    g.create_dataset("method", data=np.array(method, dtype=f"S{max([1, *map(len, method)])}"), **opts)
 
 
 def read_hdf5(path: str | Path) -> Dataset:
