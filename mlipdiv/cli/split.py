@@ -1,0 +1,105 @@
+"""``python -m mlipdiv split``: write a seeded, leak-free M x C split, or print an experiment's (M, C) grid."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "choose a training set of M molecules x C conformers and its held-out sets (or print an experiment grid)"
+
+
+# The flags that choose a training set and its held-out sets; `train` and the config it builds use the same names.
+SELECTION_FLAGS = ("budget", "molecules", "conformers_per_molecule", "strategy", "molecule_split", "conformer_holdout",
+                   "test_molecules", "val_per_molecule")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--dataset`` and the :data:`SELECTION_FLAGS`."""
+    parser.add_argument("--dataset", help="mlipdiv HDF5 or extended XYZ file (default: the shipped dataset)")
+    parser.add_argument("--budget", type=int, help="training conformers B = M x C")
+    parser.add_argument("--molecules", type=int, help="training molecules M")
+    parser.add_argument("--conformers-per-molecule", type=int, help="training conformers per molecule C")
+    from mlipdiv.selection.strategies import STRATEGIES  # numpy only: --help stays fast
+
+    parser.add_argument("--strategy", default="random", choices=sorted(STRATEGIES),
+                        help="how molecules and conformers are picked (default: random)")
+    parser.add_argument("--molecule-split", default="random", choices=["random", "scaffold"],
+                        help="how test molecules are held out: random, or whole Bemis-Murcko scaffolds")
+    parser.add_argument("--conformer-holdout", default="family", choices=["family", "random"],
+                        help="test conformers of trainable molecules: whole parent families (default) or random")
+    parser.add_argument("--test-molecules", type=float, default=0.2,
+                        help="molecules held out entirely: a fraction below 1 or a count (default: 0.2)")
+    parser.add_argument("--val-per-molecule", type=int, default=4,
+                        help="validation conformers reserved per trainable molecule (default: 4)")
+
+
+def selection_options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in SELECTION_FLAGS}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selection_arguments(parser)
+    parser.add_argument("--max-eval-per-molecule", type=int, default=8,
+                        help="at most this many conformers per molecule in val and test sets (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes every random choice (default: 0)")
+    parser.add_argument("--out", help="split JSON to write (not needed with --experiment)")
+    parser.add_argument("--experiment", choices=["fixed-budget", "fixed-molecules"],
+                        help="print the (M, C) grid of an experiment instead of writing a split")
+    parser.add_argument("--points", type=int, default=5, help="grid points for --experiment (default: 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.errors import InfeasibleRequest
+    from mlipdiv.selection import SplitSpec, experiment_grid, make_split
+
+    try:
+        spec = SplitSpec(**selection_options(args), max_eval_per_molecule=args.max_eval_per_molecule, seed=args.seed)
+    except ValueError as exc:
+        raise InfeasibleRequest(str(exc)) from exc
+    if args.experiment is None and not args.out:
+        raise InfeasibleRequest("--out is required to write a split (or use --experiment to print a grid)")
+    dataset = load_dataset(args.dataset)
+
+    if args.experiment:
+        grid = experiment_grid(
+            dataset, args.experiment, args.points, budget=args.budget, molecules=args.molecules, spec=spec
+        )
+        print(f"{args.experiment} grid on {dataset.path} (seed {args.seed}):")
+        print(f"{'M molecules':>12} {'C per molecule':>15} {'budget':>8}")
+        for m, c in grid:
+            print(f"{m:>12} {c:>15} {m * c:>8}")
+        return 0
+
+    split = make_split(dataset, spec)
+    path = split.save(args.out)
+    print(_summary(split, path))
+    return 0
+
+
+def _summary(split, path) -> str:
+    n = split.counts
+    s = split.diversity.get("structural", {})
+    c = split.diversity.get("conformational", {})
+    return "\n".join(
+        [
+            f"wrote {path}",
+            f"train            {n['train']:>7} conformers = {n['train_molecules']} molecules x "
+            f"{n['conformers_per_molecule']} ({split.spec.strategy})",
+            f"val              {n['val']:>7} conformers",
+            f"test_conformers  {n['test_conformers']:>7} conformers (unseen conformers of the training molecules; "
+            f"{split.spec.conformer_holdout} hold-out"
+            + (
+                f", random for the {n['family_fallback_train_molecules']} with a single parent family)"
+                if split.spec.conformer_holdout == "family"
+                else ")"
+            ),
+            f"test_molecules   {n['test_molecules']:>7} conformers of {n['test_molecule_count']} held-out molecules "
+            f"({split.spec.molecule_split} split)",
+            f"structural       {s.get('n_molecules', 0)} molecules, {s.get('n_scaffolds', 0)} scaffolds, "
+            f"mean Tanimoto distance {s.get('mean_tanimoto_distance', 0):.3f}, "
+            f"Vendi {s.get('tanimoto_vendi', 0):.1f}",
+            f"conformational   per molecule: Vendi {c.get('mean_vendi', 0):.2f}, "
+            f"RMSD spread {c.get('mean_rmsd_spread', 0):.3f} A, energy range {c.get('mean_energy_range', 0):.3f} eV, "
+            f"{c.get('mean_families', 0):.2f} parent families",
+        ]
+    )
