@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m mlipdiv.bench <name>``; see :mod:`mlipdiv.bench.train`."""

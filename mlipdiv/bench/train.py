@@ -1,0 +1,215 @@
+"""Training throughput: conformers per second, trained on energies and forces, for every registered model.
+
+Setting (the issue's): batch 32, hidden 128, 3 interactions, cutoff 5 angstrom, float32, AdamW, the first
+``--conformers`` conformers of the dataset (all molecules, in file order), ``--steps`` timed steps after
+``--warmup`` untimed ones. All contenders are timed in alternating rounds of ``--chunk`` steps and each reports its
+median round, which keeps the comparison fair on a machine shared with other jobs.
+
+``reference`` is the same PyG SchNet trained the way PyG's documentation writes such a loop: a list of ``Data``
+objects, ``torch_geometric.loader.DataLoader(shuffle=True)``, and a pure-torch radius graph rebuilt from the positions
+at every step (pyg-lib / torch-cluster are not installable here). Ours gathers batches from tensors packed once on
+the device, with each conformer's pairs within the cutoff found once (:mod:`mlipdiv.training.data`), and evaluates
+each SchNet filter once per pair (:mod:`mlipdiv.models.schnet`). ``ratio`` is ours (schnet) / reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from typing import Any
+
+HELP = "training throughput (conformers/s with forces) of every model vs a plain PyG DataLoader loop"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="mlipdiv dataset (default: the shipped one)")
+    parser.add_argument("--steps", type=int, default=30, help="timed optimisation steps per model (default: 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--chunk", type=int, default=3, help="steps per contender per interleaved round (default: 3)")
+    parser.add_argument("--conformers", type=int, default=1024, help="conformers to draw batches from (default: 1024)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--interactions", type=int, default=3)
+    parser.add_argument("--cutoff", type=float, default=5.0)
+    parser.add_argument("--models", nargs="+", help="models to time (default: all registered)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _pairs(dataset: Any, n: int) -> list[tuple[str, int]]:
+    pairs = []
+    # Round-robin over molecules so that a small n still covers many molecules.
+    most = max(m.n_conformers for m in dataset)
+    for j in range(most):
+        for m in dataset:
+            if j < m.n_conformers:
+                pairs.append((m.id, j))
+                if len(pairs) == n:
+                    return pairs
+    return pairs
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours(name: str, dataset: Any, pairs: list, args: argparse.Namespace, device: Any) -> Any:
+    """One training step of our loop for model ``name`` (a function of the step number)."""
+    import numpy as np
+    import torch
+
+    from mlipdiv.models.potential import Potential
+    from mlipdiv.training.config import TrainConfig
+    from mlipdiv.training.data import pack
+    from mlipdiv.training.trainer import _avg_neighbors, compute_loss
+
+    torch.manual_seed(0)
+    split = pack(dataset, pairs, "bench", device, args.cutoff)
+    split.set_reference(np.full(len(split), float(np.mean(split.energy))))
+    elements = split.elements()
+    hparams = {"hidden": args.hidden, "interactions": args.interactions, "cutoff": args.cutoff,
+               "elements": elements, "avg_num_neighbors": _avg_neighbors(split)}
+    pot = Potential(name, hparams, [0.0] * len(elements), 1.0).to(device).train()
+    cfg = TrainConfig(model=name, batch_size=args.batch_size)
+    opt = torch.optim.AdamW(pot.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.cat([torch.randperm(len(split), generator=generator) for _ in range(
+        math.ceil((args.steps + args.warmup) * args.batch_size / len(split)) + 1)]).to(device)
+
+    def step(k: int) -> None:
+        b = split.batch(order[k * args.batch_size : (k + 1) * args.batch_size])
+        loss = compute_loss(pot, b, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(pot.parameters(), 10.0)
+        opt.step()
+
+    return step
+
+
+def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any) -> Any:
+    """One training step of the plain PyG loop (a function of the step number)."""
+    import torch
+    from torch_geometric.data import Data
+    from torch_geometric.loader import DataLoader
+    from torch_geometric.nn.models import SchNet
+
+    def radius_graph(pos: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = torch.cdist(pos, pos)
+        mask = (batch[:, None] == batch[None, :]) & (dist < args.cutoff)
+        mask.fill_diagonal_(False)
+        edge_index = mask.nonzero().t()
+        row, col = edge_index
+        return edge_index, (pos[row] - pos[col]).norm(dim=-1)
+
+    torch.manual_seed(0)
+    data = []
+    for mol_id, j in pairs:
+        m = dataset[mol_id]
+        data.append(Data(z=torch.tensor(m.atomic_numbers), pos=torch.tensor(m.positions[j]),
+                         y=torch.tensor([m.energy[j]], dtype=torch.float32), force=torch.tensor(m.forces[j])))
+    mean = float(torch.cat([d.y for d in data]).mean())
+    model = SchNet(hidden_channels=args.hidden, num_filters=args.hidden, num_interactions=args.interactions,
+                   num_gaussians=50, cutoff=args.cutoff, interaction_graph=radius_graph).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True)
+    batches = iter(())
+
+    def step(_: int) -> None:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        batch = batch.to(device)
+        batch.pos.requires_grad_(True)
+        energy = model(batch.z, batch.pos, batch.batch).squeeze(-1)
+        forces = -torch.autograd.grad(energy.sum(), batch.pos, create_graph=True)[0]
+        n = torch.bincount(batch.batch).float()
+        loss = torch.mean(((energy - (batch.y - mean)) / n) ** 2) + 100.0 * torch.mean((forces - batch.force) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+
+    return step
+
+
+def interleaved(steps: dict[str, Any], args: argparse.Namespace, device: Any) -> dict[str, float]:
+    """Conformers/s of each step function: the median over rounds in which every contender runs ``args.chunk`` steps.
+
+    Interleaving and the median make the comparison fair on a shared machine: a burst of load from another process
+    slows every contender of that round, or is voted out, instead of skewing one of them.
+    """
+    for step in steps.values():
+        for k in range(args.warmup):
+            step(k)
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    done = 0
+    while done < args.steps:
+        chunk = min(args.chunk, args.steps - done)
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            for k in range(args.warmup + done, args.warmup + done + chunk):
+                step(k)
+            _sync(device)
+            rates[name].append(chunk * args.batch_size / (time.perf_counter() - start))
+        done += chunk
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.models.registry import model_names
+    from mlipdiv.training.trainer import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset)
+    pairs = _pairs(dataset, args.conformers)
+    atoms = sum(dataset[m].n_atoms for m, _ in pairs) / len(pairs)
+    result: dict[str, Any] = {
+        "dataset": str(dataset.path),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "hidden": args.hidden,
+        "interactions": args.interactions,
+        "cutoff": args.cutoff,
+        "conformers": len(pairs),
+        "mean_atoms": round(atoms, 2),
+        "steps": args.steps,
+        "conformers_per_s": {},
+    }
+    names = args.models or model_names()
+    steps = {name: ours(name, dataset, pairs, args, device) for name in names}
+    steps["reference"] = reference(dataset, pairs, args, device)
+    rates = interleaved(steps, args, device)
+    ref = rates.pop("reference")
+    result["conformers_per_s"] = {name: round(rate, 1) for name, rate in rates.items()}
+    result["reference_schnet_conformers_per_s"] = round(ref, 1)
+    if "schnet" in rates:
+        result["ratio_schnet_vs_reference"] = round(rates["schnet"] / ref, 2)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, rate in result["conformers_per_s"].items():
+            print(f"{name:<10} {rate:>9.1f} conformers/s")
+        print(f"{'reference':<10} {ref:>9.1f} conformers/s (PyG DataLoader + SchNet, graph rebuilt every step)")
+        if "ratio_schnet_vs_reference" in result:
+            print(f"ratio      {result['ratio_schnet_vs_reference']:>9.2f} x (schnet / reference)")
+        print(f"({result['device']}, {result['threads']} threads, batch {args.batch_size}, hidden {args.hidden}, "
+              f"{args.interactions} interactions, cutoff {args.cutoff} A, {atoms:.1f} atoms per conformer)")
+    return 0

@@ -1,0 +1,57 @@
+"""An ASE calculator for a trained run: energy and forces of any isolated molecule made of supported elements.
+
+    from mlipdiv.calculator import MLIPCalculator
+    atoms.calc = MLIPCalculator.from_run("runs/my-run")
+    atoms.get_potential_energy()  # eV
+    atoms.get_forces()            # eV/angstrom
+
+Use it for relaxations (``ase.optimize.BFGS``) or molecular dynamics. The model was trained on isolated molecules:
+periodic cells are refused, and so are elements the training set did not contain. Within those limits a prediction
+is only as good as the run's test metrics, and it degrades for geometries far from the training data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from mlipdiv.errors import MlipdivError
+from mlipdiv.models.potential import Potential
+
+
+class MLIPCalculator(Calculator):
+    """ASE calculator around a :class:`~mlipdiv.models.Potential` (``energy``, ``free_energy``, ``forces``)."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, potential: Potential, device: str | torch.device = "cpu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.potential = potential.to(self.device).eval()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> MLIPCalculator:
+        """Load ``run_dir/model.pt`` (with ``weights_only=True``)."""
+        path = Path(run_dir) / "model.pt"
+        if not path.exists():
+            raise MlipdivError(f"{run_dir}: no model.pt; is this a finished training run?")
+        return cls(Potential.load(path), device=device)
+
+    @property
+    def elements(self) -> list[int]:
+        return list(self.potential.elements)
+
+    def calculate(self, atoms: Any = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any():
+            raise MlipdivError("this potential was trained on isolated molecules; periodic cells are not supported")
+        z = torch.as_tensor(self.atoms.get_atomic_numbers(), dtype=torch.long, device=self.device)
+        dtype = next(self.potential.parameters()).dtype
+        pos = torch.as_tensor(self.atoms.get_positions(), dtype=dtype, device=self.device)
+        energy, forces = self.potential(z, pos)
+        e = float(energy[0])
+        self.results = {"energy": e, "free_energy": e, "forces": forces.cpu().numpy().astype(np.float64)}

@@ -1,0 +1,134 @@
+"""``python -m mlipdiv train``: train an MLIP on an M x C split and write a run folder (metrics, model, predictions)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlipdiv.cli.split import add_selection_arguments, selection_options
+
+HELP = "train an interatomic potential (energy + forces) on an M x C split and report per-split errors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list-models", action="store_true", help="print the available model names and exit")
+    data = parser.add_argument_group("data and split (as in `split`)")
+    add_selection_arguments(data)
+    data.add_argument("--seed", type=int, default=0, help="fixes the split, the initial weights and the batch order")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", help="architecture (see --list-models)")
+    model.add_argument("--hidden", type=int, default=128, help="hidden features (default: 128)")
+    model.add_argument("--interactions", type=int, default=3, help="message-passing layers (default: 3)")
+    model.add_argument("--cutoff", type=float, default=5.0, help="interaction cutoff in angstrom (default: 5)")
+    opt = parser.add_argument_group("training")
+    opt.add_argument("--epochs", type=int, help="maximum epochs (early stopping on val may end sooner)")
+    opt.add_argument("--batch-size", type=int, default=16, help="conformers per step (default: 16)")
+    opt.add_argument("--lr", type=float,
+                     help="peak learning rate (default: the model's own: 0.002 for schnet and painn, 0.01 for mace)")
+    opt.add_argument("--patience", type=int, default=20, help="epochs without val improvement before stopping")
+    opt.add_argument("--energy-weight", type=float, default=10.0,
+                     help="weight of the per-atom energy MSE, eV^2 (default: 10)")
+    opt.add_argument("--forces-weight", type=float, default=1.0, help="weight of the force MSE, (eV/A)^2 (default: 1)")
+    opt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if any)")
+    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is much faster when "
+                     "other processes share the cores)")
+    parser.add_argument("--out", help="run folder to write (config.json, metrics.json, model.pt, predictions.npz)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlipdiv.errors import MlipdivError
+
+    if args.list_models:
+        from mlipdiv.models.registry import model_names
+
+        print("\n".join(model_names()))
+        return 0
+    missing = [flag for flag, value in (("--model", args.model), ("--epochs", args.epochs), ("--out", args.out))
+               if value is None]
+    if missing:
+        raise MlipdivError(f"train needs {', '.join(missing)} (see python -m mlipdiv train --help)")
+
+    from mlipdiv.training import TrainConfig, train
+
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise MlipdivError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        **selection_options(args),
+        model=args.model,
+        hidden=args.hidden,
+        interactions=args.interactions,
+        cutoff=args.cutoff,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        energy_weight=args.energy_weight,
+        forces_weight=args.forces_weight,
+        seed=args.seed,
+        device=args.device,
+    )
+    from mlipdiv.models.registry import get_spec
+
+    get_spec(cfg.model)  # unknown names fail before the data is loaded
+    bar = None if args.quiet else _ProgressBar()
+    try:
+        metrics = train(cfg, args.out, on_progress=bar, resume=args.resume)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report(metrics, args.out))
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar over all steps of the run; the postfix shows the last loss and validation errors (meV units)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, p) -> None:  # p: mlipdiv.training.Progress
+        from tqdm import tqdm
+
+        total = p.epochs * p.batches
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=(p.epoch - 1) * p.batches)
+        if p.event == "batch":
+            self.bar.update(1)
+            self.bar.set_description(f"epoch {p.epoch}/{p.epochs}")
+            self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val, refresh=False)
+        else:
+            if p.val_forces_mae is not None:
+                self._val = f", val E {1e3 * p.val_energy_mae:.0f} meV, F {1e3 * p.val_forces_mae:.0f} meV/A"
+            self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val)
+
+    _val = ""
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def report(metrics: dict, out: str) -> str:
+    """A table of the per-split errors next to the baseline (meV per molecule, meV/atom and meV/A)."""
+    lines = [
+        f"{metrics['model']}: {metrics['n_molecules']} molecules x {metrics['conformers_per_molecule']} conformers, "
+        f"seed {metrics['seed']}, {metrics['device']}, {metrics['seconds']:.0f} s -> {out}",
+        f"{'split':<16}{'n':>6}{'E MAE meV':>12}{'baseline':>10}{'meV/atom':>10}{'F MAE meV/A':>13}{'baseline':>10}",
+    ]
+    for name, m in metrics["splits"].items():
+        b = metrics["baselines"][name]
+        if not m["n"]:
+            lines.append(f"{name:<16}{0:>6}  (empty)")
+            continue
+        lines.append(
+            f"{name:<16}{m['n']:>6}{1e3 * m['energy_mae']:>12.1f}{1e3 * b['energy_mae']:>10.1f}"
+            f"{1e3 * m['energy_mae_per_atom']:>10.2f}{1e3 * m['forces_mae']:>13.1f}{1e3 * b['forces_mae']:>10.1f}"
+        )
+    return "\n".join(lines)

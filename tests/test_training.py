@@ -1,0 +1,156 @@
+"""Training: overfitting, the run folder contract, determinism, resume, cancellation and the NaN guard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlipdiv.errors import TrainingCancelled, TrainingError
+from mlipdiv.training import Progress, TrainConfig, train
+from mlipdiv.training import trainer as trainer_module
+from mlipdiv.training.metrics import METRIC_KEYS
+
+SPLITS = ["train", "val", "test_conformers", "test_molecules"]
+
+
+@pytest.fixture
+def cfg(tiny_dataset_path: Path) -> TrainConfig:
+    """8 molecules x 2 conformers of the tiny set, a small SchNet, CPU."""
+    return TrainConfig(
+        dataset=str(tiny_dataset_path), budget=16, molecules=8, model="schnet", hidden=32, interactions=2,
+        epochs=3, batch_size=8, device="cpu", eval_batch_size=64,
+    )
+
+
+def _without_seconds(metrics: dict) -> dict:
+    out = json.loads(json.dumps(metrics))
+    out.pop("seconds")
+    for row in out["curve"]:
+        row.pop("seconds")
+    return out
+
+
+def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
+    events: list[Progress] = []
+    metrics = train(cfg, tmp_path, on_progress=events.append)
+    assert set(metrics) == {"model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits",
+                            "baselines", "curve"}
+    assert (metrics["model"], metrics["n_molecules"], metrics["conformers_per_molecule"]) == ("schnet", 8, 2)
+    assert metrics["device"] == "cpu"
+    for table in ("splits", "baselines"):
+        assert list(metrics[table]) == SPLITS
+        for m in metrics[table].values():
+            assert tuple(m) == METRIC_KEYS and m["n"] > 0
+    assert metrics["splits"]["train"]["n"] == 16
+    assert [c["epoch"] for c in metrics["curve"]] == [1, 2, 3]
+    assert set(metrics["curve"][0]) == {"epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
+
+    # the baseline is the element-linear fit with zero forces
+    f = metrics["baselines"]["train"]
+    assert f["forces_mae"] > 0.1 and f["energy_mae"] > 0
+
+    # progress: 2 batches per epoch, then one epoch event each
+    kinds = [(e.event, e.epoch, e.batch) for e in events]
+    assert kinds[:3] == [("batch", 1, 1), ("batch", 1, 2), ("epoch", 1, 2)] and len(events) == 9
+    assert events[2].val_forces_mae == metrics["curve"][0]["val_forces_mae"]
+
+    pred = np.load(tmp_path / "predictions.npz")
+    assert set(pred.files) >= {"mol_id", "conf_idx", "split", "E_true", "E_pred", "n_atoms", "forces_mae"}
+    for name in ("val", "test_conformers", "test_molecules"):
+        rows = pred["split"] == name
+        assert rows.sum() == metrics["splits"][name]["n"]
+        assert np.mean(np.abs(pred["E_pred"][rows] - pred["E_true"][rows])) == pytest.approx(
+            metrics["splits"][name]["energy_mae"]
+        )
+        assert np.mean(np.abs(pred["E_baseline"][rows] - pred["E_true"][rows])) == pytest.approx(
+            metrics["baselines"][name]["energy_mae"]
+        )
+    assert "train" not in set(pred["split"])
+
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert model["name"] == "schnet" and model["hparams"]["elements"] == sorted(model["hparams"]["elements"])
+
+
+def test_overfits_a_tiny_set(cfg: TrainConfig, tmp_path: Path) -> None:
+    cfg = replace(cfg, budget=8, molecules=4, epochs=40, batch_size=4, lr=5e-3, hidden=48, warmup_epochs=2)
+    metrics = train(cfg, tmp_path)
+    losses = [c["train_loss"] for c in metrics["curve"]]
+    assert min(losses[-5:]) < losses[0] / 20
+    train_err, base = metrics["splits"]["train"], metrics["baselines"]["train"]
+    assert train_err["forces_mae"] < 0.3 * base["forces_mae"]
+    assert train_err["energy_mae"] < base["energy_mae"]
+
+
+def test_same_seed_same_metrics(cfg: TrainConfig, tmp_path: Path) -> None:
+    a = train(cfg, tmp_path / "a")
+    b = train(cfg, tmp_path / "b")
+    assert _without_seconds(a) == _without_seconds(b)
+    c = train(replace(cfg, seed=1), tmp_path / "c")
+    assert _without_seconds(c)["splits"] != _without_seconds(a)["splits"]
+
+
+def test_should_stop_cancels_within_one_batch_and_resume_continues(cfg: TrainConfig, tmp_path: Path) -> None:
+    full = train(cfg, tmp_path / "full")
+
+    events: list[Progress] = []
+    with pytest.raises(TrainingCancelled, match="epochs 1-1 are saved"):
+        train(cfg, tmp_path / "run", on_progress=events.append,
+              should_stop=lambda: len([e for e in events if e.event == "batch"]) >= 3)
+    assert [(e.event, e.epoch, e.batch) for e in events][-1] == ("batch", 2, 1)  # no batch ran after the request
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1
+
+    resumed_events: list[Progress] = []
+    resumed = train(cfg, tmp_path / "run", on_progress=resumed_events.append, resume=True)
+    assert [c["epoch"] for c in resumed["curve"]] == [1, 2, 3]
+    assert resumed_events[0].epoch == 2 and resumed_events[0].batch == 1
+    # the interrupted-and-resumed run is the uninterrupted one
+    assert _without_seconds(resumed) == _without_seconds(full)
+
+    # resuming a finished run re-evaluates without training; a changed configuration is refused
+    again = train(cfg, tmp_path / "run", resume=True)
+    assert _without_seconds(again) == _without_seconds(full)
+    longer = train(replace(cfg, epochs=4), tmp_path / "run", resume=True)  # more epochs: only the new one runs
+    assert [c["epoch"] for c in longer["curve"]] == [1, 2, 3, 4]
+    assert longer["curve"][:3] == resumed["curve"]
+    with pytest.raises(TrainingError, match="lr"):
+        train(replace(cfg, lr=1e-4), tmp_path / "run", resume=True)
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(cfg, tmp_path / "nothing", resume=True)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(cfg: TrainConfig, tmp_path: Path, monkeypatch) -> None:
+    real = trainer_module.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss  # epoch 2, batch 2
+
+    monkeypatch.setattr(trainer_module, "compute_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, batch 2.*epoch 1\) is kept"):
+        train(cfg, tmp_path)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_huge_learning_rate_is_stopped_clearly(cfg: TrainConfig, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="non-finite .* Try a lower --lr"):
+        train(replace(cfg, lr=1e12, grad_clip=1e30, epochs=4, warmup_epochs=0), tmp_path)
+
+
+@pytest.mark.parametrize("model", ["painn", "mace"])
+def test_every_model_trains(model: str, cfg: TrainConfig, tmp_path: Path) -> None:
+    metrics = train(replace(cfg, model=model, epochs=2, hidden=16, interactions=1 if model == "mace" else 2), tmp_path)
+    assert metrics["model"] == model and len(metrics["curve"]) == 2
+    assert all(np.isfinite(c["train_loss"]) for c in metrics["curve"])
+    assert metrics["curve"][-1]["train_loss"] < metrics["curve"][0]["train_loss"] * 1.5
