@@ -1,0 +1,107 @@
+"""Sweeps: planning on the experiment grid, stable run keys, results.csv, reruns that skip finished runs."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from mlipdiv.cli import main
+from mlipdiv.data.dataset import read_hdf5
+from mlipdiv.jobs.store import RunStore
+from mlipdiv.jobs.sweep import RESULT_COLUMNS, SPLITS, plan_sweep, run_sweep, write_results
+from mlipdiv.selection import experiment_grid
+
+
+class CountingTrain:
+    """Records each training it is asked for; fails the seeds in ``fail_seeds`` (once each)."""
+
+    def __init__(self, fail_seeds: set[int] = frozenset()):
+        self.calls: list[tuple[int, int, int]] = []
+        self.fail_seeds = set(fail_seeds)
+
+    def __call__(self, cfg, out_dir, on_progress=None, should_stop=None, resume=False):
+        self.calls.append((cfg.molecules, cfg.conformers_per_molecule, cfg.seed))
+        if cfg.seed in self.fail_seeds:
+            self.fail_seeds.discard(cfg.seed)
+            raise RuntimeError("worker lost")
+        err = 1.0 / cfg.molecules
+        splits = {s: {"energy_mae": err, "energy_mae_per_atom": err / 9, "forces_mae": 2 * err, "n": 4} for s in SPLITS}
+        return {"splits": splits, "curve": [{"epoch": 1}]}
+
+
+def test_plan_covers_the_grid_with_stable_keys(tiny_dataset_path: Path) -> None:
+    plan = plan_sweep("fixed-budget", budget=8, points=3, seeds=2, model="schnet", epochs=2,
+                      dataset=tiny_dataset_path, options={"hidden": 16})
+    assert len(plan.grid) == 3 and all(m * c == 8 for m, c in plan.grid)
+    assert [m for m, _ in plan.grid] == sorted((m for m, _ in plan.grid), reverse=True)
+    assert len(plan.runs) == 6 and len({r.key for r in plan.runs}) == 6
+    assert {r.seed for r in plan.runs} == {0, 1}
+    assert all(r.config["hidden"] == 16 and r.config["epochs"] == 2 for r in plan.runs)
+    again = plan_sweep("fixed-budget", budget=8, points=3, seeds=2, model="schnet", epochs=2,
+                       dataset=tiny_dataset_path, options={"hidden": 16})
+    assert [r.key for r in again.runs] == [r.key for r in plan.runs]
+    longer = plan_sweep("fixed-budget", budget=8, points=3, seeds=2, model="schnet", epochs=3,
+                        dataset=tiny_dataset_path, options={"hidden": 16})
+    assert not {r.key for r in longer.runs} & {r.key for r in plan.runs}
+
+
+def test_rerun_skips_finished_runs_and_retries_failed_ones(tmp_path: Path, tiny_dataset_path: Path) -> None:
+    store = RunStore(tmp_path / "home")
+    plan = plan_sweep("fixed-budget", budget=8, points=2, seeds=2, model="schnet", epochs=1,
+                      dataset=tiny_dataset_path)
+    train = CountingTrain(fail_seeds={1})
+    runs = run_sweep(plan, store, train_fn=train)
+    assert len(train.calls) == 4
+    assert sorted(r.status for r in runs) == ["done", "done", "done", "failed"]
+    write_results(tmp_path / "out", plan, runs)
+    with open(tmp_path / "out" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == RESULT_COLUMNS and len(rows) == 3 * 4  # the failed run has no rows
+
+    train2 = CountingTrain()
+    runs2 = run_sweep(plan, store, train_fn=train2)
+    failed = next(r for r in runs if r.status == "failed")
+    assert train2.calls == [(failed.config["molecules"], failed.config["conformers_per_molecule"], 1)]
+    assert [r.id for r in runs2] == [r.id for r in runs]  # same stored runs, no duplicates
+    assert all(r.status == "done" for r in runs2) and len(store.list()) == 4
+
+    third = CountingTrain()
+    run_sweep(plan, store, train_fn=third)
+    assert third.calls == []
+    write_results(tmp_path / "out", plan, runs2)
+    with open(tmp_path / "out" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 4
+    for row in rows:
+        m = int(row["n_molecules"])
+        assert m * int(row["conformers_per_molecule"]) == 8
+        assert float(row["energy_mae"]) == pytest.approx(1.0 / m)
+        assert row["experiment"] == "fixed-budget" and row["model"] == "schnet" and row["split"] in SPLITS
+
+
+def test_sweep_cli_with_real_training(tmp_path: Path, tiny_dataset_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    argv = ["sweep", "--experiment", "fixed-molecules", "--molecules", "4", "--points", "2", "--seeds", "1",
+            "--model", "schnet", "--epochs", "1", "--hidden", "16", "--dataset", str(tiny_dataset_path),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    with open(tmp_path / "out" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 4
+    grid = experiment_grid(read_hdf5(tiny_dataset_path), "fixed-molecules", 2, molecules=4)
+    assert {(int(r["n_molecules"]), int(r["conformers_per_molecule"])) for r in rows} == set(grid)
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("energy_mae", "energy_mae_per_atom", "forces_mae"))
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_sweep_cli_refuses_infeasible_requests(tmp_path: Path, tiny_dataset_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    argv = ["sweep", "--experiment", "fixed-budget", "--budget", "100000", "--points", "3", "--dataset",
+            str(tiny_dataset_path), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "largest budget" in capsys.readouterr().err
