@@ -1,0 +1,562 @@
+"""The study reproduced: run presets as sweeps, then tables, fits, budget advice, information gap, applicability
+domain and figures from the finished runs.
+
+``python -m mlipdiv.analysis.study --preset NAME [--preset NAME ...] --out DIR`` runs every sweep of the presets
+(finished runs in the store are reused, so a rerun only trains what is missing) and analyses them;
+``--analyse-only`` skips training and analyses what ``DIR`` already holds. Written to ``DIR``:
+
+- ``<preset>/<model>-<strategy>/results.csv`` (the sweep verb's table) and ``results.csv`` (all of them, with
+  ``strategy`` and ``preset`` columns, and the element/zero-force baselines of each run);
+- ``summary.csv``: mean ± std over seeds per experiment, model, strategy, (M, C) and split, in meV/Å and meV/atom;
+- ``analysis.json``: the checks against the study's claims, fits, recommendations, information gap and domain;
+- ``figures/*.html`` and, when kaleido and a Chrome are available, ``figures/*.png`` / ``*.svg`` (the same Plotly
+  figures; set ``BROWSER_PATH=/usr/bin/chromium`` for Debian's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlipdiv.errors import MlipdivError
+
+__all__ = ["analyse", "collect", "run_presets", "shape_plan", "summary_table"]
+
+SPLITS = ("test_conformers", "test_molecules")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- sweeps
+
+
+def shape_plan(plan: Any, preset: Any) -> Any:
+    """Apply a preset's grid options to a planned sweep: keep ``preset.points`` points (log-evenly spaced, ends
+    included) among those with C <= ``max_conformers_per_molecule``, give
+    runs step-matched epochs (``match_steps``), and order runs seed-major (every point once before any point twice),
+    so a sweep cut short still covers the whole grid. Changed configs get new keys, so the store never confuses them.
+    """
+    from dataclasses import replace
+
+    from mlipdiv.jobs.sweep import SweepRun, file_digest, run_key
+
+    from mlipdiv.selection.experiments import _spread
+
+    cap = preset.max_conformers_per_molecule
+    grid = [tuple(g) for g in plan.grid if cap is None or g[1] <= cap]
+    if not grid:
+        raise MlipdivError(f"preset {preset.name}: no grid point has C <= {cap}")
+    # the same log-even choice experiment_grid makes, now among the points under the cap
+    grid = _spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == "fixed-molecules" else p[0])
+    keep = [r for r in plan.runs if (r.molecules, r.conformers_per_molecule) in grid]
+    largest = max(r.molecules * r.conformers_per_molecule for r in keep)
+    digest = None
+    runs = []
+    for r in keep:
+        epochs = preset.epochs_for(r.molecules * r.conformers_per_molecule, largest)
+        if epochs != r.config["epochs"]:
+            digest = digest or file_digest(plan.dataset)
+            config = {**r.config, "epochs": epochs}
+            r = SweepRun(r.molecules, r.conformers_per_molecule, r.seed, config, run_key(config, digest))
+        runs.append(r)
+    order = {s: i for i, s in enumerate(plan.seeds)}
+    runs.sort(key=lambda r: order[r.seed])  # stable: grid order within each seed
+    return replace(plan, grid=grid, runs=runs)
+
+
+def run_presets(
+    names: Sequence[str], out: Path, *, dataset: str | None = None, backend: str | None = None,
+    store: Any = None, log: Callable[[str], None] = _log,
+) -> list[Path]:
+    """Run every sweep of the named presets; returns the ``results.csv`` written.
+
+    Each sweep's ``results.csv`` is rewritten after every finished run, so an interrupted study keeps its tables.
+    """
+    from dataclasses import replace
+
+    from mlipdiv.jobs.store import RunStore
+    from mlipdiv.jobs.sweep import plan_sweep, run_sweep, write_results
+    from mlipdiv.presets import get_preset
+
+    store = store if store is not None else RunStore()
+    written = []
+    for name in names:
+        preset = get_preset(name)
+        log(f"preset {preset.describe()}")
+        for kw in preset.sweeps():
+            # with a cap on C, plan every feasible point first and choose the preset's number under the cap
+            wide = {**kw, "points": 64} if preset.max_conformers_per_molecule else kw
+            plan = shape_plan(plan_sweep(dataset=dataset, **wide), preset)
+            strategy = kw["options"]["strategy"]
+            folder = out / name / f"{plan.model}-{strategy}"
+            t0 = time.monotonic()
+            log(f"  sweep {plan.experiment} {plan.model} {strategy}: grid {plan.grid}, seeds {plan.seeds}, epochs "
+                f"{sorted({r.config['epochs'] for r in plan.runs})}")
+
+            def report(r: Any, plan: Any = plan, folder: Path = folder) -> None:
+                m = (r.metrics or {}).get("splits", {})
+                errs = ", ".join(f"{s} {1000 * m[s]['forces_mae']:.0f} meV/Å" for s in SPLITS if s in m)
+                took = f"{r.finished - r.started:.0f} s" if r.finished and r.started else ""
+                log(f"    {r.status} M={r.config.get('molecules')} C={r.config.get('conformers_per_molecule')} "
+                    f"seed={r.config.get('seed')} {took} {errs} {r.error or ''}")
+                found = [(i, store.find(i.key)) for i in plan.runs]
+                found = [(i, run) for i, run in found if run is not None]
+                write_results(folder, replace(plan, runs=[i for i, _ in found]), [run for _, run in found])
+
+            runs = run_sweep(plan, store, backend=backend or preset.backend, on_finish=report)
+            path = write_results(folder, plan, runs)
+            n_done = sum(r.status == "done" for r in runs)
+            log(f"  wrote {path}: {n_done}/{len(runs)} done in {time.monotonic() - t0:.0f} s")
+            written.append(path)
+    return written
+
+
+def collect(out: Path, store: Any = None) -> Any:
+    """All ``results.csv`` under ``out`` (one per sweep) in one table with ``strategy``, ``preset`` and baselines."""
+    import pandas as pd
+
+    from mlipdiv.jobs.store import RunStore
+
+    store = store if store is not None else RunStore()
+    frames = []
+    for path in sorted(out.glob("*/*/results.csv")):
+        df = pd.read_csv(path)
+        if df.empty:
+            continue
+        df["preset"] = path.parent.parent.name
+        df["strategy"] = path.parent.name.split("-", 1)[1]
+        frames.append(df)
+    if not frames:
+        raise MlipdivError(f"{out}: no sweep results below it; run the study first")
+    # presets may share runs (same config, same key): each run once per experiment
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["experiment", "run_id", "split"])
+    df = df.reset_index(drop=True)
+    base_f, base_e, seconds, n_eval = [], [], [], []
+    cache: dict[str, Any] = {}
+    for run_id, split in zip(df["run_id"], df["split"]):
+        if run_id not in cache:
+            cache[run_id] = store.get(run_id).metrics or {}
+        b = cache[run_id].get("baselines", {}).get(split, {})
+        base_f.append(b.get("forces_mae", math.nan))
+        base_e.append(b.get("energy_mae_per_atom", math.nan))
+        seconds.append(cache[run_id].get("seconds", math.nan))
+        n_eval.append(cache[run_id].get("splits", {}).get(split, {}).get("n", math.nan))
+    df["baseline_forces_mae"] = base_f
+    df["baseline_energy_mae_per_atom"] = base_e
+    df["seconds"] = seconds
+    df["n_eval"] = n_eval
+    df.to_csv(out / "results.csv", index=False)
+    return df
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+def summary_table(df: Any) -> Any:
+    """Mean and std over seeds (meV/Å, meV/atom) per experiment, model, strategy, (M, C) and split."""
+    d = df.copy()
+    d["forces"] = 1000 * d["forces_mae"]
+    d["energy"] = 1000 * d["energy_mae_per_atom"]
+    d["base_forces"] = 1000 * d["baseline_forces_mae"]
+    d["base_energy"] = 1000 * d["baseline_energy_mae_per_atom"]
+    keys = ["experiment", "model", "strategy", "n_molecules", "conformers_per_molecule", "split"]
+    g = d.groupby(keys).agg(
+        forces_mean=("forces", "mean"), forces_std=("forces", "std"), energy_mean=("energy", "mean"),
+        energy_std=("energy", "std"), base_forces=("base_forces", "mean"), base_energy=("base_energy", "mean"),
+        seeds=("seed", "nunique"), seconds=("seconds", "mean"), n_eval=("n_eval", "mean"),
+    ).reset_index()
+    return g.sort_values(["experiment", "model", "strategy", "split", "n_molecules"], ascending=[True] * 4 + [False])
+
+
+def markdown_table(s: Any, experiment: str) -> str:
+    """One markdown table per experiment: rows (model, strategy, M, C), columns per split."""
+    s = s[s["experiment"] == experiment]
+    head = ("| model | selection | M | C | unseen conformers: forces (meV/Å) | unseen conformers: energy (meV/atom) "
+            "| unseen molecules: forces (meV/Å) | unseen molecules: energy (meV/atom) | seeds | evaluated conformers "
+            "(unseen conformers / molecules) |")
+    lines = [head, "|" + "---|" * 10]
+    for (model, strat, m, c), g in s.groupby(["model", "strategy", "n_molecules", "conformers_per_molecule"],
+                                             sort=False):
+        by = {r["split"]: r for _, r in g.iterrows()}
+        cells = []
+        for split in SPLITS:
+            r = by.get(split)
+            if r is None:
+                cells += ["–", "–"]
+                continue
+            cells += [f"{r['forces_mean']:.1f} ± {r['forces_std']:.1f}", f"{r['energy_mean']:.2f} ± {r['energy_std']:.2f}"]
+        seeds = int(max(r["seeds"] for r in by.values()))
+        n = " / ".join(f"{by[s]['n_eval']:.0f}" if s in by else "–" for s in SPLITS)
+        lines.append(f"| {model} | {strat} | {m} | {c} | " + " | ".join(cells) + f" | {seeds} | {n} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- checks
+
+
+def claims(df: Any) -> dict[str, Any]:
+    """Measured answers to the questions the study's abstract and our issue ask."""
+    s = summary_table(df)
+    out: dict[str, Any] = {}
+    fb = s[s["experiment"] == "fixed-budget"]
+    # 1. unseen molecules harder than unseen conformers at every fixed-budget point (force MAE, mean over seeds)
+    harder = []
+    for (model, strat, m, c), g in fb.groupby(["model", "strategy", "n_molecules", "conformers_per_molecule"]):
+        by = {r["split"]: r for _, r in g.iterrows()}
+        if all(k in by for k in SPLITS):
+            harder.append({"model": model, "strategy": strat, "M": int(m), "C": int(c),
+                           "test_molecules": by["test_molecules"]["forces_mean"],
+                           "test_conformers": by["test_conformers"]["forces_mean"],
+                           "molecules_harder": bool(by["test_molecules"]["forces_mean"] >
+                                                    by["test_conformers"]["forces_mean"])})
+    out["unseen_molecules_harder"] = {"all": all(h["molecules_harder"] for h in harder) if harder else None,
+                                      "points": harder}
+    # 2. balance point at fixed budget: the measured M minimising each split and their mean
+    balance = []
+    for (model, strat), g in fb.groupby(["model", "strategy"]):
+        piv = g.pivot_table(index="n_molecules", columns="split", values="forces_mean")
+        if not all(k in piv for k in SPLITS):
+            continue
+        row = {"model": model, "strategy": strat}
+        for split in SPLITS:
+            row[f"best_M_{split}"] = int(piv[split].idxmin())
+        row["best_M_mean"] = int(piv[list(SPLITS)].mean(axis=1).idxmin())
+        balance.append(row)
+    out["balance_fixed_budget"] = balance
+    # 3. random vs diverse, paired by point (difference of means, in units of the pooled std over seeds)
+    comp = []
+    for (exp, model, m, c, split), g in s.groupby(["experiment", "model", "n_molecules", "conformers_per_molecule",
+                                                   "split"]):
+        by = {r["strategy"]: r for _, r in g.iterrows()}
+        if "random" in by and "diverse" in by:
+            r, d = by["random"], by["diverse"]
+            pooled = math.sqrt((r["forces_std"] ** 2 + d["forces_std"] ** 2) / 2) or math.nan
+            comp.append({"experiment": exp, "model": model, "M": int(m), "C": int(c), "split": split,
+                         "random": r["forces_mean"], "diverse": d["forces_mean"],
+                         "diverse_minus_random": d["forces_mean"] - r["forces_mean"],
+                         "in_pooled_std": (d["forces_mean"] - r["forces_mean"]) / pooled})
+    out["random_vs_diverse"] = comp
+    # 4. fixed molecules: does more conformers per molecule help each split?
+    fm = s[(s["experiment"] == "fixed-molecules") & s["split"].isin(SPLITS)]
+    trend = []
+    for (model, strat, split), g in fm.groupby(["model", "strategy", "split"]):
+        g = g.sort_values("conformers_per_molecule")
+        if len(g) >= 2:
+            first, last = g.iloc[0], g.iloc[-1]
+            trend.append({"model": model, "strategy": strat, "split": split, "C_first": int(first["conformers_per_molecule"]),
+                          "C_last": int(last["conformers_per_molecule"]), "first": first["forces_mean"],
+                          "last": last["forces_mean"], "relative_change": last["forces_mean"] / first["forces_mean"] - 1})
+    out["fixed_molecules_trend"] = trend
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+
+
+def _fits(df: Any, model: str, metric: str = "forces_mae") -> dict[str, Any] | None:
+    from mlipdiv.analysis.fit import fit_results
+
+    sub = df[(df["model"] == model) & (df["strategy"] == "random")]
+    try:
+        return fit_results(sub, metric=metric, model=model, strategy="random", n_boot=200)
+    except MlipdivError as exc:
+        _log(f"  no fit for {model}: {exc}")
+        return None
+
+
+def _gap_rows(df: Any, dataset: Any, store: Any) -> Any:
+    import pandas as pd
+
+    from mlipdiv.analysis.infogap import gap_for_run
+
+    rows = []
+    for run_id, g in df.groupby("run_id"):
+        run = store.get(run_id)
+        try:
+            gaps = gap_for_run(run.run_dir, dataset, backend="numpy")
+        except MlipdivError as exc:
+            _log(f"  information gap skipped for {run_id}: {exc}")
+            continue
+        for split, rep in gaps.items():
+            err = g[g["split"] == split]
+            if err.empty:
+                continue
+            e = err.iloc[0]
+            rows.append({"run_id": run_id, "model": e["model"], "strategy": e["strategy"],
+                         "experiment": e["experiment"], "n_molecules": e["n_molecules"],
+                         "conformers_per_molecule": e["conformers_per_molecule"], "seed": e["seed"], "split": split,
+                         "forces_mae": 1000 * e["forces_mae"], "energy_mae_per_atom": 1000 * e["energy_mae_per_atom"],
+                         **rep.as_dict()})
+    return pd.DataFrame(rows)
+
+
+def _spearman(x: Any, y: Any) -> float:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, figures: bool = True,
+            infogap: bool = True, domain: bool = True) -> dict[str, Any]:
+    """Tables, claims, fits, recommendations, information gap, domain and figures for the runs under ``out``."""
+    from mlipdiv.analysis.recommend import budget_grid, optimum_path, recommend
+    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.jobs.store import RunStore
+
+    store = store if store is not None else RunStore()
+    df = collect(out, store)
+    summary = summary_table(df)
+    summary.to_csv(out / "summary.csv", index=False)
+    result: dict[str, Any] = {"n_runs": int(df["run_id"].nunique()), "claims": claims(df)}
+    result["tables"] = {e: markdown_table(summary, e) for e in sorted(df["experiment"].unique())}
+    result["run_seconds"] = {
+        m: {"mean": float(g.drop_duplicates("run_id")["seconds"].mean()),
+            "total": float(g.drop_duplicates("run_id")["seconds"].sum())}
+        for m, g in df.groupby("model")
+    }
+    result["baselines"] = {
+        split: {"forces_mae": float(1000 * g["baseline_forces_mae"].mean()),
+                "energy_mae_per_atom": float(1000 * g["baseline_energy_mae_per_atom"].mean())}
+        for split, g in df.groupby("split")
+    }
+
+    fits, recs, paths = {}, {}, {}
+    for model in sorted(df["model"].unique()):
+        f = _fits(df, model)
+        if f is None:
+            continue
+        fits[model] = f
+        budget = int((df[df["experiment"] == "fixed-budget"]["n_molecules"] *
+                      df[df["experiment"] == "fixed-budget"]["conformers_per_molecule"]).max())
+        recs[model] = {}
+        for w in (0.0, 0.5, 1.0):
+            try:
+                recs[model][w] = recommend(f, budget, w)
+            except MlipdivError as exc:
+                _log(f"  no recommendation for {model} at W={w}: {exc}")
+        paths[model] = optimum_path(f, budget_grid(f), 0.5)
+    result["fits"] = {m: {s: fit.as_dict() for s, fit in f.items()} for m, f in fits.items()}
+    result["recommendations"] = {m: {str(w): r.as_dict() for w, r in rs.items()} for m, rs in recs.items()}
+
+    dataset = None
+    if infogap or domain:
+        path = dataset_path or json.loads((Path(store.get(df["run_id"].iloc[0]).run_dir) / "config.json")
+                                          .read_text()).get("dataset")
+        dataset = load_dataset(path)
+    gap = None
+    if infogap:
+        _log("information gap per run")
+        gap = _gap_rows(df[df["split"].isin(SPLITS)], dataset, store)
+        gap.to_csv(out / "infogap.csv", index=False)
+        result["infogap"] = {
+            "spearman_error_vs_dH_mean": _spearman(gap["dH_mean"], gap["forces_mae"]),
+            "spearman_error_vs_frac_extrapolative": _spearman(gap["frac_extrapolative"], gap["forces_mae"]),
+            "by_split": {s: {"dH_mean": float(g["dH_mean"].mean()),
+                             "frac_extrapolative": float(g["frac_extrapolative"].mean()),
+                             "spearman_within_split": _spearman(g["dH_mean"], g["forces_mae"])}
+                         for s, g in gap.groupby("split")},
+        }
+    dom_report = None
+    if domain:
+        from mlipdiv.analysis.domain import domain_for_run
+
+        _log("applicability domain per run")
+        rows = []
+        for run_id, g in df.groupby("run_id"):
+            try:
+                rep = domain_for_run(store.get(run_id).run_dir, dataset)
+            except MlipdivError as exc:
+                _log(f"  domain skipped for {run_id}: {exc}")
+                continue
+            e = g.iloc[0]
+            for split, row in rep.summary().items():
+                rows.append({"run_id": run_id, "model": e["model"], "strategy": e["strategy"],
+                             "experiment": e["experiment"], "n_molecules": e["n_molecules"],
+                             "conformers_per_molecule": e["conformers_per_molecule"], "seed": e["seed"],
+                             "split": split, "threshold": rep.threshold, "error_threshold": rep.error_threshold,
+                             **row})
+            # the example run for the figure: the fixed-budget run with the most balanced point, first seed
+            if dom_report is None and e["experiment"] == "fixed-budget" and e["seed"] == 0 and \
+                    e["strategy"] == "random":
+                dom_report = (run_id, rep)
+        import pandas as pd
+
+        dom = pd.DataFrame(rows)
+        dom.to_csv(out / "domain.csv", index=False)
+        result["domain"] = {
+            s: {k: float(g[k].mean()) for k in ("flagged_fraction", "error_flagged", "error_unflagged",
+                                                "spearman_distance_error") if k in g}
+            for s, g in dom.groupby("split")
+        }
+        result["domain"]["n_runs"] = int(dom["run_id"].nunique()) if len(dom) else 0
+
+    (out / "analysis.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    (out / "report.md").write_text(report(json.loads((out / "analysis.json").read_text())))
+    if figures:
+        _figures(out, df, fits, recs, paths, gap, dom_report)
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    """The measured tables and numbers of ``analysis.json`` as markdown (docs/RESULTS.md is written around it)."""
+    lines = [f"Runs analysed: {result['n_runs']}.", ""]
+    for exp, table in result["tables"].items():
+        lines += [f"### {exp}", "", table, ""]
+    lines += ["### Baselines (mean over runs)", "", "| split | zero forces: force MAE (meV/Å) | element-linear energy: "
+              "energy MAE (meV/atom) |", "|---|---|---|"]
+    for split, b in result["baselines"].items():
+        lines.append(f"| {split} | {b['forces_mae']:.1f} | {b['energy_mae_per_atom']:.2f} |")
+    c = result["claims"]
+    lines += ["", "### Unseen molecules vs unseen conformers at each fixed-budget point (force MAE, meV/Å)", "",
+              "| model | selection | M | C | unseen molecules | unseen conformers | molecules harder |", "|---|---|---|---|---|---|---|"]
+    for h in c["unseen_molecules_harder"]["points"]:
+        lines.append(f"| {h['model']} | {h['strategy']} | {h['M']} | {h['C']} | {h['test_molecules']:.1f} | "
+                     f"{h['test_conformers']:.1f} | {'yes' if h['molecules_harder'] else 'no'} |")
+    lines += ["", "### Measured balance point at fixed budget (M with the lowest mean force MAE)", "",
+              "| model | selection | best M, unseen molecules | best M, unseen conformers | best M, mean of both |",
+              "|---|---|---|---|---|"]
+    for b in c["balance_fixed_budget"]:
+        lines.append(f"| {b['model']} | {b['strategy']} | {b['best_M_test_molecules']} | "
+                     f"{b['best_M_test_conformers']} | {b['best_M_mean']} |")
+    if c["random_vs_diverse"]:
+        lines += ["", "### Diverse minus random selection (force MAE, meV/Å; in units of the pooled seed std)", "",
+                  "| experiment | model | M | C | split | random | diverse | diverse − random | ÷ pooled std |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in c["random_vs_diverse"]:
+            if r["split"] in SPLITS:
+                lines.append(f"| {r['experiment']} | {r['model']} | {r['M']} | {r['C']} | {r['split']} | "
+                             f"{r['random']:.1f} | {r['diverse']:.1f} | {r['diverse_minus_random']:+.1f} | "
+                             f"{r['in_pooled_std']:+.2f} |")
+    for model, fits in result.get("fits", {}).items():
+        lines += ["", f"### Error-model fits, {model} (random selection, force MAE)", "",
+                  "| split | E∞ | a | α | b | β | M0 | C0 | R² | RMSE | LOO RMSE | points | AICc full / no_floor / total |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for split, f in fits.items():
+            p, e = f["params"], f["stderr"]
+            cell = lambda k: f"{p[k]:.3g} ± {e[k]:.2g}"  # noqa: E731
+            aicc = " / ".join(f"{f['aicc_by_form'].get(k, float('nan')):.1f}" for k in ("full", "no_floor", "total"))
+            lines.append(f"| {split} | {cell('E_inf')} | {cell('a')} | {cell('alpha')} | {cell('b')} | {cell('beta')} "
+                         f"| {f['M0']:.3g} | {f['C0']:.3g} | {f['r2']:.3f} | {f['rmse']:.2f} | {f['loo_rmse']:.2f} | "
+                         f"{f['n_points']} | {aicc} |")
+    for model, recs in result.get("recommendations", {}).items():
+        lines += ["", f"### Recommendations, {model}", "",
+                  "| budget | W | M | C | unseen molecules (90 % interval) | unseen conformers (90 % interval) | "
+                  "optimal M over the bootstrap |", "|---|---|---|---|---|---|---|"]
+        for w, r in recs.items():
+            pm, pc = r["predicted"]["test_molecules"], r["predicted"]["test_conformers"]
+            rng = r["n_molecules_range"]
+            lines.append(f"| {r['budget_conformers']} | {w} | {r['n_molecules']} | {r['conformers_per_molecule']} | "
+                         f"{pm['mean']:.1f} [{pm['low']:.1f}, {pm['high']:.1f}] | {pc['mean']:.1f} [{pc['low']:.1f}, "
+                         f"{pc['high']:.1f}] | {rng[0] if rng else '–'}..{rng[1] if rng else '–'} |")
+    if "infogap" in result:
+        g = result["infogap"]
+        lines += ["", "### Information gap (QUESTS dH of test atoms relative to the training set)", "",
+                  f"Spearman correlation across runs and splits, force MAE vs mean dH: "
+                  f"{g['spearman_error_vs_dH_mean']:.2f}; vs share of atoms with dH > 0: "
+                  f"{g['spearman_error_vs_frac_extrapolative']:.2f}.", "",
+                  "| split | mean dH | share of atoms with dH > 0 | Spearman (error, dH) within split |", "|---|---|---|---|"]
+        for split, v in g["by_split"].items():
+            lines.append(f"| {split} | {v['dH_mean']:.2f} | {v['frac_extrapolative']:.3f} | "
+                         f"{v['spearman_within_split']:.2f} |")
+    if "domain" in result:
+        d = result["domain"]
+        lines += ["", f"### Applicability domain (mean over {d.get('n_runs', 0)} runs)", "",
+                  "| split | flagged (beyond 95th pct of val) | force MAE flagged | force MAE not flagged | "
+                  "Spearman (distance, error) |", "|---|---|---|---|---|"]
+        for split in ("val", "test_conformers", "test_molecules"):
+            v = d.get(split)
+            if v:
+                lines.append(f"| {split} | {v.get('flagged_fraction', float('nan')):.3f} | "
+                             f"{v.get('error_flagged', float('nan')):.1f} | {v.get('error_unflagged', float('nan')):.1f} | "
+                             f"{v.get('spearman_distance_error', float('nan')):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)
+
+
+def _figures(out: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: Any, dom: Any) -> None:
+    from mlipdiv.analysis import figures as F
+
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    figs = {}
+    for exp in sorted(df["experiment"].unique()):
+        tag = "fixed_budget" if exp == "fixed-budget" else "fixed_molecules"
+        figs[f"{tag}_forces"] = F.study_figure(df, exp, "forces_mae")
+        figs[f"{tag}_energy"] = F.study_figure(df, exp, "energy_mae_per_atom")
+    for model, f in fits.items():
+        rec = recs.get(model, {}).get(0.5)
+        figs[f"budget_map_{model}"] = F.budget_map_figure(fits=f, path=paths.get(model, ()), recommendation=rec)
+        if rec is not None:
+            figs[f"tradeoff_{model}"] = F.tradeoff_figure(rec, f)
+        for split, fit in f.items():
+            figs[f"surface_{model}_{split}"] = F.error_surface_figure(fit)
+    if gap is not None and len(gap):
+        figs["infogap"] = F.infogap_figure(gap)
+    if dom is not None:
+        _, rep = dom
+        figs["domain"] = F.domain_figure(rep.distances, rep.errors, rep.threshold, error_threshold=rep.error_threshold)
+    export = os.environ.get("MLIPDIV_EXPORT", "png,svg").split(",")
+    for name, fig in figs.items():
+        fig.write_html(figdir / f"{name}.html", include_plotlyjs="cdn")
+        for ext in filter(None, export):
+            try:
+                fig.write_image(figdir / f"{name}.{ext}", width=1100, height=fig.layout.height or 560, scale=1)
+            except Exception as exc:  # noqa: BLE001 - kaleido/Chrome missing: HTML is still written
+                _log(f"  {name}.{ext} not exported ({type(exc).__name__}: {exc}); HTML written")
+                export = []
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mlipdiv.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m mlipdiv.analysis.study", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS),
+                        help="preset to run (repeatable); see mlipdiv/presets.py")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the sweeps' tables and the analysis")
+    parser.add_argument("--dataset", help="dataset file (default: the shipped one)")
+    parser.add_argument("--backend", choices=["local", "ray"], help="override the presets' backend")
+    parser.add_argument("--analyse-only", action="store_true", help="do not train; analyse what --out holds")
+    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--list", action="store_true", help="print the presets and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for p in PRESETS.values():
+            print(p.describe())
+        return 0
+    try:
+        if not args.analyse_only:
+            if not args.preset:
+                parser.error("give at least one --preset (or --analyse-only)")
+            run_presets(args.preset, args.out, dataset=args.dataset, backend=args.backend)
+        result = analyse(args.out, dataset_path=args.dataset, figures=not args.no_figures)
+    except MlipdivError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps(result["claims"], indent=2, default=_json_default))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

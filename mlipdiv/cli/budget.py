@@ -1,0 +1,185 @@
+"""``python -m mlipdiv budget``: how to spend a QM budget on molecules vs conformers, from fitted sweep results.
+
+``--results DIR --budget N`` fits the error model of each test split to the sweep's ``results.csv`` and prints the
+M x C that minimises the weighted predicted error; ``--known-datasets`` lists published QM datasets instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+HELP = "recommend molecules x conformers for a QM budget from sweep results (or list known QM datasets)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", nargs="+", metavar="DIR",
+                        help="sweep output directories (or results.csv files); several are combined")
+    parser.add_argument("--budget", type=float, help="the QM budget, in --unit")
+    parser.add_argument("--unit", choices=["conformers", "cpu-hours"], default="conformers",
+                        help="budget unit (default: conformers); CPU-hours go through the measured cost model")
+    parser.add_argument("--weight", type=float, default=0.5,
+                        help="0..1: weight of unseen-molecule error against unseen-conformer error (default 0.5)")
+    parser.add_argument("--metric", default="forces_mae", choices=["forces_mae", "energy_mae_per_atom", "energy_mae"],
+                        help="error to minimise (default: forces_mae)")
+    parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
+    parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
+    parser.add_argument("--form", default="full", choices=["full", "no_floor", "total"],
+                        help="error-model form (default: full = E_inf + a M^-alpha + b C^-beta)")
+    parser.add_argument("--max-factor", type=float, default=2.0,
+                        help="refuse predictions further than this factor outside the fitted (M, C) region")
+    parser.add_argument("--allow-extrapolation", action="store_true",
+                        help="predict beyond --max-factor anyway (marked as extrapolated)")
+    parser.add_argument("--max-molecules", type=int, help="at most this many distinct molecules are available")
+    parser.add_argument("--dataset", help="dataset whose molecule sizes set the cost per conformer (default: shipped)")
+    parser.add_argument("--atoms", type=float, help="atoms per molecule for the cost model (overrides --dataset)")
+    parser.add_argument("--qm", choices=["xtb", "xtb-pipeline", "dft"], default="xtb",
+                        help="cost model: measured GFN2-xTB single points (default), the measured end-to-end cost of "
+                             "generating the shipped dataset (xtb-pipeline), or DFT scaled from xtb (--dft-factor)")
+    parser.add_argument("--dft-factor", type=float,
+                        help="DFT/xTB cost ratio at 20 atoms, measured with your DFT code (required with --qm dft)")
+    parser.add_argument("--dft-exponent", type=float, default=3.0, help="DFT cost scaling n^k (default 3)")
+    parser.add_argument("--known-datasets", action="store_true", help="list published QM datasets and exit")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _known(args: argparse.Namespace) -> int:
+    from mlipdiv.analysis.known_datasets import known_datasets
+
+    rows = known_datasets()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    cols = ["name", "n_molecules", "n_conformers", "conformers_per_molecule", "level_of_theory", "forces"]
+    table = [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print("\nsources:")
+    for r in rows:
+        print(f"  {r['name']}: {r['source']}")
+    return 0
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+    return str(v)
+
+
+def _cost_model(args: argparse.Namespace) -> Any:
+    from mlipdiv.analysis.cost import pipeline_cost_model, xtb_cost_model
+    from mlipdiv.errors import MlipdivError
+
+    if args.qm == "xtb-pipeline":
+        return pipeline_cost_model()
+    model = xtb_cost_model()
+    if args.qm == "dft":
+        if args.dft_factor is None:
+            raise MlipdivError("--qm dft needs --dft-factor: the cost of one DFT single point divided by one GFN2-xTB "
+                               "single point for a 20-atom molecule, measured with your DFT code and machine")
+        model = model.scaled(args.dft_factor, args.dft_exponent)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlipdiv.errors import MlipdivError
+
+    if args.known_datasets:
+        return _known(args)
+    if not args.results or args.budget is None:
+        raise MlipdivError("give --results DIR and --budget N (or --known-datasets)")
+    if not math.isfinite(args.budget) or args.budget <= 0:
+        raise MlipdivError(f"--budget must be a positive number, got {args.budget}")
+    if args.max_factor < 1:
+        raise MlipdivError("--max-factor must be at least 1")
+
+    from mlipdiv.analysis.cost import dataset_atom_counts
+    from mlipdiv.analysis.fit import fit_results, load_results, select
+    from mlipdiv.analysis.recommend import recommend
+
+    cost = _cost_model(args)
+    atoms: Any = None
+    if args.atoms is not None:
+        if args.atoms <= 0:
+            raise MlipdivError("--atoms must be positive")
+        atoms, atoms_from = args.atoms, f"{args.atoms:g} atoms per molecule (--atoms)"
+    else:
+        try:
+            atoms = dataset_atom_counts(args.dataset)
+            atoms_from = f"molecule sizes of {args.dataset or 'the shipped dataset'} (mean {atoms.mean():.1f} atoms)"
+        except MlipdivError as exc:
+            if args.unit == "cpu-hours":
+                raise
+            atoms_from = f"unknown ({exc})"
+    if args.unit == "cpu-hours":
+        n_conf = cost.conformers_for(args.budget, atoms)
+        if n_conf < 1:
+            raise MlipdivError(f"{args.budget:g} CPU-hours do not pay for one conformer with {cost.label}")
+    else:
+        if not float(args.budget).is_integer():
+            raise MlipdivError("a budget in conformers must be a whole number")
+        n_conf = int(args.budget)
+
+    df = load_results(args.results)
+    _, model, strategy = select(df, args.model, args.strategy)
+    fits = fit_results(df, metric=args.metric, model=model, strategy=strategy, form=args.form,
+                       max_factor=args.max_factor)
+    rec = recommend(fits, n_conf, args.weight, max_molecules=args.max_molecules,
+                    allow_extrapolation=args.allow_extrapolation)
+    used = rec.n_molecules * rec.conformers_per_molecule
+    out = {
+        **rec.as_dict(),
+        "budget": args.budget,
+        "unit": args.unit,
+        "metric": args.metric,
+        "model": model,
+        "strategy": strategy,
+        "cost": {
+            "model": cost.label,
+            "atoms": atoms_from,
+            "seconds_per_conformer": None if atoms is None else cost.mean_seconds(atoms),
+            "cpu_hours": None if atoms is None else cost.cpu_hours_for(used, atoms),
+        },
+        "fits": {s: f.as_dict() for s, f in fits.items()},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False, default=float))
+        return 0
+    _print(out)
+    return 0
+
+
+def _print(o: dict[str, Any]) -> None:
+    w = sys.stdout.write
+    lvl = int(round(100 * o["interval_level"]))
+    w(f"budget: {o['budget']:g} {o['unit']} = {o['budget_conformers']:,} conformers "
+      f"({o['cost']['model']}, {o['cost']['atoms']})\n")
+    w(f"model {o['model']}, strategy {o['strategy']}, metric {o['metric']}, weight {o['weight']:g} "
+      f"(1 = only unseen molecules matter, 0 = only unseen conformers)\n\n")
+    hours = o["cost"]["cpu_hours"]
+    w(f"recommended: n_molecules = {o['n_molecules']:,}, conformers_per_molecule = {o['conformers_per_molecule']:,} "
+      f"({o['n_conformers']:,} conformers" + (f", {hours:.3g} CPU-hours)\n" if hours is not None else ")\n"))
+    if o["n_molecules_range"]:
+        lo, hi = o["n_molecules_range"]
+        w(f"  the optimum's n_molecules over the bootstrap: {lo:,}..{hi:,} ({lvl}%)\n")
+    w("predicted:\n")
+    for split, p in o["predicted"].items():
+        w(f"  {split:16s} {p['mean']:8.2f} {p['unit']}   [{p['low']:.2f}, {p['high']:.2f}] ({lvl}% interval)\n")
+    w("\nfits:\n")
+    for split, f in o["fits"].items():
+        params = ", ".join(f"{k} = {v:.3g} ± {f['stderr'][k]:.2g}" for k, v in f["params"].items())
+        w(f"  {split}: {f['formula']}, M0 = {f['M0']:.3g}, C0 = {f['C0']:.3g}\n    {params}\n")
+        w(f"    R² {f['r2']:.3f}, RMSE {f['rmse']:.3g}, leave-one-out RMSE {f['loo_rmse']:.3g} {f['unit']}; "
+          f"{f['n_points']} points, {f['n_runs']} runs; M {f['M_range'][0]:g}..{f['M_range'][1]:g}, "
+          f"C {f['C_range'][0]:g}..{f['C_range'][1]:g}\n")
+    for note in o["notes"]:
+        w(f"note: {note}\n")

@@ -1,0 +1,67 @@
+"""One look for every chart: fonts readable from the back of a lecture hall, a colour-blind-safe palette, units.
+
+Conversions from the library's units (eV, eV/angstrom) to display units happen here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EV_TO_MEV",
+    "FONT_SIZE",
+    "PALETTE",
+    "SPLIT_COLORS",
+    "SPLIT_LABELS",
+    "SPLIT_ORDER",
+    "apply_style",
+    "mev",
+]
+
+EV_TO_MEV = 1000.0
+FONT_SIZE = 18  # base font in px; titles and ticks scale from it
+# Okabe & Ito (2008): distinguishable with the common colour-vision deficiencies and in greyscale print.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+
+SPLIT_ORDER = ["train", "val", "test_conformers", "test_molecules", "unused"]
+SPLIT_LABELS = {
+    "train": "training set",
+    "val": "validation",
+    "test_conformers": "unseen conformers",
+    "test_molecules": "unseen molecules",
+    "unused": "not used",
+}
+SPLIT_COLORS = {
+    "train": "#0072B2",
+    "val": "#56B4E9",
+    "test_conformers": "#E69F00",
+    "test_molecules": "#D55E00",
+    "unused": "#C8C8C8",
+}
+
+
+def mev(values: Any) -> Any:
+    """eV -> meV (or eV/angstrom -> meV/angstrom); works on scalars, arrays and pandas objects; None stays None."""
+    if values is None:
+        return None
+    return values * EV_TO_MEV
+
+
+def apply_style(fig: Any, height: int | None = 480, legend_top: bool = True) -> Any:
+    """Projector-friendly layout: large fonts, white background, light grid, legend above the plot."""
+    fig.update_layout(
+        template="plotly_white",
+        font={"size": FONT_SIZE, "family": "DejaVu Sans, Arial, sans-serif"},
+        title_font={"size": FONT_SIZE + 4},
+        colorway=PALETTE,
+        margin={"l": 70, "r": 30, "t": 70 if legend_top else 50, "b": 70},
+        hoverlabel={"font_size": FONT_SIZE - 2},
+    )
+    if height is not None:
+        fig.update_layout(height=height)
+    if legend_top:
+        fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0})
+    fig.update_xaxes(title_font={"size": FONT_SIZE}, tickfont={"size": FONT_SIZE - 2}, showline=True, linecolor="#444")
+    fig.update_yaxes(title_font={"size": FONT_SIZE}, tickfont={"size": FONT_SIZE - 2}, showline=True, linecolor="#444")
+    fig.update_annotations(font_size=FONT_SIZE)
+    return fig

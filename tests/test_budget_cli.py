@@ -1,0 +1,92 @@
+"""``python -m mlipdiv budget``: JSON that parses with the promised keys, readable text, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlipdiv.cli import main
+from synthetic_sweeps import results_table
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sweep")
+    results_table().to_csv(d / "results.csv", index=False)
+    return d
+
+
+def run_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    assert main(["budget", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_budget_json_has_the_recommendation(sweep_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    out = run_json(capsys, "--results", str(sweep_dir), "--budget", "512", "--weight", "0.7", "--atoms", "18")
+    assert {"n_molecules", "conformers_per_molecule", "predicted", "fits", "budget_conformers", "cost"} <= set(out)
+    assert out["n_molecules"] * out["conformers_per_molecule"] <= 512
+    for split in ("test_molecules", "test_conformers"):
+        p = out["predicted"][split]
+        assert p["low"] <= p["mean"] <= p["high"] and p["unit"] == "meV/Å"
+        f = out["fits"][split]
+        assert {"E_inf", "a", "alpha", "b", "beta"} == set(f["params"]) == set(f["stderr"])
+        assert {"r2", "rmse", "loo_rmse", "M_range", "C_range"} <= set(f)
+    assert out["cost"]["cpu_hours"] > 0 and out["model"] == "schnet"
+
+
+def test_budget_in_cpu_hours_converts_through_the_cost_model(sweep_dir: Path, capsys) -> None:
+    from mlipdiv.analysis.cost import xtb_cost_model
+
+    hours = xtb_cost_model().cpu_hours_for(512, 18)
+    out = run_json(capsys, "--results", str(sweep_dir), "--budget", str(hours), "--unit", "cpu-hours", "--atoms", "18")
+    assert out["budget_conformers"] == 512 and out["unit"] == "cpu-hours"
+    assert out["cost"]["cpu_hours"] <= hours * (1 + 1e-9)
+
+
+def test_budget_text_output(sweep_dir: Path, capsys) -> None:
+    assert main(["budget", "--results", str(sweep_dir), "--budget", "512", "--atoms", "18"]) == 0
+    text = capsys.readouterr().out
+    assert "n_molecules =" in text and "conformers_per_molecule =" in text and "test_molecules" in text
+    assert "leave-one-out" in text
+
+
+def test_known_datasets_json(capsys) -> None:
+    rows = run_json(capsys, "--known-datasets")
+    assert len(rows) >= 14
+    for r in rows:
+        assert {"name", "n_molecules", "n_conformers", "conformers_per_molecule", "level_of_theory", "source"} <= set(r)
+    assert main(["budget", "--known-datasets"]) == 0
+    assert "SPICE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budget", "10000000"], "Run a sweep"),
+        (["--budget", "512", "--weight", "2"], "weight"),
+        (["--budget", "-3"], "positive"),
+        (["--budget", "512", "--qm", "dft"], "--dft-factor"),
+        (["--budget", "512", "--model", "painn"], "no runs with model"),
+    ],
+)
+def test_refusals_are_clear(sweep_dir: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(["budget", "--results", str(sweep_dir), "--atoms", "18", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_missing_results_dir(tmp_path: Path, capsys) -> None:
+    assert main(["budget", "--results", str(tmp_path / "nowhere"), "--budget", "10"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_module_entry_point(sweep_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mlipdiv", "budget", "--results", str(sweep_dir), "--budget", "256", "--atoms", "18",
+         "--json"], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert json.loads(out.stdout)["n_molecules"] >= 1
