@@ -1,0 +1,188 @@
+"""Molecules on screen: 3D views (py3Dmol with a local 3Dmol.js) and 2D depictions (RDKit SVG data URIs).
+
+py3Dmol loads 3Dmol.js from a CDN by default, which fails on a machine without internet (a lecture hall, a cluster
+node). :func:`view_html` builds the view with py3Dmol and inlines ``assets/3Dmol-min.js`` instead: 3Dmol.js 2.5.5,
+BSD-3-Clause, taken unmodified from the npm package ``3dmol`` (``build/3Dmol-min.js``; see ``assets/README.md``).
+The returned HTML is self-contained, so it renders inside Streamlit's ``st.iframe`` with no network. All conformers
+of a molecule go into one view as frames, stepped through in the browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["THREEDMOL_JS", "depiction_data_uri", "depiction_svg", "view_html", "xyz_block"]
+
+THREEDMOL_JS = Path(__file__).with_name("assets") / "3Dmol-min.js"
+_SYMBOLS = (
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
+).split()
+
+
+@lru_cache(maxsize=1)
+def _threedmol_source() -> str:
+    return THREEDMOL_JS.read_text(encoding="utf-8")
+
+
+def xyz_block(atomic_numbers: np.ndarray, positions: np.ndarray, comment: str = "") -> str:
+    """An XYZ file as text (positions in angstrom)."""
+    z = np.asarray(atomic_numbers, dtype=int)
+    pos = np.asarray(positions, dtype=float).reshape(len(z), 3)
+    lines = [str(len(z)), comment.replace("\n", " ")]
+    lines += [f"{_SYMBOLS[n] if n < len(_SYMBOLS) else 'X'} {x:.5f} {y:.5f} {w:.5f}" for n, (x, y, w) in zip(z, pos)]
+    return "\n".join(lines) + "\n"
+
+
+def view_html(
+    atomic_numbers: np.ndarray,
+    positions: np.ndarray,
+    forces: np.ndarray | None = None,
+    captions: Sequence[str] | None = None,
+    start: int = 0,
+    height: int = 420,
+    style: str = "stick",
+) -> str:
+    """Self-contained HTML of a 3Dmol.js view of one conformer or of all conformers of a molecule.
+
+    With several conformers, a slider under the view (arrow keys, ◀ ▶, play) steps through them in the browser
+    itself, so stepping costs no round trip to the server; each step shows that conformer's caption.
+
+    Args:
+        atomic_numbers: (n_atoms,).
+        positions: (n_atoms, 3) or (n_conf, n_atoms, 3), angstrom.
+        forces: optional, same shape as ``positions``, eV/angstrom: a check box draws them as arrows, scaled so the
+            largest force of all conformers is 1.2 angstrom long (the caption gives that force in meV/angstrom).
+        captions: one text per conformer (e.g. its energy), shown in the top-left corner; HTML-escaped.
+        start: the conformer shown first.
+        height: pixels.
+        style: ``"stick"``, ``"ballstick"`` or ``"sphere"``.
+    """
+    import html
+    import json
+
+    import py3Dmol
+
+    z = np.asarray(atomic_numbers, dtype=int)
+    pos = np.asarray(positions, dtype=float).reshape(-1, len(z), 3)
+    n = len(pos)
+    start = int(min(max(start, 0), n - 1))
+    caps = [str(c) for c in captions] if captions is not None else [""] * n
+    if len(caps) != n:
+        raise ValueError(f"{len(caps)} captions for {n} conformers")
+    view = py3Dmol.view(width="100%", height=f"{height}px", js="")
+    view.addModelsAsFrames("".join(xyz_block(z, p) for p in pos), "xyz")
+    styles = {
+        "stick": {"stick": {"radius": 0.15}, "sphere": {"scale": 0.22}},
+        "ballstick": {"stick": {"radius": 0.12}, "sphere": {"scale": 0.3}},
+        "sphere": {"sphere": {}},
+    }
+    view.setStyle({}, styles.get(style, styles["stick"]))
+    view.setBackgroundColor("white")
+    view.zoomTo()
+    body = view.write_html()
+    # py3Dmol loads the script only when $3Dmolpromise is undefined: define it as already resolved after
+    # inlining the library, and drop the (empty) URL so nothing points at the network.
+    body = re.sub(r"loadScriptAsync\('[^']*'\)", "Promise.resolve()", body)
+    viewer = re.search(r"viewer_\d+", body).group(0)
+
+    data: dict[str, Any] = {"captions": [html.escape(c) for c in caps], "start": start, "n": n}
+    force_note = ""
+    if forces is not None:
+        f = np.asarray(forces, dtype=float).reshape(n, len(z), 3)
+        largest = float(np.linalg.norm(f, axis=-1).max()) if f.size else 0.0
+        if largest > 0:
+            data["positions"] = np.round(pos, 3).tolist()
+            data["forces"] = np.round(f * (1.2 / largest), 3).tolist()
+            force_note = f"QM forces (longest: {largest * 1000:.0f} meV/Å)"
+    controls = []
+    if n > 1:
+        controls += [
+            "<button id='mv-prev' title='previous conformer'>◀</button>",
+            f"<input id='mv-slider' type='range' min='0' max='{n - 1}' value='{start}' aria-label='conformer'>",
+            "<button id='mv-next' title='next conformer'>▶</button>",
+            "<button id='mv-play' title='play through the conformers'>play</button>",
+        ]
+    if force_note:
+        controls.append(f"<label><input id='mv-forces' type='checkbox'> {force_note}</label>")
+    script = f"""<script>$3Dmolpromise.then(function() {{
+const v = {viewer}, D = {json.dumps(data)};
+const $ = (id) => document.getElementById(id);
+let current = D.start, timer = null;
+function arrows(i) {{
+  v.removeAllShapes();
+  if (!D.forces || !$('mv-forces').checked) return;
+  D.positions[i].forEach((p, k) => {{
+    const f = D.forces[i][k];
+    if (Math.hypot(f[0], f[1], f[2]) < 0.03) return;
+    v.addArrow({{start: {{x: p[0], y: p[1], z: p[2]}}, end: {{x: p[0] + f[0], y: p[1] + f[1], z: p[2] + f[2]}},
+                radius: 0.06, color: '#D55E00'}});
+  }});
+}}
+function show(i) {{
+  current = (i + D.n) % D.n;
+  if ($('mv-slider')) $('mv-slider').value = current;
+  $('mv-caption').innerHTML = D.captions[current];
+  Promise.resolve(v.setFrame(current)).then(() => {{ arrows(current); v.render(); }});
+}}
+if ($('mv-slider')) {{
+  $('mv-slider').addEventListener('input', (e) => show(parseInt(e.target.value)));
+  $('mv-prev').onclick = () => show(current - 1);
+  $('mv-next').onclick = () => show(current + 1);
+  $('mv-play').onclick = () => {{
+    if (timer) {{ clearInterval(timer); timer = null; $('mv-play').textContent = 'play'; return; }}
+    timer = setInterval(() => show(current + 1), 400); $('mv-play').textContent = 'pause';
+  }};
+}}
+if ($('mv-forces')) $('mv-forces').addEventListener('change', () => show(current));
+show(D.start);
+}});</script>"""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<script>{_threedmol_source()}</script>"
+        "<script>var $3Dmolpromise = Promise.resolve();</script>"
+        "<style>body{margin:0;font-family:'DejaVu Sans',sans-serif;font-size:16px}"
+        "#mv-caption{position:absolute;top:6px;left:8px;z-index:10;background:rgba(255,255,255,.85);"
+        "padding:2px 6px;pointer-events:none}"
+        ".mv-controls{display:flex;flex-wrap:wrap;gap:8px;align-items:center;padding:6px 4px}"
+        ".mv-controls input[type=range]{flex:1 1 180px}.mv-controls button{font-size:16px;min-width:2.4em}</style>"
+        "</head><body><div style='position:relative'>" + body + "<div id='mv-caption'></div></div>"
+        + (f"<div class='mv-controls'>{''.join(controls)}</div>" if controls else "")
+        + script + "</body></html>"
+    )
+
+
+@lru_cache(maxsize=4096)
+def depiction_svg(smiles: str, width: int = 220, height: int = 140) -> str:
+    """A 2D depiction of a SMILES as compact SVG text (RDKit); a grey box with '?' if RDKit cannot parse it."""
+    from rdkit import Chem
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    if mol is None:
+        return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"
+                f"<rect width='100%' height='100%' fill='#eee'/><text x='50%' y='55%' font-size='40' "
+                f"text-anchor='middle'>?</text></svg>")
+    drawer = rdMolDraw2D.MolDraw2DSVG(width, height)
+    options = drawer.drawOptions()
+    options.clearBackground = False
+    options.bondLineWidth = 2
+    options.fixedFontSize = 16
+    rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
+    drawer.FinishDrawing()
+    svg = drawer.GetDrawingText()
+    svg = re.sub(r"<\?xml[^>]*>\s*", "", svg)
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    return re.sub(r">\s+<", "><", svg).strip()
+
+
+def depiction_data_uri(smiles: str, width: int = 220, height: int = 140) -> str:
+    """:func:`depiction_svg` as a ``data:image/svg+xml;base64,...`` URI (for table image columns)."""
+    return "data:image/svg+xml;base64," + base64.b64encode(depiction_svg(smiles, width, height).encode()).decode()

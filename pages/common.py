@@ -1,0 +1,380 @@
+"""Streamlit glue shared by the pages: the active dataset, the job manager, the sidebar, error messages.
+
+Everything scientific comes from :mod:`mlipdiv`; this module only caches library objects for the server process
+(``st.cache_resource``) or the session (``st.session_state``) and shows them. Worker threads never call anything
+here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from mlipdiv.errors import MlipdivError
+
+DATASET_KEY = "mlipdiv_dataset_path"
+_MANAGER_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+@contextmanager
+def user_errors(prefix: str = ""):
+    """Show a library error (or a bad value) as a red box with its message instead of a traceback."""
+    try:
+        yield
+    except (MlipdivError, ValueError) as exc:
+        st.error(f"{prefix}{exc}", icon=":material/error:")
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+def default_dataset_path() -> Path:
+    from mlipdiv.paths import default_dataset
+
+    return default_dataset()
+
+
+def dataset_path() -> Path:
+    """The dataset this browser session works on (the shipped default unless the user loaded another)."""
+    return Path(st.session_state.get(DATASET_KEY) or default_dataset_path())
+
+
+def set_dataset_path(path: str | Path | None) -> None:
+    """Switch this session to another dataset file (``None``: back to the default)."""
+    if path is None:
+        st.session_state.pop(DATASET_KEY, None)
+    else:
+        st.session_state[DATASET_KEY] = str(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_dataset(path: str, mtime: float, size: int) -> Any:
+    from mlipdiv.data.dataset import load_dataset
+
+    return load_dataset(path)
+
+
+def load(path: str | Path) -> Any:
+    """Load (once per server process, per file version) a dataset; raises :class:`DatasetError`."""
+    from mlipdiv.errors import DatasetError
+
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        raise DatasetError(f"{p}: no such file") from None
+    return _load_dataset(str(p.resolve()), stat.st_mtime, stat.st_size)
+
+
+def dataset() -> Any | None:
+    """The session's dataset, or ``None`` after showing why it cannot be loaded."""
+    path = dataset_path()
+    try:
+        with st.spinner(f"Loading {path.name} …"):
+            return load(path)
+    except MlipdivError as exc:
+        if path.resolve() != default_dataset_path().resolve():
+            st.error(f"The dataset {path.name} cannot be read any more ({exc}); back to the default dataset.")
+            set_dataset_path(None)
+            return dataset()
+        st.error(
+            f"No dataset to show: {exc}. Generate one with `python -m mlipdiv generate --pool nci --out "
+            f"data/default.h5`, or point MLIPDIV_DATASET at an mlipdiv HDF5 file.",
+            icon=":material/error:",
+        )
+        return None
+
+
+def require_dataset() -> Any:
+    """The session's dataset; stops the page (after the message) when there is none."""
+    ds = dataset()
+    if ds is None:
+        st.stop()
+    return ds
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+@st.cache_resource(show_spinner=False)
+def _job_manager(home: str) -> Any:
+    from mlipdiv.jobs.manager import JobManager
+    from mlipdiv.jobs.store import RunStore
+
+    with _MANAGER_LOCK:  # one manager per server process and run store, whatever the number of sessions
+        return JobManager(RunStore(home))
+
+
+def job_manager() -> Any:
+    """The server's job manager for the run store at ``MLIPDIV_HOME`` (created on first use)."""
+    from mlipdiv.paths import home
+
+    return _job_manager(str(home().resolve()))
+
+
+def store() -> Any:
+    return job_manager().store
+
+
+@functools.lru_cache(maxsize=1)
+def device_description() -> str:
+    """Which device training uses, in words (the job manager trains with ``device=auto``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+        return f"GPU ({', '.join(names)})"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return f"CPU ({cores} core{'s' if cores != 1 else ''}; no CUDA GPU found)"
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+def sidebar(ds: Any | None = None) -> None:
+    """The dataset in use and the training device, on every page."""
+    with st.sidebar:
+        st.divider()
+        path = dataset_path()
+        if ds is not None:
+            st.markdown(f"**Dataset** `{path.name}`  \n{len(ds):,} molecules · {ds.n_conformers:,} conformers  \n"
+                        f"{ds.level_of_theory}")
+        else:
+            st.markdown(f"**Dataset** `{path.name}`")
+        st.markdown(f"**Training device** {device_description()}")
+
+
+def fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+    """A number for a metric box (``—`` for missing)."""
+    if value is None:
+        return "—"
+    try:
+        text = f"{float(value):,.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{text} {unit}".strip()
+
+
+# ------------------------------------------------------------------------------------------------ submitting
+
+
+def submit_plan(plan: Any) -> tuple[list[str], int]:
+    """Queue a sweep plan on the server's job manager (see :func:`mlipdiv.jobs.sweep.submit_plan`)."""
+    from mlipdiv.jobs.sweep import submit_plan as submit
+
+    return submit(job_manager(), plan)
+
+
+LAPTOP_PRESETS = ("laptop-fixed-budget", "laptop-fixed-molecules")
+
+
+def laptop_presets() -> list[Any]:
+    from mlipdiv.presets import get_preset
+
+    return [get_preset(name) for name in LAPTOP_PRESETS]
+
+
+def preset_title(preset: Any) -> str:
+    return {"fixed-budget": "Fixed-budget study", "fixed-molecules": "Fixed-molecular-set study"}.get(
+        preset.experiment, preset.name)
+
+
+def submit_point(molecules: int, conformers: int, model: str, epochs: int, seeds: int,
+                 options: dict[str, Any]) -> tuple[list[str], int]:
+    """Queue one (M, C) point x ``seeds`` seeds on the session's dataset."""
+    from mlipdiv.jobs.sweep import plan_point
+
+    return submit_plan(plan_point(molecules, conformers, seeds=seeds, model=model, epochs=epochs,
+                                  dataset=dataset_path(), options=options))
+
+
+def submit_experiment(experiment: str, points: int, budget: int | None, molecules: int | None, model: str,
+                      epochs: int, seeds: int, options: dict[str, Any]) -> tuple[list[str], int]:
+    """Queue a whole experiment (every grid point x seeds) as a sweep on the session's dataset."""
+    from mlipdiv.jobs.sweep import plan_sweep
+
+    return submit_plan(plan_sweep(experiment, points=points, seeds=seeds, model=model, epochs=epochs, budget=budget,
+                                  molecules=molecules, dataset=dataset_path().resolve(), options=options))
+
+
+def submit_preset(preset: Any) -> tuple[list[str], int]:
+    """Plan every sweep of a preset on the session's dataset and queue it (see :func:`submit_plan`)."""
+    from mlipdiv.jobs.sweep import plan_sweep
+
+    ids, reused = [], 0
+    for kwargs in preset.sweeps():
+        got, n = submit_plan(plan_sweep(**kwargs, dataset=dataset_path()))
+        ids += got
+        reused += n
+    return ids, reused
+
+
+# ------------------------------------------------------------------------------------------------ generating
+
+
+def start_generation(entries: list[Any], conformers: int, parents: int) -> Any:
+    """Generate a dataset from checked SMILES entries in a background task (see :class:`BackgroundTask`).
+
+    The file goes to ``cache_dir()/generated/<hash of the request>.h5``; the same request again reuses it.
+    """
+    import hashlib
+    import json
+
+    from mlipdiv.data.generate import Settings, generate
+    from mlipdiv.paths import cache_dir
+    from mlipdiv.viz.live import BackgroundTask
+
+    settings = Settings(conformers=conformers, parents=parents)
+    request = json.dumps({"smiles": [e.smiles for e in entries], "conformers": conformers, "parents": parents})
+    out = cache_dir() / "generated" / f"{hashlib.sha1(request.encode()).hexdigest()[:12]}.h5"
+    report_path = out.with_name(out.name + ".report.json")
+
+    def work(report: Any) -> dict[str, Any]:
+        if out.exists() and report_path.exists():
+            report(len(entries), len(entries), "already generated earlier")
+            return {"path": str(out), "report": json.loads(report_path.read_text())}
+        finished = []
+
+        def on_outcome(rec: dict[str, Any]) -> None:
+            finished.append(rec)
+            report(len(finished), len(entries), f"last: {rec.get('smiles', '')} ({rec.get('status', '')})")
+
+        result = generate(entries, settings, out, progress=False, workers=min(2, os.cpu_count() or 1),
+                          on_outcome=on_outcome, overwrite=True, command="app: generate from SMILES",
+                          source="pasted SMILES")
+        return {"path": str(out), "report": result}
+
+    return BackgroundTask(work, total=len(entries), name="mlipdiv-generate")
+
+
+# ------------------------------------------------------------------------------------------------ cached science
+
+
+def version(path: str | Path) -> tuple[float, int]:
+    """Cache key part that changes when a file is rewritten."""
+    stat = Path(path).stat()
+    return (stat.st_mtime, stat.st_size)
+
+
+@st.cache_data(show_spinner="Selecting the training set …", max_entries=32)
+def _split(path: str, file_version: tuple, spec: dict[str, Any]) -> dict[str, Any]:
+    from mlipdiv.selection import SplitSpec, make_split
+
+    return make_split(load(path), SplitSpec.from_dict(spec)).to_dict()
+
+
+def split_preview(spec: Any) -> dict[str, Any]:
+    """The split a :class:`SplitSpec` gives on the session's dataset, as a dict (cached per dataset version)."""
+    path = dataset_path()
+    return _split(str(path.resolve()), version(path), spec.to_dict())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _map(path: str, file_version: tuple, kind: str, n_neighbors: int, min_dist: float, metric: str) -> dict:
+    from mlipdiv.embeddings import MapParams, cached_map
+
+    m = cached_map(load(path), MapParams(kind, n_neighbors, min_dist, metric))
+    return {"coords": m.coords, "global_ids": m.global_ids, "molecule_index": m.molecule_index,
+            "method": m.method, "seconds": m.seconds, "from_cache": m.from_cache}
+
+
+def embedding(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, metric: str | None = None) -> dict:
+    """A UMAP map of the session's dataset (from disk when there; computed with a spinner otherwise)."""
+    from mlipdiv.embeddings import MapParams, is_cached
+
+    params = MapParams(kind, n_neighbors, min_dist, metric)
+    path = dataset_path()
+    if is_cached(load(path), params):
+        return _map(str(path.resolve()), version(path), kind, n_neighbors, min_dist, params.metric)
+    with st.spinner(f"Computing the {kind} map (first time only; about 30 s when UMAP starts up) …"):
+        return _map(str(path.resolve()), version(path), kind, n_neighbors, min_dist, params.metric)
+
+
+def embedding_ready(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, metric: str | None = None) -> bool:
+    from mlipdiv.embeddings import MapParams, is_cached
+
+    return is_cached(load(dataset_path()), MapParams(kind, n_neighbors, min_dist, metric))
+
+
+@functools.lru_cache(maxsize=1)
+def model_names() -> tuple[str, ...]:
+    """Registered models (importing them loads torch and PyG: seconds, so :func:`warm_up` does it at start)."""
+    from mlipdiv.models.registry import model_names as names
+
+    return tuple(names())
+
+
+def warm_up() -> threading.Thread:
+    """Import the heavy parts (torch, PyG, the models) in a daemon thread when the server starts, so the first
+    visitor of Trade-off or Runs does not wait for them. Calls no Streamlit function."""
+    thread = threading.Thread(target=lambda: (device_description(), model_names()), name="mlipdiv-warm-up",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+# ------------------------------------------------------------------------------------------------ page state
+
+PERSIST_PREFIX = "p_"  # widget keys with this prefix keep their value when the user visits another page
+TRADEOFF_KEY = "tradeoff_choice"
+
+
+def default(key: str, value: Any) -> None:
+    """Initial value of a widget's state (so the widget takes no ``value=`` and keeps what the user chose)."""
+    st.session_state.setdefault(key, value)
+
+
+def keep_widget_state() -> None:
+    """Streamlit forgets a widget's value when a page without it runs; re-assigning keeps ``p_*`` values alive."""
+    for key in list(st.session_state.keys()):
+        if str(key).startswith(PERSIST_PREFIX):
+            st.session_state[key] = st.session_state[key]
+
+
+def remember_tradeoff(spec: Any) -> None:
+    """The trade-off point chosen on Trade-off, for the other pages (Embeddings colours its split)."""
+    st.session_state[TRADEOFF_KEY] = {"dataset": str(dataset_path().resolve()), **spec.to_dict()}
+
+
+def tradeoff_spec(ds: Any) -> Any:
+    """The trade-off chosen on Trade-off for this dataset, or the middle of a fixed-budget grid (B = 256 or less)."""
+    from mlipdiv.selection import SplitSpec, experiment_grid
+
+    chosen = st.session_state.get(TRADEOFF_KEY)
+    if chosen and chosen.get("dataset") == str(dataset_path().resolve()):
+        return SplitSpec.from_dict(chosen)
+    spec = SplitSpec(seed=0)
+    grid = experiment_grid(ds, "fixed-budget", 64, budget=default_budget(ds, spec), spec=spec)
+    m, c = grid[len(grid) // 2]
+    return SplitSpec(molecules=m, conformers_per_molecule=c, seed=0)
+
+
+def default_budget(ds: Any, spec: Any, largest: int = 256) -> int:
+    """The first budget in 256, 128, 64, ... whose fixed-budget grid has at least three points (a slider worth
+    moving), else the largest the data allows."""
+    from mlipdiv.errors import InfeasibleRequest
+    from mlipdiv.selection import experiment_grid, reserve
+
+    best = reserve(ds, spec).max_budget()[0]
+    budget = largest
+    while budget >= 4:
+        if budget <= best:
+            try:
+                if len(experiment_grid(ds, "fixed-budget", 64, budget=budget, spec=spec)) >= 3:
+                    return budget
+            except InfeasibleRequest:
+                pass
+        budget //= 2
+    return max(best, 1)

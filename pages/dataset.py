@@ -1,0 +1,224 @@
+"""Dataset: browse molecules and conformers in 3D, diversity of the whole set, load or generate another dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import streamlit as st
+
+from pages import common
+from mlipdiv.viz import figures, molview, tables
+from mlipdiv.viz.live import BackgroundTask
+from mlipdiv.viz.style import mev
+
+MAX_UPLOAD_MB = 100
+MAX_SMILES = 20  # molecules per generation from the page (the CLI has no limit)
+MOLECULE_KEY = "p_dataset_molecule"
+
+st.title("Dataset")
+ds = common.dataset()
+common.sidebar(ds)
+
+
+@st.cache_data(show_spinner="Drawing molecules …", max_entries=4)
+def molecule_table(path: str, version: tuple) -> list[dict]:
+    """Rows with depictions, per dataset file version (drawing 1,000 molecules takes a few seconds once)."""
+    return tables.molecule_rows(common.load(path))
+
+
+@st.cache_data(show_spinner="Measuring the diversity of the whole set (first time only) …", max_entries=4)
+def whole_set_diversity(path: str, version: tuple) -> tuple[dict, dict]:
+    from mlipdiv.diversity import conformational_diversity, structural_diversity
+
+    data = common.load(path)
+    summary, _ = conformational_diversity(data)
+    return structural_diversity(data), summary
+
+
+if ds is not None:
+    path = common.dataset_path()
+    version = common.version(path)
+    rows = molecule_table(str(path), version)
+
+    # ---------------------------------------------------------------------------------------------- the table
+    st.subheader(f"{len(ds):,} molecules, {ds.n_conformers:,} conformers ({ds.level_of_theory})")
+    query = st.text_input("Search by name, SMILES, id, or a SMARTS substructure (e.g. `c1ccccc1`, `[OX2H]`)",
+                          key="dataset_search")
+    shown, how = tables.search_molecules(rows, query)
+    if how == "none":
+        st.warning(f"No molecule matches {query!r} (as text or as a SMARTS pattern).")
+        shown = rows
+    elif how == "smarts":
+        st.caption(f"{len(shown)} molecules contain the substructure {query}.")
+    columns = ["structure", "name", "smiles", "atoms", "conformers", "families", "energy range (meV)", "id"]
+    event = st.dataframe(
+        [{k: r[k] for k in columns} for r in shown],
+        column_config={
+            "structure": st.column_config.ImageColumn("structure", width="medium"),
+            "smiles": st.column_config.TextColumn("SMILES"),
+            "energy range (meV)": st.column_config.NumberColumn(format="%.0f",
+                                                                help="highest minus lowest conformer energy"),
+            "families": st.column_config.NumberColumn(help="distinct relaxed conformers the samples come from"),
+        },
+        row_height=72,
+        height=460,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="dataset_table",
+    )
+    picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    ids = [r["id"] for r in shown]
+    if picked and picked[0] < len(ids) and st.session_state.get("dataset_table_last") != ids[picked[0]]:
+        st.session_state["dataset_table_last"] = ids[picked[0]]
+        st.session_state[MOLECULE_KEY] = ids[picked[0]]  # the table drives the select box below
+    if st.session_state.get(MOLECULE_KEY) not in ids:
+        st.session_state[MOLECULE_KEY] = ids[0]
+    label = {r["id"]: f"{r['name'] or r['smiles']} ({r['atoms']} atoms, {r['conformers']} conformers)" for r in shown}
+
+    # ---------------------------------------------------------------------------------------------- one molecule
+    st.subheader("Conformers of one molecule")
+
+    @st.fragment
+    def molecule_view() -> None:
+        """Choosing another molecule here reruns only this part, not the (large) molecule table above."""
+        mol_id = st.selectbox("Molecule (or click a row above)", ids, format_func=label.get, key=MOLECULE_KEY)
+        mol = ds[mol_id]
+        rel = mev(tables.relative_energies(mol.energy))
+        captions = [
+            f"conformer {j} of {mol.n_conformers}: {rel[j]:.0f} meV above the lowest · family {mol.parent[j]} · "
+            f"{mol.method[j]}" + (f" at {mol.temperature[j]:.0f} K" if mol.temperature[j] > 0 else "")
+            for j in range(mol.n_conformers)
+        ]
+        left, right = st.columns([5, 4])
+        with left:
+            st.iframe(molview.view_html(mol.atomic_numbers, mol.positions, forces=mol.forces, captions=captions,
+                                        height=420), height=480)
+            st.caption("Step through the conformers with the slider, ◀ ▶ or the arrow keys (in the browser, no "
+                       "waiting); the check box draws the GFN2-xTB forces.")
+        with right:
+            st.plotly_chart(figures.energy_histogram(tables.relative_energies(mol.energy),
+                                                     title=f"{mol.name or mol.smiles}: conformer energies"),
+                            width="stretch", key="molecule_histogram")
+            st.dataframe(tables.conformer_rows(mol), hide_index=True, height=260,
+                         column_config={"energy above lowest (meV)": st.column_config.NumberColumn(format="%.0f"),
+                                        "largest force (meV/Å)": st.column_config.NumberColumn(format="%.0f")})
+
+    molecule_view()
+
+    # ---------------------------------------------------------------------------------------------- whole set
+    st.subheader("Diversity of the whole set")
+    structural, conformational = whole_set_diversity(str(path), version)
+    c = st.columns(6)
+    c[0].metric("Molecules", f"{structural['n_molecules']:,}")
+    c[1].metric("Scaffolds", structural["n_scaffolds"], help="distinct Bemis–Murcko scaffolds (acyclic = one)")
+    c[2].metric("Tanimoto Vendi score", f"{structural['tanimoto_vendi']:.1f}",
+                help="effective number of distinct molecules (Morgan fingerprints, radius 2)")
+    c[3].metric("Mean Tanimoto distance", f"{structural['mean_tanimoto_distance']:.2f}")
+    c[4].metric("Conformer Vendi score", f"{conformational['mean_vendi']:.1f}",
+                help="effective number of distinct conformers per molecule (mean over molecules)")
+    c[5].metric("RMSD spread", f"{conformational['mean_rmsd_spread']:.2f} Å",
+                help="mean pairwise heavy-atom RMSD within a molecule, averaged over molecules")
+    all_rel = np.concatenate([tables.relative_energies(m.energy) for m in ds])
+    st.plotly_chart(figures.energy_histogram(all_rel, title="All conformers: energy above their molecule's lowest",
+                                             nbins=60), width="stretch", key="dataset_histogram")
+
+# -------------------------------------------------------------------------------------------------- other data
+st.subheader("Use another dataset")
+tab_upload, tab_generate = st.tabs(["Load a file", "Generate from SMILES"])
+
+with tab_upload:
+    st.markdown(f"An mlipdiv HDF5 file (`.h5`) or extended XYZ (`.xyz`/`.extxyz` with energies and forces), at most "
+                f"{MAX_UPLOAD_MB} MB. The file is checked before it is used.")
+    upload = st.file_uploader("Dataset file", type=["h5", "hdf5", "xyz", "extxyz"], key="dataset_upload")
+    if upload is not None:
+        if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
+            st.error(f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit here is {MAX_UPLOAD_MB} MB. "
+                     "Use it from the command line (`--dataset`) or set MLIPDIV_DATASET.")
+        else:
+            data = upload.getvalue()
+            digest = hashlib.sha1(data).hexdigest()[:12]
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", upload.name)
+            from mlipdiv.paths import cache_dir
+
+            target = cache_dir() / "uploads" / f"{digest}-{safe}"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            try:
+                loaded = common.load(target)
+            except ImportError:
+                loaded = None
+                st.error("Reading extended XYZ needs `mlipdiv.data.extxyz`, which this installation lacks.")
+            except Exception as exc:  # any reader error is the file's fault: say so, keep the current dataset
+                loaded = None
+                target.unlink(missing_ok=True)
+                st.error(f"{upload.name} is not a usable dataset: {exc}", icon=":material/error:")
+            if loaded is not None:
+                st.success(f"{upload.name}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
+                           f"{loaded.level_of_theory}.")
+                if st.button("Use this dataset in every page", key="use_upload", type="primary"):
+                    common.set_dataset_path(target)
+                    st.rerun()
+    if common.dataset_path().resolve() != common.default_dataset_path().resolve():
+        if st.button("Back to the default dataset", key="use_default"):
+            common.set_dataset_path(None)
+            st.rerun()
+
+with tab_generate:
+    st.markdown(f"One SMILES per line, optionally followed by a name; at most {MAX_SMILES} molecules. Each one is "
+                "embedded, relaxed and sampled around its conformers, and every geometry is labelled with GFN2-xTB. "
+                "Elements H C N O F S Cl, neutral, one fragment.")
+    text = st.text_area("SMILES", placeholder="CCO ethanol\nc1ccccc1O phenol", key="generate_smiles")
+    c = st.columns(3)
+    n_conf = c[0].number_input("Conformers per molecule", 4, 200, 24, step=4, key="generate_conformers")
+    n_parents = c[1].number_input("Distinct conformers (families)", 1, 10, 3, key="generate_parents")
+    task: BackgroundTask | None = st.session_state.get("generate_task")
+    if st.button("Generate", key="generate_start", disabled=task is not None and task.status == "running"):
+        lines = [ln.split(None, 1) for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        if not lines:
+            st.error("Paste at least one SMILES.")
+        elif len(lines) > MAX_SMILES:
+            st.error(f"{len(lines)} molecules pasted; at most {MAX_SMILES} here (use `python -m mlipdiv generate` "
+                     "for more).")
+        else:
+            from mlipdiv.data.molecules import Entry, check_smiles, dedupe
+
+            checked = dedupe([check_smiles(p[0], name=p[1].strip() if len(p) > 1 else "") for p in lines])
+            entries = [e for e in checked if isinstance(e, Entry)]
+            st.session_state["generate_rejected"] = [(e.input, e.reason) for e in checked if not isinstance(e, Entry)]
+            if entries:
+                st.session_state["generate_task"] = common.start_generation(entries, int(n_conf), int(n_parents))
+                st.rerun()
+            else:
+                st.session_state.pop("generate_task", None)
+                st.error("None of the SMILES can be used (reasons below).")
+    for text_in, reason in st.session_state.get("generate_rejected", []):
+        st.warning(f"Skipped {text_in!r}: {reason}")
+
+    @st.fragment(run_every=1.0 if task is not None and task.status == "running" else None)
+    def generation_progress() -> None:
+        t: BackgroundTask | None = st.session_state.get("generate_task")
+        if t is None:
+            return
+        st.progress(t.fraction, text=f"Generating: {t.done} of {t.total} molecules. {t.message}")
+        if t.status == "failed":
+            st.error(f"Generation failed: {t.error}")
+        elif t.status == "done":
+            report = t.result["report"]
+            st.success(f"Done: {report['molecules']} molecules, {report['conformers']} conformers in "
+                       f"{report['wall_seconds_this_run']:.0f} s.")
+            for s in report.get("skipped", []):
+                st.warning(f"Skipped {s['input']}: {s['reason']}")
+            if st.button("Use the generated dataset in every page", key="use_generated", type="primary"):
+                common.set_dataset_path(t.result["path"])
+                st.session_state.pop("generate_task", None)
+                st.rerun(scope="app")
+        if t.status != "running" and st.session_state.get("generate_was_running"):
+            st.session_state["generate_was_running"] = False
+            st.rerun(scope="app")  # stop polling
+        st.session_state["generate_was_running"] = t.status == "running"
+
+    generation_progress()

@@ -1,0 +1,148 @@
+"""Runs: the run table with live progress and learning curves, cancel, parity plots, the study plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from mlipdiv.analysis.figures import study_figure
+from mlipdiv.viz import figures, live
+from mlipdiv.viz.style import SPLIT_LABELS, mev
+
+st.title("Runs")
+ds = common.dataset()
+common.sidebar(ds)
+store = common.store()
+runs = store.list()
+st.caption(f"Runs are stored in `{store.root}` and keep going when the browser is closed. Training device: "
+           f"**{common.device_description()}**.")
+st.session_state["runs_active"] = live.active_ids(runs)
+
+
+@st.fragment(run_every=live.poll_interval(runs))
+def live_runs() -> None:
+    """The part of the page that refreshes every few seconds while something trains."""
+    current = store.list()
+    if live.needs_full_refresh(st.session_state.get("runs_active", []), current):
+        st.rerun(scope="app")  # a run started or ended: refresh the whole page (and stop polling when idle)
+    if not current:
+        st.info("No runs yet. Start one on **Trade-off** or a preset on **Home**.", icon=":material/info:")
+        return
+    rows = live.run_rows(current)
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, height=min(400, 38 + 35 * len(rows)), key="runs_table",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            **{k: st.column_config.NumberColumn(k, format="%.1f") for k in rows[0] if "MAE" in k},
+        },
+    )
+    by_id = {r.id: r for r in current}
+    active = live.active_ids(current)
+    left, right = st.columns([3, 1])
+    with left:
+        choices = [r["id"] for r in rows]
+        default = active[0] if active else choices[0]
+        shown = st.session_state.get("runs_curve")
+        # follow the training run until the user picks one: when a run ends, the next one's curve appears
+        if shown not in choices or (not st.session_state.get("runs_curve_user") and active and shown not in active):
+            st.session_state["runs_curve"] = default
+        run_id = st.selectbox("Learning curve of", choices, key="runs_curve",
+                              format_func=lambda i: f"{i}: {live.run_label(by_id[i], status=False)}",
+                              on_change=lambda: st.session_state.update(runs_curve_user=True))
+        run = by_id[run_id]
+        st.plotly_chart(figures.learning_curve_figure(run.curve, title=live.run_label(run)), width="stretch",
+                        key="runs_curve_plot")
+        if run.status == "failed" and run.error:
+            st.error(f"{run_id} failed: {run.error}")
+    with right:
+        st.markdown("**Stop or continue a run**")
+        stoppable = [i for i in active if live.cancellable(by_id[i])]
+        if stoppable:
+            target = st.selectbox("Running or queued", stoppable, key="runs_cancel_target",
+                                  format_func=lambda i: f"{i} ({by_id[i].status})")
+            if st.button("Cancel", key="runs_cancel", type="primary"):
+                common.job_manager().cancel(target)
+                st.toast(f"Cancelling {target}: it stops at its next batch.", icon=":material/cancel:")
+        else:
+            st.caption("Nothing is running.")
+        resumable = [r.id for r in current if r.status in ("cancelled", "interrupted", "failed")]
+        if resumable:
+            target = st.selectbox("Stopped", resumable, key="runs_resume_target",
+                                  format_func=lambda i: f"{i} ({by_id[i].status})")
+            if st.button("Resume", key="runs_resume", help="continue from the last checkpoint"):
+                with common.user_errors("Cannot resume: "):
+                    common.job_manager().resume(target)
+                    st.rerun(scope="app")
+
+
+live_runs()
+
+# -------------------------------------------------------------------------------------------------- one run
+finished = live.finished_with_metrics(runs)
+st.subheader("A finished run")
+if not finished:
+    st.info("Parity plots appear here once a run has finished.", icon=":material/info:")
+else:
+    by_id = {r.id: r for r in finished}
+    run_id = st.selectbox("Run", [r.id for r in reversed(finished)], key="runs_finished",
+                          format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
+    run = by_id[run_id]
+    metrics = run.metrics
+    table = []
+    for split in ("train", "val", "test_conformers", "test_molecules"):
+        s, b = metrics["splits"].get(split) or {}, (metrics.get("baselines") or {}).get(split) or {}
+        table.append({
+            "split": SPLIT_LABELS.get(split, split), "conformers": s.get("n"),
+            "force MAE (meV/Å)": mev(s.get("forces_mae")), "baseline force MAE (meV/Å)": mev(b.get("forces_mae")),
+            "energy MAE (meV/atom)": mev(s.get("energy_mae_per_atom")),
+            "baseline energy MAE (meV/atom)": mev(b.get("energy_mae_per_atom")),
+        })
+    st.dataframe(pd.DataFrame(table), hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.1f") for k in table[0] if "MAE" in k})
+    st.caption(f"Baseline: a per-element linear energy fit and zero forces, i.e. a model that learns nothing "
+               f"geometric. Trained on {metrics.get('device', '?')} in {metrics.get('seconds', 0):.0f} s.")
+    pred_path = Path(run.run_dir) / "predictions.npz"
+    if pred_path.exists():
+        with np.load(pred_path, allow_pickle=False) as npz:
+            pred = {k: npz[k] for k in npz.files}
+        splits = [s for s in ("test_conformers", "test_molecules", "val") if np.any(pred["split"] == s)]
+        cols = st.columns(2)
+        with cols[0]:
+            split = st.radio("Parity plot of", splits, horizontal=True, key="runs_parity_split",
+                             format_func=lambda s: SPLIT_LABELS.get(s, s))
+            sel = pred["split"] == split
+            st.plotly_chart(figures.parity_figure(pred["E_true"][sel], pred["E_pred"][sel], "energy", split,
+                                                  groups=pred["mol_id"][sel]), width="stretch", key="runs_parity")
+        with cols[1]:
+            st.plotly_chart(figures.error_distribution_figure({s: pred["forces_mae"][pred["split"] == s]
+                                                               for s in splits}), width="stretch", key="runs_errors")
+    else:
+        st.warning(f"{run_id} has no predictions file ({pred_path.name}).")
+
+# -------------------------------------------------------------------------------------------------- the study
+st.subheader("The study: held-out error across the trade-off")
+experiment = st.radio("Experiment", ["fixed-budget", "fixed-molecules"], horizontal=True, key="runs_experiment",
+                      format_func={"fixed-budget": "Fixed budget: error against M",
+                                   "fixed-molecules": "Fixed molecular set: error against C"}.get)
+rows = live.study_rows(runs, experiment=experiment)
+groups = live.study_groups(rows, experiment)
+if not groups:
+    st.info("The study plot needs finished runs at two or more points of one experiment (same budget, or same "
+            "number of molecules). The presets on **Home** queue exactly that.", icon=":material/info:")
+else:
+    what = "Budget B" if experiment == "fixed-budget" else "Molecules M"
+    group = st.selectbox(what, groups, key=f"runs_group_{experiment}")
+    series = pd.DataFrame(live.study_table(runs, experiment, group))
+    cols = st.columns(2)
+    for col, metric in zip(cols, ("forces_mae", "energy_mae_per_atom")):
+        base = {k: mev(v) for k, v in live.baseline_means(runs, series["run_id"], metric).items()}
+        col.plotly_chart(study_figure(series, experiment, metric=metric, baselines=base,
+                                      title=f"{'Forces' if metric == 'forces_mae' else 'Energy'}, "
+                                            f"{what.split()[1]} = {group}"),
+                         width="stretch", key=f"runs_study_{metric}")
+    st.caption("Mean ± standard deviation over seeds; dotted lines: the no-geometry baseline. "
+               f"{series['run_id'].nunique()} finished runs.")

@@ -1,0 +1,227 @@
+"""Every page of the Streamlit app under ``AppTest``: renders without an exception, shows its key widgets; a tiny
+training submitted from Trade-off finishes through the job manager and shows up on Runs.
+
+``AppTest`` runs fragment bodies once per script run but never on their timer, so what the timers decide is tested
+in ``test_viz.py``; the real browser (``test_browser.py``) checks the live updates.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = {
+    "Home": "app.py",
+    "Dataset": "pages/dataset.py",
+    "Trade-off": "pages/tradeoff.py",
+    "Runs": "pages/runs.py",
+    "Embeddings": "pages/embeddings.py",
+    "Budget": "pages/budget.py",
+}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_dataset_path):
+    """A copy of the tiny dataset as the default dataset, and an empty run store and cache."""
+    root = tmp_path_factory.mktemp("app")
+    data = root / "tiny.h5"
+    shutil.copy(tiny_dataset_path, data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLIPDIV_DATASET", str(data))
+        mp.setenv("MLIPDIV_HOME", str(root / "runs"))
+        mp.setenv("MLIPDIV_CACHE", str(root / "cache"))
+        yield root
+
+
+def open_page(page: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    if page is not None:
+        at.switch_page(PAGES[page])
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def labels(elements) -> list[str]:
+    return [e.label for e in elements]
+
+
+def test_sidebar_order_and_names_come_from_the_registry():
+    import ast
+
+    tree = ast.parse(Path(APP).read_text())
+    registry = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGES")
+    pages = ast.literal_eval(registry.value)
+    assert [p[0] for p in pages] == list(PAGES)
+    assert [p[1] for p in pages] == list(PAGES.values())
+
+
+def test_home(env):
+    at = open_page()
+    assert "molecules and conformers" in at.title[0].value
+    assert {"Molecules", "Conformers", "Elements"} <= set(labels(at.metric))
+    assert [b.label for b in at.button] == ["Start", "Start"]  # the two presets
+    assert any("Training device" in m.value for m in at.sidebar.markdown)
+
+
+def test_home_preset_on_a_too_small_dataset_says_why(env):
+    at = open_page()
+    at.button(key="preset_laptop-fixed-budget").click().run()
+    assert not at.exception
+    assert at.error and "Cannot start" in at.error[0].value  # the tiny set cannot hold 256 conformers
+
+
+def test_dataset_page_browses_molecules_and_conformers(env):
+    at = open_page("Dataset")
+    assert at.text_input(key="dataset_search") is not None
+    box = at.selectbox(key="p_dataset_molecule")
+    assert len(box.options) == 10
+    from mlipdiv.data.dataset import molecule_id
+
+    box.select(molecule_id("Oc1ccccc1")).run()
+    assert at.selectbox(key="p_dataset_molecule").value == molecule_id("Oc1ccccc1")
+    viewer = at.get("iframe")[0].proto
+    html = viewer.srcdoc if viewer.HasField("srcdoc") else str(viewer)
+    assert "addModelsAsFrames" in html and "conformer 11 of 12" in html  # phenol's conformers, in the browser
+    assert "Tanimoto Vendi score" in labels(at.metric)
+    at.text_input(key="dataset_search").input("[OX2H]").run()  # SMARTS: alcohols and phenol
+    assert not at.exception and not at.warning
+    at.text_input(key="dataset_search").input("[[[").run()
+    assert at.warning and "No molecule matches" in at.warning[0].value
+
+
+def test_dataset_page_generates_from_smiles(env):
+    at = open_page("Dataset")
+    at.text_area(key="generate_smiles").input("CO methanol\nXYZ\n[Na+]").run()
+    at.number_input(key="generate_conformers").set_value(4)
+    at.number_input(key="generate_parents").set_value(1)
+    at.button(key="generate_start").click().run()
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "XYZ" in warnings and "Na+" in warnings  # rejected with reasons, the rest goes ahead
+    task = at.session_state["generate_task"]
+    task.join(180)
+    assert task.status == "done", task.error
+    at.run()  # the page shows the finished task (AppTest does not run the fragment's timer)
+    assert any("Done: 1 molecules" in s.value for s in at.success)
+    at.button(key="use_generated").click().run()
+    assert not at.exception
+    assert Path(at.session_state["mlipdiv_dataset_path"]).exists()
+
+
+def test_tradeoff_preview_and_impossible_choices(env):
+    at = open_page("Trade-off")
+    assert {"Start training", "Queue the whole experiment"} <= set(labels(at.button))
+    assert at.select_slider(key="p_to_point_fixed-budget") is not None
+    assert {"Training set (conformers)", "Unseen molecules (test conformers)", "Tanimoto Vendi",
+            "Conformer Vendi"} <= set(labels(at.metric))
+    assert "schnet" in at.selectbox(key="p_to_model").options
+    assert any("CPU" in c.value or "GPU" in c.value for c in at.caption)  # which device trains
+    at.radio(key="p_to_experiment").set_value("fixed-molecules").run()
+    assert not at.exception and at.select_slider(key="p_to_point_fixed-molecules") is not None
+    at.radio(key="p_to_experiment").set_value("fixed-budget").run()
+    largest = int(at.number_input(key="p_to_budget").max)
+    prime = max(p for p in range(2, largest + 1) if all(p % d for d in range(2, p)))
+    at.number_input(key="p_to_budget").set_value(prime).run()  # M x C = prime: only 1 x p or p x 1, too big here
+    assert not at.exception
+    assert at.error and str(prime) in at.error[0].value
+
+
+def test_tiny_training_from_tradeoff_finishes_and_shows_on_runs(env):
+    at = open_page("Trade-off")
+    at.number_input(key="p_to_epochs").set_value(3)
+    at.select_slider(key="p_to_hidden").set_value(16)
+    start = time.perf_counter()
+    at.button(key="to_start").click().run()
+    assert time.perf_counter() - start < 10  # submitting returns at once
+    assert at.success and "queued" in at.success[0].value
+    run_id = at.success[0].value.split(": ")[-1].strip()
+
+    from mlipdiv.jobs.store import RunStore
+
+    store = RunStore(env / "runs")
+    deadline = time.time() + 180
+    while store.get(run_id).status in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    run = store.get(run_id)
+    assert run.status == "done", run.error
+    assert len(run.curve) == 3
+
+    at.button(key="to_start").click().run()  # the same settings again: reused, not trained twice
+    assert "already stored" in at.success[0].value
+
+    at = open_page("Runs")
+    assert "Learning curve of" in labels(at.selectbox)
+    assert at.selectbox(key="runs_finished").value == run_id
+    assert any("Baseline" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 3  # learning curve, parity, error distribution
+    at.radio(key="runs_parity_split").set_value("test_molecules").run()
+    assert not at.exception
+
+
+def test_runs_page_cancels_a_queued_run(env):
+    from mlipdiv.jobs.store import RunStore
+
+    store = RunStore(env / "runs")
+    # a run only this test can see: queued in the store, no worker picks it up (cancel works from any process)
+    run = store.create({"model": "schnet", "molecules": 2, "conformers_per_molecule": 2, "epochs": 5, "seed": 9})
+    at = open_page("Runs")
+    assert at.selectbox(key="runs_cancel_target").value == run.id
+    at.button(key="runs_cancel").click().run()
+    assert not at.exception
+    assert store.get(run.id).status == "cancelled"
+
+
+def test_embeddings_page_draws_both_maps_in_every_colouring(env):
+    at = open_page("Embeddings")
+    assert {"n_neighbors", "min_dist"} <= set(labels(at.slider))
+    assert {"Metric (structures)", "Metric (conformers)"} <= set(labels(at.selectbox))
+    assert len(at.get("plotly_chart")) == 2
+    for colour in ("molecule", "energy", "error"):
+        at.radio(key="p_emb_colour").set_value(colour).run()
+        assert not at.exception, colour
+        assert len(at.get("plotly_chart")) == 2  # the error colouring uses the run trained above
+    start = time.perf_counter()
+    at = open_page("Embeddings")  # a new session: the maps come from the disk cache
+    assert time.perf_counter() - start < 30
+
+
+def test_budget_page_shows_known_datasets_and_handles_bad_input(env):
+    at = open_page("Budget")
+    assert len(at.get("plotly_chart")) >= 1  # the map of published datasets, even with no fits
+    assert any("Budget" == n.label for n in at.number_input)
+    at.radio(key="p_budget_unit").set_value("cpu-hours").run()
+    at.number_input(key="p_budget_value").set_value(1.0).run()
+    assert not at.exception
+    at.radio(key="p_budget_source").set_value("folder").run()
+    at.text_input(key="p_budget_folder").input("/nonexistent/sweep").run()
+    assert not at.exception
+    assert at.error and "no such file" in at.error[0].value
+
+
+def test_budget_page_fits_a_results_folder_and_recommends(env, tmp_path):
+    from synthetic_sweeps import results_table
+
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    results_table().to_csv(folder / "results.csv", index=False)
+    at = open_page("Budget")
+    at.radio(key="p_budget_unit").set_value("conformers")
+    at.number_input(key="p_budget_value").set_value(512.0)
+    at.radio(key="p_budget_source").set_value("folder").run()
+    at.text_input(key="p_budget_folder").input(str(folder)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {"Molecules M", "Conformers per molecule C"} <= set(labels(at.metric))
+    m = int(at.metric[labels(at.metric).index("Molecules M")].value.replace(",", ""))
+    c = int(at.metric[labels(at.metric).index("Conformers per molecule C")].value.replace(",", ""))
+    assert m * c <= 512
+    assert len(at.get("plotly_chart")) >= 4  # trade-off line, two error surfaces, the map

@@ -1,0 +1,259 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright against ``streamlit run app.py``.
+
+Visits every page (no exception, plots drawn, the 3D viewer rendered without the internet), starts a tiny training
+from Trade-off, watches its learning curve grow on Runs without reloading, cancels a second run, and saves a
+screenshot of each step to ``test-artifacts/`` (git-ignored). Never downloads a browser: it skips when
+``/usr/bin/chromium`` is missing (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_dataset_path):
+    """``streamlit run app.py`` on a free localhost port with the tiny dataset, an empty store and cache."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    root = tmp_path_factory.mktemp("browser")
+    shutil.copy(tiny_dataset_path, root / "tiny.h5")
+    port = _free_port()
+    env = {**os.environ, "MLIPDIV_DATASET": str(root / "tiny.h5"), "MLIPDIV_HOME": str(root / "runs"),
+           "MLIPDIV_CACHE": str(root / "cache")}
+    log = open(root / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {(root / 'streamlit.log').read_text()[-2000:]}")
+    if proc.poll() is not None:
+        pytest.fail(f"streamlit exited: {(root / 'streamlit.log').read_text()[-2000:]}")
+    yield {"url": url, "root": root}
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        pg = browser.new_page(viewport={"width": 1500, "height": 2400})
+        pg.external_requests = []  # anything that left localhost
+        pg.on("request", lambda r: pg.external_requests.append(r.url)
+              if not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")) else None)
+        yield pg
+        browser.close()
+
+
+def wait_idle(pg, timeout: float = 120.0) -> None:
+    """Wait until Streamlit has finished the script run (the app's ``data-test-script-state`` says so for a
+    moment; fragments that refresh on a timer make it blink, which the short quiet period tolerates)."""
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline and quiet < 4:
+        state = pg.locator("[data-test-script-state]").first.get_attribute("data-test-script-state")
+        quiet = quiet + 1 if state == "notRunning" else 0
+        time.sleep(0.25)
+    assert quiet >= 4, "the app kept running"
+
+
+TIMINGS: dict[str, float] = {}  # seconds from navigation to the finished script run, per page (an artifact)
+
+
+def visit(pg, server, path: str, heading: str) -> None:
+    start = time.perf_counter()
+    pg.goto(f"{server['url']}/{path}")
+    pg.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=90_000)
+    pg.get_by_text("Training device").first.wait_for(timeout=90_000)  # every page's sidebar names the device
+    wait_idle(pg)
+    TIMINGS.setdefault(path or "home", round(time.perf_counter() - start, 1))
+    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first \
+        .inner_text()
+
+
+def plots(pg) -> list[dict]:
+    """Title and trace lengths of every Plotly chart on the page (read from the live plot objects)."""
+    return pg.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
+        title: (d.layout && d.layout.title && d.layout.title.text) || '',
+        n: (d._fullData || d.data || []).map(t => (t.x && t.x.length) || 0)}))""")
+
+
+def wait_for_plots(pg, count: int, timeout: float = 60.0) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = plots(pg)
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"expected {count} plots, found {plots(pg)}")
+
+
+def shot(pg, name: str) -> None:
+    pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
+
+
+def test_every_page_renders(page, server):
+    visit(page, server, "", "How should a QM budget be split between molecules and conformers?")
+    shot(page, "1-home")
+
+    visit(page, server, "dataset", "Dataset")
+    wait_for_plots(page, 2)
+    viewer = page.frame_locator("iframe").first
+    viewer.locator("canvas").first.wait_for(timeout=30_000)  # 3Dmol.js ran from the inlined copy
+    assert viewer.locator("#mv-caption").inner_text().startswith("conformer 0 of 12")
+    viewer.locator("#mv-next").click()  # stepping happens in the browser, without a server round trip
+    viewer.locator("#mv-caption").filter(has_text="conformer 1 of 12").wait_for(timeout=5_000)
+    viewer.locator("#mv-forces").check()
+    shot(page, "2-dataset")
+
+    visit(page, server, "trade-off", "Trade-off")
+    wait_for_plots(page, 1)
+    assert page.get_by_role("button", name="Start training").count() == 1
+    shot(page, "3-trade-off")
+
+    visit(page, server, "runs", "Runs")
+    shot(page, "4-runs-empty")
+
+    visit(page, server, "embeddings", "Embeddings")
+    maps = wait_for_plots(page, 2, timeout=120)
+    assert sum(maps[0]["n"]) == 10 and sum(maps[1]["n"]) == 120  # molecules and conformers of the tiny set
+    # draw a box over the whole conformer map: the selection shows a conformer in 3D
+    box = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=5)
+    page.mouse.up()
+    page.get_by_text("120 points selected; show").wait_for(timeout=30_000)
+    page.frame_locator("iframe").first.locator("canvas").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    shot(page, "5-embeddings")
+
+    visit(page, server, "budget", "Budget")
+    found = wait_for_plots(page, 1)
+    assert any(n >= 10 for p in found for n in p["n"])  # the published datasets on the map
+    shot(page, "6-budget")
+
+    assert page.external_requests == []  # works offline: 3Dmol.js, fonts, icons are all served locally
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(TIMINGS, indent=1))
+
+
+def test_bad_upload_gives_a_message(page, server, tmp_path):
+    visit(page, server, "dataset", "Dataset")
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"this is not an HDF5 file" * 10)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    page.get_by_text("broken.h5 is not a usable dataset").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, "7-bad-upload")
+
+
+def _set_number(pg, label: str, value: int) -> None:
+    box = pg.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(pg)
+
+
+def _start_training(pg, server, epochs: int) -> str:
+    visit(pg, server, "trade-off", "Trade-off")
+    _set_number(pg, "Epochs", epochs)
+    _set_number(pg, "Patience", epochs)  # no early stop: the long run must still be training when it is cancelled
+    start = time.time()
+    pg.get_by_role("button", name="Start training").click()
+    msg = pg.get_by_text("run(s) queued").first
+    msg.wait_for(timeout=15_000)
+    assert time.time() - start < 10, "Start training must return at once"
+    return msg.inner_text().split(": ")[-1].strip()
+
+
+def test_train_watch_live_curve_then_cancel_another(page, server):
+    from mlipdiv.jobs.store import RunStore
+
+    store = RunStore(server["root"] / "runs")
+    # one run at a time on this device: the long run trains first, is cancelled, then the tiny one trains
+    long = _start_training(page, server, epochs=1000)
+    tiny = _start_training(page, server, epochs=300)  # ~20 s: long enough for the 2 s poll to see it grow
+    shot(page, "8-trade-off-started")
+    assert store.get(tiny).status == "queued"
+
+    visit(page, server, "runs", "Runs")
+    deadline = time.time() + 120
+    while store.get(long).status != "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert store.get(long).status == "running"
+    page.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Cancel").click()
+    deadline = time.time() + 60
+    while store.get(long).status != "cancelled" and time.time() < deadline:
+        time.sleep(0.5)
+    assert store.get(long).status == "cancelled", store.get(long).error
+    assert store.get(long).epoch < 1000
+
+    # the tiny run starts; its learning curve grows while the page stays open (the fragment polls the store)
+    seen: list[int] = []
+    deadline = time.time() + 150
+    while time.time() < deadline and store.get(tiny).status in ("queued", "running"):
+        if store.get(tiny).status != "running":
+            time.sleep(0.3)
+            continue
+        curves = [p for p in plots(page) if "schnet" in p["title"] and "(running)" in p["title"]]
+        if curves and curves[0]["n"]:
+            if seen and max(curves[0]["n"]) < seen[-1]:
+                seen = []  # the page had still shown the cancelled run for a moment: start over with the tiny one
+            seen.append(max(curves[0]["n"]))
+            if len(set(seen)) == 3:
+                shot(page, "9-runs-live-curve")
+        time.sleep(1.0)
+    # the same curve, seen growing at least twice without a reload
+    assert len(set(seen)) >= 3 and seen == sorted(seen), f"learning curve did not update live: {seen}"
+    assert store.get(tiny).status == "done", store.get(tiny).error
+    page.get_by_text("Nothing is running.").wait_for(timeout=30_000)
+    wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stToast"]').count() + page.get_by_text("cancelled").count() >= 1
+    shot(page, "10-runs-cancelled-and-done")
