@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlipdiv.analysis.cost import fit_power_law, xtb_cost_model
@@ -321,3 +322,20 @@ def test_pipeline_cost_reproduces_the_measured_generation_cost() -> None:
     gen = xtb.meta["dataset_generation"]
     assert model.seconds_per_conformer(gen["mean_atoms"]) == pytest.approx(gen["cpu_seconds_per_stored_conformer"])
     assert model.p == pytest.approx(xtb.p) and model.seconds_per_conformer(20) > xtb.seconds_per_conformer(20)
+
+
+def test_two_budgets_are_kept_apart_in_claims_and_figures() -> None:
+    from mlipdiv.analysis.figures import study_figure
+    from mlipdiv.analysis.study import claims
+
+    second = [(128, 1), (32, 4), (8, 16)]  # B = 128, sharing M = 128 and M = 32 with no point of B = 512
+    df = pd.concat([results_table(), results_table(grid=second, seed=1).assign(experiment="fixed-budget")])
+    df = df.assign(strategy="random", baseline_forces_mae=0.5, baseline_energy_mae_per_atom=0.05, seconds=10.0,
+                   n_eval=100)
+    balance = {b["budget"]: b for b in claims(df)["balance_fixed_budget"]}
+    assert sorted(balance) == [128, 512]
+    assert balance[128]["best_M_test_molecules"] == 128 and balance[512]["best_M_test_molecules"] == 512
+    fig = study_figure(df, "fixed-budget")
+    lines = {t.name: list(t.x) for t in fig.data}
+    assert lines["unseen molecules · random · B = 128"] == [8, 32, 128]
+    assert lines["unseen molecules · random · B = 512"] == [16, 32, 64, 128, 256, 512]

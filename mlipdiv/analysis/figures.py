@@ -77,14 +77,22 @@ def study_figure(
     s = summarise(df[df["experiment"] == experiment], metric)
     s = s[s["split"].isin(splits)]
     x_col = "n_molecules" if experiment == "fixed-budget" else "conformers_per_molecule"
+    # one line per budget (fixed budget) or molecule count (fixed molecular set): never join points of two of them
+    s = s.assign(series=s["n_molecules"] * s["conformers_per_molecule"] if experiment == "fixed-budget"
+                 else s["n_molecules"])
+    several = s["series"].nunique() > 1
+    series_name = "B" if experiment == "fixed-budget" else "M"
     models = sorted(s["model"].unique()) or [""]
     fig = make_subplots(rows=1, cols=len(models), shared_yaxes=True, subplot_titles=models,
                         horizontal_spacing=0.04)
     seen = set()
     for col, model in enumerate(models, start=1):
-        for (strategy, split), g in s[s["model"] == model].groupby(["strategy", "split"]):
+        for (strategy, split, series), g in s[s["model"] == model].groupby(["strategy", "split", "series"]):
             g = g.sort_values(x_col)
             name = f"{SPLIT_LABELS.get(split, split)} · {strategy}"
+            name += f" · {series_name} = {series}" if several else ""
+            # the largest budget (or molecule count) drawn with filled markers and thicker lines, smaller ones open
+            largest = series == s["series"].max()
             hover = [f"M={m}, C={c}, {n} seeds" for m, c, n in
                      zip(g["n_molecules"], g["conformers_per_molecule"], g["count"])]
             fig.add_trace(
@@ -92,8 +100,10 @@ def study_figure(
                     x=g[x_col], y=g["mean"], error_y={"type": "data", "array": g["std"], "visible": True,
                                                       "thickness": 1.5},
                     mode="lines+markers", name=name, legendgroup=name, showlegend=name not in seen,
-                    line={"color": SPLIT_COLORS.get(split), "dash": _DASH.get(strategy, "dot"), "width": 3},
-                    marker={"symbol": _SYMBOL.get(model, "circle"), "size": 10}, text=hover,
+                    line={"color": SPLIT_COLORS.get(split), "dash": _DASH.get(strategy, "dot"),
+                          "width": 3 if largest else 1.5},
+                    marker={"symbol": _SYMBOL.get(model, "circle") + ("" if largest else "-open"), "size": 10},
+                    text=hover,
                     hovertemplate="%{text}<br>%{y:.1f}<extra>" + f"{model}: {name}</extra>",
                 ),
                 row=1, col=col,
@@ -103,12 +113,10 @@ def study_figure(
             if split in splits:
                 fig.add_hline(y=value, line={"color": SPLIT_COLORS.get(split), "dash": "dot", "width": 2},
                               row=1, col=col)
-    if experiment == "fixed-budget" and len(s):
-        b = int((s["n_molecules"] * s["conformers_per_molecule"]).max())
-        xt = f"molecules M (C = {b}/M)"
+    if experiment == "fixed-budget":
+        xt = "molecules M (C = B/M)" if several or not len(s) else f"molecules M (C = {int(s['series'].iloc[0])}/M)"
     else:
-        m = int(s["n_molecules"].iloc[0]) if len(s) else 0
-        xt = f"conformers per molecule C (M = {m})"
+        xt = "conformers per molecule C" + ("" if several or not len(s) else f" (M = {int(s['series'].iloc[0])})")
     fig.update_xaxes(type="log", title=xt, tickvals=sorted(s[x_col].unique()))
     fig.update_yaxes(title=metric_label(metric), row=1, col=1)
     default = "Fixed budget" if experiment == "fixed-budget" else "Fixed molecular set"

@@ -175,7 +175,9 @@ def summary_table(df: Any) -> Any:
         energy_std=("energy", "std"), base_forces=("base_forces", "mean"), base_energy=("base_energy", "mean"),
         seeds=("seed", "nunique"), seconds=("seconds", "mean"), n_eval=("n_eval", "mean"),
     ).reset_index()
-    return g.sort_values(["experiment", "model", "strategy", "split", "n_molecules"], ascending=[True] * 4 + [False])
+    g["budget"] = g["n_molecules"] * g["conformers_per_molecule"]
+    order = ["experiment", "model", "strategy", "split", "budget", "n_molecules"]
+    return g.sort_values(order, ascending=[True] * 5 + [False]).drop(columns="budget")
 
 
 def markdown_table(s: Any, experiment: str) -> str:
@@ -223,11 +225,12 @@ def claims(df: Any) -> dict[str, Any]:
                                       "points": harder}
     # 2. balance point at fixed budget: the measured M minimising each split and their mean
     balance = []
-    for (model, strat), g in fb.groupby(["model", "strategy"]):
+    fb = fb.assign(budget=fb["n_molecules"] * fb["conformers_per_molecule"])
+    for (model, strat, budget), g in fb.groupby(["model", "strategy", "budget"]):
         piv = g.pivot_table(index="n_molecules", columns="split", values="forces_mean")
-        if not all(k in piv for k in SPLITS):
+        if not all(k in piv for k in SPLITS) or len(piv) < 2:
             continue
-        row = {"model": model, "strategy": strat}
+        row = {"model": model, "strategy": strat, "budget": int(budget)}
         for split in SPLITS:
             row[f"best_M_{split}"] = int(piv[split].idxmin())
         row["best_M_mean"] = int(piv[list(SPLITS)].mean(axis=1).idxmin())
@@ -333,22 +336,24 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
     }
 
     fits, recs, paths = {}, {}, {}
+    fb = df[df["experiment"] == "fixed-budget"]
+    budgets = sorted({int(b) for b in fb["n_molecules"] * fb["conformers_per_molecule"]})
     for model in sorted(df["model"].unique()):
         f = _fits(df, model)
         if f is None:
             continue
         fits[model] = f
-        budget = int((df[df["experiment"] == "fixed-budget"]["n_molecules"] *
-                      df[df["experiment"] == "fixed-budget"]["conformers_per_molecule"]).max())
         recs[model] = {}
-        for w in (0.0, 0.5, 1.0):
-            try:
-                recs[model][w] = recommend(f, budget, w)
-            except MlipdivError as exc:
-                _log(f"  no recommendation for {model} at W={w}: {exc}")
+        for budget in budgets:  # every budget the fixed-budget runs used
+            for w in (0.0, 0.5, 1.0):
+                try:
+                    recs[model][(budget, w)] = recommend(f, budget, w)
+                except MlipdivError as exc:
+                    _log(f"  no recommendation for {model} at B={budget}, W={w}: {exc}")
         paths[model] = optimum_path(f, budget_grid(f), 0.5)
     result["fits"] = {m: {s: fit.as_dict() for s, fit in f.items()} for m, f in fits.items()}
-    result["recommendations"] = {m: {str(w): r.as_dict() for w, r in rs.items()} for m, rs in recs.items()}
+    result["recommendations"] = {m: {f"B={b}, W={w}": r.as_dict() for (b, w), r in rs.items()}
+                                 for m, rs in recs.items()}
 
     dataset = None
     if infogap or domain:
@@ -425,10 +430,11 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"| {h['model']} | {h['strategy']} | {h['M']} | {h['C']} | {h['test_molecules']:.1f} | "
                      f"{h['test_conformers']:.1f} | {'yes' if h['molecules_harder'] else 'no'} |")
     lines += ["", "### Measured balance point at fixed budget (M with the lowest mean force MAE)", "",
-              "| model | selection | best M, unseen molecules | best M, unseen conformers | best M, mean of both |",
-              "|---|---|---|---|---|"]
+              "| model | selection | budget B | best M, unseen molecules | best M, unseen conformers "
+              "| best M, mean of both |",
+              "|---|---|---|---|---|---|"]
     for b in c["balance_fixed_budget"]:
-        lines.append(f"| {b['model']} | {b['strategy']} | {b['best_M_test_molecules']} | "
+        lines.append(f"| {b['model']} | {b['strategy']} | {b['budget']} | {b['best_M_test_molecules']} | "
                      f"{b['best_M_test_conformers']} | {b['best_M_mean']} |")
     if c["random_vs_diverse"]:
         lines += ["", "### Diverse minus random selection (force MAE, meV/Å; in units of the pooled seed std)", "",
@@ -454,7 +460,8 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", f"### Recommendations, {model}", "",
                   "| budget | W | M | C | unseen molecules (90 % interval) | unseen conformers (90 % interval) | "
                   "optimal M over the bootstrap |", "|---|---|---|---|---|---|---|"]
-        for w, r in recs.items():
+        for key, r in recs.items():
+            w = key.split("W=")[1]
             pm, pc = r["predicted"]["test_molecules"], r["predicted"]["test_conformers"]
             rng = r["n_molecules_range"]
             lines.append(f"| {r['budget_conformers']} | {w} | {r['n_molecules']} | {r['conformers_per_molecule']} | "
@@ -505,7 +512,8 @@ def _figures(out: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: Any, 
         figs[f"{tag}_forces"] = F.study_figure(df, exp, "forces_mae")
         figs[f"{tag}_energy"] = F.study_figure(df, exp, "energy_mae_per_atom")
     for model, f in fits.items():
-        rec = recs.get(model, {}).get(0.5)
+        balanced = sorted((b, r) for (b, w), r in recs.get(model, {}).items() if w == 0.5)
+        rec = balanced[-1][1] if balanced else None  # at the largest budget that ran
         figs[f"budget_map_{model}"] = F.budget_map_figure(fits=f, path=paths.get(model, ()), recommendation=rec)
         if rec is not None:
             figs[f"tradeoff_{model}"] = F.tradeoff_figure(rec, f)
