@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import common
 from mlipdiv.analysis import figures as afig
 from mlipdiv.analysis.known_datasets import known_datasets, on_map
 from mlipdiv.errors import MlipdivError
 from mlipdiv.viz import live
+from pages import common
 
 st.title("Budget")
 ds = common.dataset()
@@ -24,12 +24,13 @@ st.markdown("How should **your** QM budget be split between molecules and confor
             "outside the (M, C) region of the runs are refused rather than extrapolated silently.")
 
 # ---------------------------------------------------------------------------------------------- the results
-shipped = sorted(Path("docs").glob("**/results.csv")) if Path("docs").exists() else []
+DOCS = Path(__file__).resolve().parent.parent / "docs"  # the project's own study, whatever the working directory
+shipped = sorted(DOCS.glob("**/results.csv"))
 sources = ["store", *map(str, shipped), "folder"]
 common.default("p_budget_source", "store")
 source = st.radio("Fit the runs of", sources, horizontal=True, key="p_budget_source",
                   format_func=lambda s: {"store": "this app's finished runs", "folder": "another results folder"}
-                  .get(s, f"the project's study ({s})"))
+                  .get(s) or f"the project's study ({Path(s).relative_to(DOCS.parent)})")
 df = None
 with common.user_errors("Cannot read the results: "):
     if source == "store":

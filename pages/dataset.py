@@ -8,10 +8,10 @@ import re
 import numpy as np
 import streamlit as st
 
-from pages import common
 from mlipdiv.viz import figures, molview, tables
 from mlipdiv.viz.live import BackgroundTask
 from mlipdiv.viz.style import mev
+from pages import common
 
 MAX_UPLOAD_MB = 100
 MAX_SMILES = 20  # molecules per generation from the page (the CLI has no limit)

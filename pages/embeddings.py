@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from pages import common
 from mlipdiv.embeddings import METRICS
 from mlipdiv.viz import figures, live, maps, molview
 from mlipdiv.viz.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
+from pages import common
 
 st.title("Embeddings")
 ds = common.require_dataset()

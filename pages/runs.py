@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import common
 from mlipdiv.analysis.figures import study_figure
 from mlipdiv.viz import figures, live
 from mlipdiv.viz.style import SPLIT_LABELS, mev
+from pages import common
 
 st.title("Runs")
 ds = common.dataset()

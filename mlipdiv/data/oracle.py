@@ -14,7 +14,8 @@ import numpy as np
 
 from mlipdiv.errors import MlipdivError
 
-HARTREE_EV = 27.211386245988  # CODATA 2018, as ASE uses
+# CODATA 2018. ASE's ase.units are CODATA 2014: 8e-9 relative apart, up to 1e-5 eV on these total energies.
+HARTREE_EV = 27.211386245988
 BOHR_ANGSTROM = 0.529177210903
 
 
