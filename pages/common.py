@@ -211,11 +211,11 @@ def submit_experiment(experiment: str, points: int, budget: int | None, molecule
 
 def submit_preset(preset: Any) -> tuple[list[str], int]:
     """Plan every sweep of a preset on the session's dataset and queue it (see :func:`submit_plan`)."""
-    from mlipdiv.jobs.sweep import plan_sweep
+    from mlipdiv.analysis.study import plan_preset
 
     ids, reused = [], 0
-    for kwargs in preset.sweeps():
-        got, n = submit_plan(plan_sweep(**kwargs, dataset=dataset_path()))
+    for plan in plan_preset(preset, dataset_path()):
+        got, n = submit_plan(plan)
         ids += got
         reused += n
     return ids, reused

@@ -339,3 +339,16 @@ def test_two_budgets_are_kept_apart_in_claims_and_figures() -> None:
     lines = {t.name: list(t.x) for t in fig.data}
     assert lines["unseen molecules · random · B = 128"] == [8, 32, 128]
     assert lines["unseen molecules · random · B = 512"] == [16, 32, 64, 128, 256, 512]
+
+
+def test_plan_preset_is_what_the_study_and_the_app_queue(tiny_dataset_path) -> None:
+    from mlipdiv.analysis.study import plan_preset
+    from mlipdiv.presets import Preset
+
+    preset = Preset("t", "", "fixed-molecules", points=2, seeds=1, models=("schnet", "painn"), epochs=3, molecules=2,
+                    max_conformers_per_molecule=2, match_steps=True)
+    plans = plan_preset(preset, tiny_dataset_path)
+    assert [p.model for p in plans] == ["schnet", "painn"]
+    for plan in plans:
+        assert plan.grid == [(2, 1), (2, 2)]  # capped at C = 2 although the data allow more
+        assert {r.conformers_per_molecule: r.config["epochs"] for r in plan.runs} == {1: 6, 2: 3}

@@ -105,3 +105,25 @@ def test_sweep_cli_refuses_infeasible_requests(tmp_path: Path, tiny_dataset_path
             str(tiny_dataset_path), "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert "largest budget" in capsys.readouterr().err
+
+
+def test_submit_plan_returns_at_once_and_reuses_what_the_store_holds(tmp_path: Path, tiny_dataset_path: Path) -> None:
+    from mlipdiv.jobs.manager import JobManager
+    from mlipdiv.jobs.sweep import plan_point, submit_plan
+
+    store = RunStore(tmp_path / "home")
+    train = CountingTrain(fail_seeds={1})
+    manager = JobManager(store, train_fn=train)
+    try:
+        plan = plan_point(2, 2, seeds=2, model="schnet", epochs=1, dataset=tiny_dataset_path)
+        assert plan.grid == [(2, 2)] and len({r.key for r in plan.runs}) == 2
+        ids, reused = submit_plan(manager, plan)
+        assert reused == 0 and len(ids) == 2
+        assert [r.status for r in manager.wait(ids, timeout=60)] == ["done", "failed"]
+        again, reused = submit_plan(manager, plan_point(2, 2, seeds=2, model="schnet", epochs=1,
+                                                        dataset=tiny_dataset_path))
+        assert again == ids and reused == 2  # same settings, same runs: nothing new stored
+        assert [r.status for r in manager.wait(ids, timeout=60)] == ["done", "done"]  # the failed one ran again
+        assert len(train.calls) == 3
+    finally:
+        manager.shutdown()

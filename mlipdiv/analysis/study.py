@@ -28,7 +28,7 @@ import numpy as np
 
 from mlipdiv.errors import MlipdivError
 
-__all__ = ["analyse", "collect", "run_presets", "shape_plan", "summary_table"]
+__all__ = ["analyse", "collect", "plan_preset", "run_presets", "shape_plan", "summary_table"]
 
 SPLITS = ("test_conformers", "test_molecules")
 
@@ -74,6 +74,19 @@ def shape_plan(plan: Any, preset: Any) -> Any:
     return replace(plan, grid=grid, runs=runs)
 
 
+def plan_preset(preset: Any, dataset: str | Path | None = None) -> list[Any]:
+    """The sweeps of a preset (one :class:`~mlipdiv.jobs.sweep.SweepPlan` per model x strategy), shaped by its grid
+    options (:func:`shape_plan`): what the study runs and what the app's one-click buttons queue."""
+    from mlipdiv.jobs.sweep import plan_sweep
+
+    plans = []
+    for kw in preset.sweeps():
+        # with a cap on C, plan every feasible point first and choose the preset's number under the cap
+        wide = {**kw, "points": 64} if preset.max_conformers_per_molecule else kw
+        plans.append(shape_plan(plan_sweep(dataset=dataset, **wide), preset))
+    return plans
+
+
 def run_presets(
     names: Sequence[str], out: Path, *, dataset: str | None = None, backend: str | None = None,
     store: Any = None, log: Callable[[str], None] = _log,
@@ -85,7 +98,7 @@ def run_presets(
     from dataclasses import replace
 
     from mlipdiv.jobs.store import RunStore
-    from mlipdiv.jobs.sweep import plan_sweep, run_sweep, write_results
+    from mlipdiv.jobs.sweep import run_sweep, write_results
     from mlipdiv.presets import get_preset
 
     store = store if store is not None else RunStore()
@@ -93,11 +106,8 @@ def run_presets(
     for name in names:
         preset = get_preset(name)
         log(f"preset {preset.describe()}")
-        for kw in preset.sweeps():
-            # with a cap on C, plan every feasible point first and choose the preset's number under the cap
-            wide = {**kw, "points": 64} if preset.max_conformers_per_molecule else kw
-            plan = shape_plan(plan_sweep(dataset=dataset, **wide), preset)
-            strategy = kw["options"]["strategy"]
+        for plan in plan_preset(preset, dataset):
+            strategy = plan.runs[0].config["strategy"]
             folder = out / name / f"{plan.model}-{strategy}"
             t0 = time.monotonic()
             log(f"  sweep {plan.experiment} {plan.model} {strategy}: grid {plan.grid}, seeds {plan.seeds}, epochs "

@@ -26,7 +26,7 @@ HELP = "training throughput (conformers/s with forces) of every model vs a plain
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="mlipdiv dataset (default: the shipped one)")
-    parser.add_argument("--steps", type=int, default=30, help="timed optimisation steps per model (default: 30)")
+    parser.add_argument("--steps", type=int, default=90, help="timed optimisation steps per model (default: 90; fewer give noisier figures)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--chunk", type=int, default=3, help="steps per contender per interleaved round (default: 3)")
     parser.add_argument("--conformers", type=int, default=1024, help="conformers to draw batches from (default: 1024)")

@@ -141,7 +141,11 @@ def plan_point(
     return _plan("custom", [(molecules, conformers_per_molecule)], path, seed_list, base)
 
 
-def _base_config(dataset, seeds, model, epochs, options):  # -> (dataset path, seeds, TrainConfig)
+def _base_config(
+    dataset: str | Path | None, seeds: int | Sequence[int], model: str, epochs: int,
+    options: Mapping[str, Any] | None,
+) -> tuple[Path, list[int], Any]:
+    """(dataset path, seeds, the :class:`~mlipdiv.training.TrainConfig` every run of a plan starts from)."""
     from mlipdiv.paths import default_dataset
     from mlipdiv.training import TrainConfig
 
