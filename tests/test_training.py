@@ -154,3 +154,18 @@ def test_every_model_trains(model: str, cfg: TrainConfig, tmp_path: Path) -> Non
     assert metrics["model"] == model and len(metrics["curve"]) == 2
     assert all(np.isfinite(c["train_loss"]) for c in metrics["curve"])
     assert metrics["curve"][-1]["train_loss"] < metrics["curve"][0]["train_loss"] * 1.5
+
+
+def test_device_choice_is_explicit_about_a_missing_gpu() -> None:
+    import torch
+
+    from mlipdiv.errors import MlipdivError
+    from mlipdiv.training.trainer import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda" and resolve_device("cuda").type == "cuda"
+    else:
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(MlipdivError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
