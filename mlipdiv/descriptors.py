@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -65,11 +63,8 @@ def single_threaded_blas() -> Iterator[None]:
     For matrices of ~100 x 100, BLAS threads cost more than they save, and on a busy machine OpenBLAS's
     spinning threads made such loops up to 100x slower (measured: 1.5 s vs 0.02 s for 100 molecules).
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # threadpoolctl comes with scikit-learn (umap-learn); without it, run as is
-        yield
-        return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
@@ -287,13 +282,9 @@ def _cache_path(kind: str, digest: str) -> Path:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Atomic write; a read-only or full cache directory only costs a recomputation next time."""
-    tmp = None
+    from mlipdiv.jobs.atomic import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        pass

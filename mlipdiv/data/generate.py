@@ -203,29 +203,21 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
 
 def _init_worker() -> None:
     """Worker start-up: one thread per worker (the parent exported OMP_NUM_THREADS=1 before spawning us)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=1)
-    except ImportError:  # pragma: no cover
-        pass
+    os.environ["OMP_NUM_THREADS"] = "1"
+    threadpool_limits(limits=1)
 
 
 @contextmanager
 def _single_thread():
     """One OpenMP thread for tblite in this process: multi-threaded reductions change the last bits of the labels,
     and generation must be bit-for-bit reproducible (and the workers run single-threaded too)."""
+    from threadpoolctl import threadpool_limits
+
     if "tblite" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (umap-learn)
-        yield
-        return
-    from mlipdiv.data.oracle import GFN2xTB  # noqa: F401 - load tblite (and its OpenMP) so the limit applies
-
-    import tblite.interface  # noqa: F401
+    import tblite.interface  # noqa: F401 - load tblite (and its OpenMP) so the limit applies
 
     with threadpool_limits(limits=1):  # OpenMP (tblite) and BLAS (numpy, loaded before OMP_NUM_THREADS was set)
         yield
