@@ -2,9 +2,11 @@
 
 The layers and weights are PyG's own, built with ``interaction_graph=RadiusInteractionGraph(cutoff)`` so that
 ``model.net(z, pos, batch)`` works unchanged. :meth:`SchNetModel.forward` evaluates exactly the same function from a
-prebuilt :class:`~mlipdiv.models.graph.Graph`, with two savings: the graph's candidate pairs are precomputed, and each
+prebuilt :class:`~mlipdiv.models.graph.Graph`, with three savings: the graph's candidate pairs are precomputed; each
 continuous filter ``W(d_ij)``, which depends only on the distance, is computed once per pair instead of once per
-direction (tests check it against ``net(z, pos, batch)``).
+direction; and the message step is :func:`~mlipdiv.models.cfconv.cfconv`, whose hand-written derivatives keep the
+double backward of force training from storing and re-reading per-edge copies of the atom features (tests check
+the whole against ``net(z, pos, batch)``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor
 from torch_geometric.nn.models import SchNet
 from torch_geometric.utils import scatter
 
+from mlipdiv.models.cfconv import cfconv
 from mlipdiv.models.graph import Graph, RadiusInteractionGraph
 from mlipdiv.models.registry import register
 
@@ -40,7 +43,6 @@ class SchNetModel(torch.nn.Module):
 
     def forward(self, g: Graph) -> Tensor:
         net, n_half = self.net, g.n_half
-        src, dst = g.edge_index
         d = g.dist[:n_half]
         attr = net.distance_expansion(d)
         envelope = (0.5 * (torch.cos(d * math.pi / self.cutoff) + 1.0)).unsqueeze(-1)
@@ -48,9 +50,7 @@ class SchNetModel(torch.nn.Module):
         for block in net.interactions:
             conv = block.conv
             w = conv.nn(attr) * envelope
-            x = conv.lin1(h)
-            messages = (x.index_select(0, src).view(2, n_half, -1) * w).view(2 * n_half, -1)
-            x = torch.zeros_like(x).index_add_(0, dst, messages)
+            x = cfconv(conv.lin1(h), w, g.edge_index)
             h = h + block.lin(block.act(conv.lin2(x)))
         h = net.lin2(net.act(net.lin1(h))).squeeze(-1)
         return scatter(h, g.batch, dim=0, dim_size=g.num_graphs, reduce="sum")
