@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 BENCHMARKS = {"train": "mlipdiv.bench.train"}
 
@@ -17,14 +16,9 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
-    from mlipdiv.errors import MlipdivError
+    from mlipdiv.cli import run_parsed
 
-    try:
-        return int(args._run(args) or 0)
-    except MlipdivError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_parsed(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run the command ``args._run`` and turn the ways a command can end into exit codes and one-line messages."""
     try:
         return int(args._run(args) or 0)
     except MlipdivError as exc:  # a user-facing problem: say what and how to fix it, no traceback
