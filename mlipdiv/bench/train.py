@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     }
     names = args.models or model_names()
     # The comparison first, in rounds of its own (see the module docstring), then the other models.
-    compared = {name: ours(name, dataset, pairs, args, device) for name in names if name == "schnet"}
+    compared = {"schnet": ours("schnet", dataset, pairs, args, device)} if "schnet" in names else {}
     compared["reference"] = reference(dataset, pairs, args, device)
     rates = interleaved(compared, args, device)
     others = {name: ours(name, dataset, pairs, args, device) for name in names if name != "schnet"}
