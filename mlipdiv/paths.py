@@ -25,3 +25,10 @@ def home() -> Path:
 def cache_dir() -> Path:
     """Cache for derived artefacts (descriptors, UMAP maps); ``MLIPDIV_CACHE`` overrides."""
     return Path(os.environ.get("MLIPDIV_CACHE", PROJECT_ROOT / ".cache"))
+
+
+def kernel_dir() -> Path:
+    """Compiled CPU kernels, where PyTorch keeps its own (``TORCH_EXTENSIONS_DIR``, default
+    ``~/.cache/torch_extensions``): one build per machine, whatever :func:`cache_dir` a run or a test uses."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / "mlipdiv"

@@ -5,8 +5,8 @@ The layers and weights are PyG's own, built with ``interaction_graph=RadiusInter
 prebuilt :class:`~mlipdiv.models.graph.Graph`, with three savings: the graph's candidate pairs are precomputed; each
 continuous filter ``W(d_ij)``, which depends only on the distance, is computed once per pair instead of once per
 direction; and the message step is :func:`~mlipdiv.models.cfconv.cfconv`, whose hand-written derivatives keep the
-double backward of force training from storing and re-reading per-edge copies of the atom features (tests check
-the whole against ``net(z, pos, batch)``).
+double backward of force training from storing and re-reading per-edge copies of the atom features, and which runs
+as compiled kernels on CPU (tests check the whole against ``net(z, pos, batch)``).
 """
 
 from __future__ import annotations
