@@ -14,11 +14,16 @@ $(VENV)/.app-installed: requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-ray.txt $(VENV)/.app-installed
+# SchNet's CPU kernels, built here once so that the first training does not wait for the compiler.
+$(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp $(VENV)/.app-installed
+	$(PY) -c "from mlipdiv.models.cfconv import cpu_kernels; print('CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
+	touch $@
+
+$(VENV)/.test-installed: requirements.txt requirements-ray.txt $(VENV)/.kernels-built
 	$(PY) -m pip install -q -r requirements-ray.txt
 	touch $@
 
-run: $(VENV)/.app-installed
+run: $(VENV)/.kernels-built
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: $(VENV)/.test-installed
