@@ -216,7 +216,8 @@ def test_train_watch_live_curve_then_cancel_another(page, server):
     store = RunStore(server["root"] / "runs")
     # one run at a time on this device: the long run trains first, is cancelled, then the tiny one trains
     long = _start_training(page, server, epochs=1000)
-    tiny = _start_training(page, server, epochs=300)  # ~20 s: long enough for the 2 s poll to see it grow
+    # ~25 s on the 2-core development machine: long enough for the 2 s poll to see it grow several times
+    tiny = _start_training(page, server, epochs=900)  # not 1000: the same settings would reuse the long run
     shot(page, "8-trade-off-started")
     assert store.get(tiny).status == "queued"
 
@@ -236,7 +237,7 @@ def test_train_watch_live_curve_then_cancel_another(page, server):
 
     # the tiny run starts; its learning curve grows while the page stays open (the fragment polls the store)
     seen: list[int] = []
-    deadline = time.time() + 150
+    deadline = time.time() + 240
     while time.time() < deadline and store.get(tiny).status in ("queued", "running"):
         if store.get(tiny).status != "running":
             time.sleep(0.3)

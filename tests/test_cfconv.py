@@ -138,3 +138,12 @@ def test_without_a_compiler_the_pytorch_path_runs_with_a_warning(tmp_path):
     assert done.stdout.strip() == "False"
     assert "CPU kernels unavailable" in done.stderr and "Install a C++ compiler" in done.stderr
     assert not list(tmp_path.glob("mlipdiv/*.so"))
+
+
+def test_a_batch_without_pairs_gives_zeros(path):
+    """Isolated atoms (or a cutoff shorter than every distance) leave no pairs at all."""
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.zeros(0, 4, requires_grad=True)
+    out = cfconv(x, w, torch.zeros(2, 0, dtype=torch.long))
+    (gx, gw) = torch.autograd.grad(out.sum(), (x, w), allow_unused=True)
+    assert torch.equal(out, torch.zeros(3, 4)) and torch.equal(gx, torch.zeros(3, 4)) and gw.shape == (0, 4)

@@ -91,7 +91,7 @@ def _kernel_applies(x: Tensor) -> bool:
 
 def _gather(x: Tensor, src: Tensor) -> Tensor:
     """(2, n_pairs, F): ``[x[a], x[b]]`` for the pairs ``(a, b)`` (``src`` is both halves of the symmetric edges)."""
-    return x.index_select(0, src).view(2, src.shape[0] // 2, -1)
+    return x.index_select(0, src).view(2, src.shape[0] // 2, x.shape[1])
 
 
 def _conv(x: Tensor, w: Tensor, src: Tensor, dst: Tensor) -> Tensor:
@@ -99,7 +99,7 @@ def _conv(x: Tensor, w: Tensor, src: Tensor, dst: Tensor) -> Tensor:
     if _kernel_applies(x):
         a, b = src.reshape(2, -1).contiguous()
         return torch.ops.mlipdiv_cfconv.conv(x.contiguous(), w.contiguous(), a, b)
-    messages = _gather(x, src).mul_(w).view(dst.shape[0], -1)
+    messages = _gather(x, src).mul_(w).view(dst.shape[0], x.shape[1])
     return torch.zeros_like(x).index_add_(0, dst, messages)
 
 

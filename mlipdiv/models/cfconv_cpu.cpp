@@ -81,10 +81,12 @@ void check_pairs(const at::Tensor& a, const at::Tensor& b, int64_t n_atoms) {
                   b.scalar_type() == at::kLong && a.is_contiguous() && b.is_contiguous() && a.dim() == 1 &&
                   a.sizes() == b.sizes(),
               "pair indices must be two contiguous int64 CPU vectors of one length");
-  if (a.numel() == 0) return;
-  const auto lo = std::min(a.min().item<int64_t>(), b.min().item<int64_t>());
-  const auto hi = std::max(a.max().item<int64_t>(), b.max().item<int64_t>());
-  TORCH_CHECK(lo >= 0 && hi < n_atoms, "pair index out of range");
+  const int64_t* ap = a.data_ptr<int64_t>();
+  const int64_t* bp = b.data_ptr<int64_t>();
+  const auto [a_lo, a_hi] = std::minmax_element(ap, ap + a.numel());
+  const auto [b_lo, b_hi] = std::minmax_element(bp, bp + b.numel());
+  TORCH_CHECK(a.numel() == 0 || (std::min(*a_lo, *b_lo) >= 0 && std::max(*a_hi, *b_hi) < n_atoms),
+              "pair index out of range");
 }
 
 template <typename T>
