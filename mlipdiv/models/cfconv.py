@@ -42,8 +42,10 @@ KERNEL_SOURCE = Path(__file__).with_name("cfconv_cpu.cpp")
 
 @functools.cache
 def cpu_kernels() -> bool:
-    """Load the CPU kernels of ``conv`` and ``pair`` (:data:`KERNEL_SOURCE`), building them on first use; False
-    where that is impossible (no C++ compiler, or ``MLIPDIV_CPU_KERNELS=0``): the PyTorch path gives the same numbers.
+    """Load the CPU kernels of ``conv`` and ``pair`` (:data:`KERNEL_SOURCE`), building them on first use.
+
+    False when ``MLIPDIV_CPU_KERNELS=0`` or when they cannot be built (no C++ compiler; this warns once): the
+    PyTorch path then computes the same values, more slowly.
     """
     if os.environ.get("MLIPDIV_CPU_KERNELS", "1") == "0":
         return False
