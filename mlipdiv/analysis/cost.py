@@ -128,7 +128,7 @@ def dataset_atom_counts(path: str | Path | None = None) -> np.ndarray:
     """Atom count of every molecule of an mlipdiv HDF5 dataset (reads only the atomic numbers; default dataset)."""
     import h5py
 
-    from mlipdiv.data.dataset import FORMAT
+    from mlipdiv.data.dataset import FORMAT, check_hdf5_structure
     from mlipdiv.paths import default_dataset
 
     path = Path(path) if path is not None else default_dataset()
@@ -136,6 +136,7 @@ def dataset_atom_counts(path: str | Path | None = None) -> np.ndarray:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise MlipdivError(f"{path}: not an mlipdiv dataset")
+            check_hdf5_structure(path, f)  # no links or external storage: only this file is ever read
             counts = np.array([len(f[name]["atomic_numbers"]) for name in f])
     except OSError as exc:
         raise MlipdivError(f"{path}: cannot read atom counts ({exc}); give --atoms N instead") from exc

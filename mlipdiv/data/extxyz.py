@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.data.dataset import Dataset, Molecule, molecule_id
+from mlipdiv.data.validate import check_atomic_numbers, check_geometry, check_molecule_id
 from mlipdiv.errors import DatasetError
 
 
@@ -51,8 +52,11 @@ def write_extxyz(dataset: Dataset, path: str | Path, pairs: list[tuple[str, int]
         atoms.arrays["REF_forces"] = m.forces[j].astype(np.float64)
         frames.append(atoms)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp, frames, format="extxyz")
-    tmp.replace(path)
+    try:
+        write(tmp, frames, format="extxyz")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
     return path
 
 
@@ -87,28 +91,65 @@ def _label(path: Path, i: int, atoms) -> tuple[float, np.ndarray]:
         raise DatasetError(f"{path}: frame {i} has no energy (expected REF_energy or energy in the comment line)")
     if forces is None:
         raise DatasetError(f"{path}: frame {i} has no forces (expected a REF_forces or forces column)")
-    forces = np.asarray(forces, dtype=np.float64)
+    try:
+        energy = float(energy)
+        forces = np.asarray(forces, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: frame {i}: energy or forces are not numbers") from exc
     if forces.shape != (len(atoms), 3):
         raise DatasetError(f"{path}: frame {i} has forces of shape {forces.shape}, expected ({len(atoms)}, 3)")
-    return float(energy), forces
+    return energy, forces
+
+
+def _check_frame(path: Path, i: int, atoms, energy: float, forces: np.ndarray) -> None:
+    """The boundary checks, per frame so the message can name the frame (see ``mlipdiv.data.validate``)."""
+    if np.any(atoms.pbc) or np.any(np.asarray(atoms.cell) != 0):
+        raise DatasetError(f"{path}: frame {i} is periodic (Lattice/pbc): periodic structures are not supported: "
+                           f"mlipdiv trains on isolated molecules; remove Lattice and pbc to import it as one")
+    why = check_atomic_numbers(atoms.numbers) or check_geometry(atoms.positions, energy, forces)
+    if why is None and "mol_id" in atoms.info:
+        why = check_molecule_id(str(atoms.info["mol_id"]))
+    if why:
+        raise DatasetError(f"{path}: frame {i}: {why}")
+
+
+def _frames(path: Path) -> list:
+    """All frames, or a :class:`DatasetError` naming the first frame that cannot be parsed (never its text: the
+    path may point at any file the server can read)."""
+    from ase.io import iread
+
+    frames: list = []
+    try:
+        for atoms in iread(path, index=":", format="extxyz"):
+            frames.append(atoms)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (frame {len(frames)}); save it as UTF-8 extended XYZ") from exc
+    except Exception as exc:  # noqa: BLE001 - ASE raises many types for malformed files
+        raise DatasetError(f"{path}: not a readable extended XYZ file: frame {len(frames)} cannot be parsed "
+                           f"({type(exc).__name__})") from exc
+    return frames
 
 
 def read_extxyz(path: str | Path) -> Dataset:
-    """Read extended XYZ into a :class:`Dataset` (see the module docstring for keys and grouping)."""
-    from ase.io import read
+    """Read extended XYZ into a :class:`Dataset` (see the module docstring for keys and grouping).
 
+    Every frame is checked (elements, NaN/inf, coordinates, periodicity, ids) before a dataset is returned, so a
+    caller that writes the result never writes refused data.
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
-    try:
-        frames = read(path, index=":", format="extxyz")
-    except Exception as exc:  # noqa: BLE001 - ASE raises many types for malformed files
-        raise DatasetError(f"{path}: not a readable extended XYZ file ({type(exc).__name__}: {exc})") from exc
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file")
+    frames = _frames(path)
     if not frames:
         raise DatasetError(f"{path}: no frames")
     groups: dict[Any, dict[str, Any]] = {}
     for i, atoms in enumerate(frames):
+        if len(atoms) == 0:
+            raise DatasetError(f"{path}: frame {i} has no atoms")
         energy, forces = _label(path, i, atoms)
+        _check_frame(path, i, atoms, energy, forces)
         z = tuple(int(n) for n in atoms.numbers)
         info = atoms.info
         if "mol_id" in info:
@@ -120,11 +161,12 @@ def read_extxyz(path: str | Path) -> Dataset:
         g = groups.setdefault(key, {"z": z, "smiles": smiles, "name": str(info.get("name", "")), "frames": [],
                                     "formula": atoms.get_chemical_formula(), "first": i})
         if g["z"] != z:
-            raise DatasetError(f"{path}: frame {i} of molecule {key} lists different atoms than frame {g['first']}")
-        g["frames"].append((
-            np.asarray(atoms.positions, dtype=np.float64), energy, forces, int(info.get("parent", 0)),
-            float(info.get("temperature", 0.0)), str(info.get("method", "import")),
-        ))
+            raise DatasetError(f"{path}: frame {i} lists different atoms than frame {g['first']} of the same molecule")
+        try:
+            extra = (int(info.get("parent", 0)), float(info.get("temperature", 0.0)), str(info.get("method", "import")))
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}: frame {i}: parent or temperature is not a number") from exc
+        g["frames"].append((np.asarray(atoms.positions, dtype=np.float64), energy, forces, *extra))
     molecules, used = [], set()
     level = {str(a.info["level_of_theory"]) for a in frames if "level_of_theory" in a.info}
     for key, g in groups.items():
@@ -137,10 +179,13 @@ def read_extxyz(path: str | Path) -> Dataset:
                 mol_id, k = f"{base}_{k}", k + 1
         used.add(mol_id)
         pos, energy, forces, parent, temp, method = zip(*g["frames"])
-        molecules.append(Molecule(
-            id=mol_id, smiles=g["smiles"], name=g["name"], atomic_numbers=np.array(g["z"]),
-            positions=np.array(pos), energy=np.array(energy), forces=np.array(forces), parent=np.array(parent),
-            temperature=np.array(temp), method=np.array(method),
-        ))
+        try:
+            molecules.append(Molecule(
+                id=mol_id, smiles=g["smiles"], name=g["name"], atomic_numbers=np.array(g["z"]),
+                positions=np.array(pos), energy=np.array(energy), forces=np.array(forces), parent=np.array(parent),
+                temperature=np.array(temp), method=np.array(method),
+            ))
+        except DatasetError as exc:  # e.g. float32 overflow of a huge value: same checks as every reader
+            raise DatasetError(f"{path}: {exc} (from frame {g['first']})") from exc
     attrs = {"level_of_theory": level.pop() if len(level) == 1 else "unknown", "source": f"extxyz import: {path.name}"}
     return Dataset(molecules, attrs=attrs, path=path)
