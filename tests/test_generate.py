@@ -243,3 +243,144 @@ def test_md_sampling(tmp_path: Path) -> None:
     (m,) = read_hdf5(tmp_path / "md.h5")
     assert list(m.method) == ["relaxed", "md", "md"] and list(m.temperature) == [0, 500, 500]
     assert not np.allclose(m.positions[1], m.positions[2])
+
+
+def test_torn_partial_output_keeps_finished_molecules(clean_run: Path, tmp_path: Path) -> None:
+    """Issue 13.9: a partial output cut short (killed mid-write) keeps its complete molecules on resume."""
+    entries, _ = build_pool(smiles=SMALL)
+    out = tmp_path / "torn.h5"
+    generate(entries, TINY, out, workers=1, progress=False, max_new=2)
+    partial = out.with_name("torn.h5.partial")
+    # a third molecule half written when the process died: its group is in the file, its log line is not
+    import h5py
+
+    from mlipdiv.data.dataset import write_molecule
+
+    with h5py.File(partial, "a") as f:
+        write_molecule(f, read_hdf5(clean_run)[2])
+    data = partial.read_bytes()
+    partial.write_bytes(data[: len(data) - 2000])  # the tail of the file never reached the disk
+    with pytest.raises(OSError):
+        h5py.File(partial, "r")  # as torn as it gets: HDF5 refuses to open it
+    computed: list[str] = []
+    generate(entries, TINY, out, workers=1, progress=False, on_outcome=lambda rec: computed.append(rec["smiles"]))
+    assert computed == ["OCCO"]  # the two finished molecules were kept, not recomputed
+    _arrays_equal(read_hdf5(clean_run), read_hdf5(out))
+
+
+def test_damaged_molecule_in_partial_output_is_redone(clean_run: Path, tmp_path: Path) -> None:
+    """A logged molecule whose data no longer reads back is dropped and computed again; the others are kept."""
+    import h5py
+
+    entries, _ = build_pool(smiles=SMALL)
+    out = tmp_path / "dmg.h5"
+    generate(entries, TINY, out, workers=1, progress=False, max_new=2)
+    partial = out.with_name("dmg.h5.partial")
+    with h5py.File(partial, "a") as f:
+        g = f[entries[0].id]
+        del g["atomic_numbers"]
+        g["atomic_numbers"] = np.zeros(9, dtype=np.int8)  # Z = 0: fails the dataset checks
+    computed: list[str] = []
+    generate(entries, TINY, out, workers=1, progress=False, on_outcome=lambda rec: computed.append(rec["smiles"]))
+    assert computed == ["CCO", "OCCO"]
+    _arrays_equal(read_hdf5(clean_run), read_hdf5(out))
+
+
+def test_molecule_too_large_is_skipped_before_embedding(tmp_path: Path, monkeypatch) -> None:
+    """Issue 13.14: a 150-carbon alkane (452 atoms) is skipped at once with the limit in the reason."""
+    from mlipdiv.data.generate import process_molecule
+    from mlipdiv.data.molecules import MAX_ATOMS_GENERATE
+    from mlipdiv.data.dataset import molecule_id
+
+    alkane = "C" * 150
+    item = check_smiles(alkane)
+    assert isinstance(item, Rejected) and "452 atoms" in item.reason and str(MAX_ATOMS_GENERATE) in item.reason
+    assert isinstance(check_smiles("C" * 30), Entry)  # 92 atoms: within the limit
+
+    def never(*args, **kwargs):
+        raise AssertionError("embedding must not start")
+
+    monkeypatch.setattr(conf_mod, "distinct_conformers", never)
+    entry = Entry(id=molecule_id(alkane), smiles=alkane)  # an Entry made by hand skips check_smiles
+    outcome = process_molecule(entry, TINY, GFN2xTB())
+    assert outcome.molecule is None and "limit is" in outcome.reason
+    entries, rejected = build_pool(smiles=[alkane])
+    with pytest.raises(MlipdivError, match="452 atoms"):
+        generate(entries, TINY, tmp_path / "big.h5", rejected=rejected, workers=1, progress=False)
+
+
+def test_cli_bad_output_and_input_files_are_messages(tmp_path: Path, capsys) -> None:
+    """Issue 13.13: --out that is a folder, under a file, or unwritable; a Latin-1 SMILES file; --max-molecules."""
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    latin = tmp_path / "latin.smi"
+    latin.write_bytes("CCO ethanol\nCCN \xc9thylamine\n".encode("latin-1"))
+    good = tmp_path / "good.smi"
+    good.write_text("CCO\n")
+    cases = [
+        (["--smiles", "CCO", "--out", str(tmp_path)], "is a folder"),
+        (["--smiles", "CCO", "--out", str(a_file / "x.h5")], "is a file, not a folder"),
+        (["--smiles", "CCO", "--out", "/proc/mlipdiv-test/x.h5"], "cannot write in /proc"),
+        (["--smiles-file", str(latin), "--out", str(tmp_path / "l.h5")], "line 2 is not UTF-8; save the file as UTF-8"),
+        (["--smiles", "CCO", "--max-molecules", "-1", "--out", str(tmp_path / "m.h5")], "--max-molecules must be at least 1"),
+        (["--smiles", "CCO", "--max-molecules", "0", "--out", str(tmp_path / "m.h5")], "--max-molecules must be at least 1"),
+        (["--smiles-file", str(good), "--workers", "0", "--out", str(tmp_path / "w.h5")], "--workers must be at least 1"),
+        (["--from-extxyz", str(good), "--out", str(a_file / "x.h5")], "is a file, not a folder"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, message in cases:
+        assert main(["generate", "--no-progress", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    with pytest.raises(MlipdivError, match="--max-molecules"):
+        build_pool(smiles=["CCO", "CCN"], max_molecules=-1)  # used to drop the last molecule silently
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """Issue 13.16: kill -9 of a generate with 2 workers leaves no worker (nor resource tracker) running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    from mlipdiv.paths import PROJECT_ROOT
+
+    script = (
+        "from mlipdiv.data.generate import Settings, generate\n"
+        "from mlipdiv.data.molecules import build_pool\n"
+        "entries, _ = build_pool(smiles=['CCCCCCO', 'CCCCCCN', 'OCCCCCO', 'CCCCCCCl'])\n"
+        f"generate(entries, Settings(conformers=400, parents=4), {str(tmp_path / 'k.h5')!r}, workers=2,"
+        " progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path)
+    children: list = []
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait for both workers (and the resource tracker) to be up
+            children = parent.children(recursive=True)
+            if len([c for c in children if "resource_tracker" not in " ".join(c.cmdline())]) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(children) >= 2, "the workers never started"
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            time.sleep(0.2)
+        assert not alive, [" ".join(c.cmdline())[:80] for c in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for child in children:  # on failure, do not leave them to run on
+            try:
+                child.kill()
+            except psutil.Error:
+                pass

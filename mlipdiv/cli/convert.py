@@ -20,17 +20,22 @@ def run(args: argparse.Namespace) -> int:
 
     from mlipdiv.data.dataset import load_dataset, write_hdf5
     from mlipdiv.data.extxyz import write_extxyz
+    from mlipdiv.data.validate import check_output, make_parent
     from mlipdiv.errors import MlipdivError
 
     target = Path(args.target)
-    if target.exists() and not args.overwrite:
-        raise MlipdivError(f"{target} already exists; choose another name or pass --overwrite")
     if target.suffix.lower() not in (*_XYZ, ".h5", ".hdf5"):
         raise MlipdivError(f"{target}: unknown format; use .h5/.hdf5 (mlipdiv HDF5) or .xyz/.extxyz")
-    ds = load_dataset(args.source)
-    if target.suffix.lower() in _XYZ:
-        write_extxyz(ds, target)
-    else:
-        write_hdf5(ds, target)
+    check_output(target, "OUT", overwrite=args.overwrite)
+    ds = load_dataset(args.source)  # every check runs here, before anything is written
+    make_parent(target, "OUT")
+    try:
+        if target.suffix.lower() in _XYZ:
+            write_extxyz(ds, target)
+        else:
+            write_hdf5(ds, target)
+    except OSError as exc:
+        raise MlipdivError(f"OUT {target}: cannot write ({exc.strerror or type(exc).__name__}); "
+                           f"nothing was written") from exc
     print(f"wrote {target}: {len(ds)} molecules, {ds.n_conformers} conformers")
     return 0

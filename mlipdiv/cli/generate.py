@@ -67,15 +67,26 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # small molecules: threads cost more than they give
     from mlipdiv.errors import MlipdivError
 
+    from mlipdiv.data.validate import check_output, make_parent
+
     out = Path(args.out)
+    for flag in ("max_molecules", "max_heavy_atoms", "workers"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise MlipdivError(f"--{flag.replace('_', '-')} must be at least 1 (got {value})")
+    if args.export_extxyz:
+        check_output(args.export_extxyz, "--export-extxyz", overwrite=args.overwrite)
     if args.from_extxyz:
         from mlipdiv.data.dataset import write_hdf5
         from mlipdiv.data.extxyz import read_extxyz
 
-        if out.exists() and not args.overwrite:
-            raise MlipdivError(f"{out} already exists; delete it, choose another --out, or pass --overwrite")
-        ds = read_extxyz(args.from_extxyz)
-        write_hdf5(ds, out, provenance={"command": _command_line(args)})
+        check_output(out, "--out", overwrite=args.overwrite)
+        ds = read_extxyz(args.from_extxyz)  # every check runs here, before anything is written
+        make_parent(out)
+        try:
+            write_hdf5(ds, out, provenance={"command": _command_line(args)})
+        except OSError as exc:
+            raise MlipdivError(f"--out {out}: cannot write ({exc.strerror or type(exc).__name__})") from exc
         print(f"imported {len(ds)} molecules, {ds.n_conformers} conformers from {args.from_extxyz} into {out}")
         if args.export_extxyz:
             from mlipdiv.data.extxyz import write_extxyz
@@ -88,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.pool or args.smiles or args.smiles_file):
         raise MlipdivError("no molecules given: use --pool nci, --smiles S ... or --smiles-file F")
+    check_output(out, "--out", overwrite=True)  # an existing OUT is judged by generate (resume or --overwrite)
     entries, rejected = build_pool(args.pool, args.smiles, args.smiles_file, args.max_heavy_atoms, args.max_molecules)
     settings = Settings(conformers=args.conformers, parents=args.parents, sampling=args.sampling,
                         temperature=args.temperature, relax=args.relax, seed=args.seed)

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.data.dataset import Molecule, write_header
-from mlipdiv.data.molecules import Entry, Rejected
+from mlipdiv.data.molecules import MAX_ATOMS_GENERATE, Entry, Rejected
 from mlipdiv.data.oracle import Oracle, OracleFailure
+from mlipdiv.data.validate import check_output, make_parent
 from mlipdiv.errors import MlipdivError
 
 SAMPLINGS = ("nms", "md")
@@ -109,6 +110,9 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
     try:
         mol = conf.rdkit_molecule(entry.smiles)
         z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+        if len(z) > MAX_ATOMS_GENERATE:  # before embedding: a huge molecule would never finish
+            out.reason = f"{len(z)} atoms with hydrogens (generate's limit is {MAX_ATOMS_GENERATE} atoms per molecule)"
+            return out
         n_parents = min(settings.parents, settings.conformers)
         try:
             parents = conf.distinct_conformers(mol, n_parents, int(rdkit_seed & 0x7FFFFFFF), settings.relax,
@@ -201,10 +205,45 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
 # ------------------------------------------------------------------------------------------ running and storage
 
 
-def _init_worker() -> None:
-    """Worker start-up: one thread per worker (the parent exported OMP_NUM_THREADS=1 before spawning us)."""
+PARENT_POLL_SECONDS = 1.0  # how often a worker's watchdog checks that the parent is still alive
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` dies (kill -9 included), so no worker is left computing for nobody.
+
+    On Linux the kernel sends SIGTERM the moment the parent dies (``PR_SET_PDEATHSIG``); everywhere a daemon
+    thread notices the re-parenting (``os.getppid()`` changes) within ``PARENT_POLL_SECONDS``. Once the workers
+    are gone the multiprocessing resource tracker sees its pipe close and exits as well.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mlipdiv-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    """Worker start-up: exit with the parent, one thread per worker (OMP_NUM_THREADS=1 was exported before
+    spawning us)."""
     from threadpoolctl import threadpool_limits
 
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = "1"
     threadpool_limits(limits=1)
 
@@ -283,12 +322,12 @@ class PartialStore:
 
         done: dict[str, dict[str, Any]] = {}
         if self.log.exists():
-            lines = self.log.read_text().splitlines()
+            lines = self.log.read_text(errors="replace").splitlines()  # a torn last line may cut a character
             try:
                 header = json.loads(lines[0]) if lines else None
             except json.JSONDecodeError:
                 header = None
-            if header is None or header.get("fingerprint") != fp:
+            if not isinstance(header, dict) or header.get("fingerprint") != fp:
                 raise MlipdivError(
                     f"{self.h5} holds an unfinished run made with different arguments; rerun with the same "
                     f"arguments to continue it, or delete {self.h5} and {self.log} to start over"
@@ -298,24 +337,82 @@ class PartialStore:
                     rec = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by the interruption
                     continue
-                done[rec["id"]] = rec
-            try:
-                with h5py.File(self.h5, "a") as f:
-                    for name in list(f):
-                        if done.get(name, {}).get("status") != "ok":
-                            del f[name]  # written but not logged: redo it
-                    for key, rec in list(done.items()):
-                        if rec.get("status") == "ok" and key not in f:
-                            del done[key]
-            except OSError as exc:
-                raise MlipdivError(
-                    f"{self.h5}: unfinished output is damaged ({exc}); delete it and {self.log} to start over"
-                ) from exc
+                if isinstance(rec, dict) and "id" in rec:
+                    done[rec["id"]] = rec
+            self._recover(done)
         else:
             with h5py.File(self.h5, "w"):
                 pass
             self.log.write_text(json.dumps({"fingerprint": fp}) + "\n")
         return done
+
+    def _recover(self, done: dict[str, dict[str, Any]]) -> None:
+        """Rebuild ``OUT.partial`` from the molecules in it that are logged as finished and read back complete.
+
+        A run killed mid-write can leave the file torn (cut short, a half-written group); every molecule that
+        still reads and passes the dataset checks is kept, the rest (and anything written but not logged) is
+        dropped from ``done`` so it is computed again.
+        """
+        import h5py
+
+        from mlipdiv.data.dataset import _read_molecule, check_hdf5_group, write_molecule
+
+        wanted = {k for k, rec in done.items() if rec.get("status") == "ok"}
+        kept: set[str] = set()
+        tmp = self.h5.with_name(self.h5.name + ".tmp")
+        padded = self.h5.with_name(self.h5.name + ".recover")
+        try:
+            with h5py.File(tmp, "w") as dst:
+                src = self._open_torn(padded) if wanted else None
+                if src is not None:
+                    with src:
+                        for name in list(src):
+                            if name not in wanted:
+                                continue  # written but not logged: redo it
+                            try:
+                                check_hdf5_group(self.h5, src, name)
+                                mol = _read_molecule(self.h5, name, src[name])
+                            except Exception:  # noqa: BLE001 - any damage means: compute this molecule again
+                                continue
+                            if mol.n_conformers != done[name].get("conformers") or mol.smiles != done[name].get("smiles"):
+                                continue
+                            write_molecule(dst, mol)
+                            kept.add(name)
+            tmp.replace(self.h5)
+        except OSError as exc:
+            raise MlipdivError(f"{self.h5}: cannot rebuild the unfinished output ({exc.strerror or type(exc).__name__}); "
+                               f"check the folder is writable, or delete it and {self.log} to start over") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+            padded.unlink(missing_ok=True)
+        lost = wanted - kept
+        for key in lost:
+            del done[key]
+        if lost:
+            print(f"{self.h5} was damaged: kept {len(kept)} finished molecules, {len(lost)} will be computed again",
+                  file=sys.stderr)
+
+    def _open_torn(self, padded: Path) -> Any:
+        """``OUT.partial`` opened for reading; if it was cut short, a copy padded back to the length its header
+        records (HDF5 refuses to open a file shorter than that). ``None`` when nothing can be opened."""
+        import h5py
+
+        try:
+            return h5py.File(self.h5, "r")
+        except OSError:
+            pass
+        end = _hdf5_end_of_file(self.h5)
+        if end is None:
+            return None
+        try:
+            import shutil
+
+            shutil.copyfile(self.h5, padded)
+            with open(padded, "r+b") as fh:
+                fh.truncate(max(end, padded.stat().st_size))
+            return h5py.File(padded, "r")
+        except OSError:
+            return None
 
     def add(self, outcome: Outcome) -> dict[str, Any]:
         import h5py
@@ -355,6 +452,29 @@ class PartialStore:
         self.log.unlink()
 
 
+def _hdf5_end_of_file(path: Path) -> int | None:
+    """The end-of-file address an HDF5 superblock (at offset 0, versions 0 to 3) records, or ``None``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    if len(head) < 48 or head[:8] != b"\x89HDF\r\n\x1a\n":
+        return None
+    version = head[8]
+    if version in (0, 1):
+        size, base = head[13], 24 + (4 if version == 1 else 0)
+    elif version in (2, 3):
+        size, base = head[9], 12
+    else:
+        return None
+    start = base + 2 * size
+    if size not in (4, 8) or len(head) < start + size:
+        return None
+    end = int.from_bytes(head[start:start + size], "little")
+    return end if 0 < end < 1 << 40 else None
+
+
 def generate(
     entries: list[Entry],
     settings: Settings,
@@ -386,7 +506,8 @@ def generate(
             raise MlipdivError(f"{out} already exists; delete it, choose another --out, or pass --overwrite")
     if not entries and not rejected:
         raise MlipdivError("no molecules to generate: give --pool nci, --smiles or --smiles-file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, "--out", overwrite=True)  # a folder, a file as folder, no write permission: say so now
+    make_parent(out)
     fp = fingerprint(entries, settings)
     started = time.time()
     done = store.open(fp)
@@ -428,7 +549,7 @@ def generate(
         os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before tblite loads OpenMP
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_init_worker) as pool:
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             with _workers_skip_main():  # the workers start as tasks are submitted
                 futures = [pool.submit(_task, e, settings, oracle) for e in todo]
             try:

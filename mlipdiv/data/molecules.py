@@ -17,6 +17,10 @@ from mlipdiv.errors import MlipdivError
 
 # H C N O F S Cl: what the shipped pool allows and what the pipeline accepts from users.
 SUPPORTED_ELEMENTS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl"}
+# Atoms per molecule, hydrogens included, that ``generate`` accepts. The cost per molecule grows steeply with size
+# (GFN2-xTB ~ N^3 per call, a Hessian is 3N + 1 calls): 120 atoms is about 100x the default set's mean of 18.5
+# and a C40 alkane (122 atoms) is already beyond it; larger molecules would tie up a worker for hours.
+MAX_ATOMS_GENERATE = 120
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ def check_smiles(smiles: str, name: str = "", max_heavy_atoms: int | None = None
         return Rejected(smiles, "no heavy atoms", name)
     if max_heavy_atoms is not None and heavy > max_heavy_atoms:
         return Rejected(smiles, f"{heavy} heavy atoms (more than --max-heavy-atoms {max_heavy_atoms})", name)
+    n_atoms = mol.GetNumAtoms() + sum(a.GetTotalNumHs() for a in mol.GetAtoms())  # implicit H too
+    if n_atoms > MAX_ATOMS_GENERATE:
+        return Rejected(smiles, f"{n_atoms} atoms with hydrogens (generate's limit is {MAX_ATOMS_GENERATE} atoms "
+                                f"per molecule; see data/README.md)", name)
     canonical = Chem.MolToSmiles(mol, isomericSmiles=False)
     return Entry(id=molecule_id(canonical), smiles=canonical, name=name, source=text)
 
@@ -96,13 +104,18 @@ def dedupe(items: list[Entry | Rejected]) -> list[Entry | Rejected]:
 def read_smiles_file(path: str | Path) -> list[tuple[str, str]]:
     """``(smiles, name)`` per non-empty, non-comment line; the name is the rest of the line (may be empty)."""
     path = Path(path)
+    if path.is_dir():
+        raise MlipdivError(f"{path}: is a folder, not a SMILES file")
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
-        raise MlipdivError(f"{path}: cannot read SMILES file ({exc.strerror or exc})") from exc
+        raise MlipdivError(f"{path}: cannot read SMILES file ({exc.strerror or type(exc).__name__})") from exc
     rows = []
-    for line in text.splitlines():
-        line = line.strip()
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:  # the line's bytes are not shown: the path may point at any file
+            raise MlipdivError(f"{path}: line {number} is not UTF-8; save the file as UTF-8") from exc
         if not line or line.startswith("#"):
             continue
         parts = line.split(None, 1)
@@ -136,6 +149,9 @@ def build_pool(
     The NCI pool (``pool="nci"``) is pre-filtered, so its unusable entries are not reported; a user's SMILES
     (``smiles``, ``smiles_file``) are reported one by one. ``max_molecules`` keeps the first K usable molecules.
     """
+    for flag, value in (("--max-molecules", max_molecules), ("--max-heavy-atoms", max_heavy_atoms)):
+        if value is not None and value < 1:
+            raise MlipdivError(f"{flag} must be at least 1 (got {value})")
     items: list[Entry | Rejected] = []
     if pool:
         if pool.lower() != "nci":
