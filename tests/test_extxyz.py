@@ -93,3 +93,30 @@ def test_convert_verb_and_import_through_generate(tiny_dataset_path: Path, tmp_p
     imported = tmp_path / "imported.h5"
     assert main(["generate", "--from-extxyz", str(xyz), "--out", str(imported)]) == 0
     _same(read_hdf5(tiny_dataset_path), read_hdf5(imported))
+
+
+def test_periodic_extxyz_is_refused_with_the_reason(tiny_dataset, tmp_path: Path) -> None:
+    """Issue 13.12: Lattice/pbc frames used to be imported as isolated molecules."""
+    from ase import Atoms
+    from ase.io import write
+
+    m = tiny_dataset[0]
+    a = Atoms(numbers=m.atomic_numbers, positions=m.positions[0], cell=[12.0, 12.0, 12.0], pbc=True)
+    a.info["REF_energy"] = float(m.energy[0])
+    a.arrays["REF_forces"] = m.forces[0].astype(float)
+    write(tmp_path / "bulk.extxyz", [a], format="extxyz")
+    with pytest.raises(DatasetError, match="frame 0 is periodic.*mlipdiv trains on isolated molecules"):
+        read_extxyz(tmp_path / "bulk.extxyz")
+
+
+def test_convert_output_problems_are_messages(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    """Issue 13.13: OUT that is a folder, lies under a file, or cannot be written: a message, nothing written."""
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    (tmp_path / "dir.h5").mkdir()
+    for target, message in ((tmp_path / "dir.h5", "is a folder"), (a_file / "x.h5", "is a file, not a folder"),
+                            (Path("/proc/mlipdiv-test.h5"), "cannot write in /proc")):
+        assert main(["convert", str(tiny_dataset_path), str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.h5", "f.txt"]

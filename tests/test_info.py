@@ -90,3 +90,15 @@ def test_shipped_default_dataset() -> None:
     assert min(m.n_conformers for m in ds) >= 32
     assert ds.level_of_theory == "GFN2-xTB"
     assert "python -m mlipdiv generate" in ds.attrs["command"]
+
+
+def test_atomic_number_outside_the_table_is_a_message_not_indexerror(tmp_path: Path, capsys) -> None:
+    """Issue 13.10: Z = 200 used to end ``info`` in an IndexError (ASE's table stops at 118)."""
+    from malformed import CASES, write_secret
+
+    for name in ("Z = 200", "Z = 119", "Z = 0"):
+        build = next(b for n, b, _ in CASES if n == name)
+        path = build(tmp_path, write_secret(tmp_path))
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not an element" in err and str(path) in err

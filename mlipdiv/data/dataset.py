@@ -298,7 +298,9 @@ def read_hdf5(path: str | Path) -> Dataset:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({_h5_reason(exc)}); it may be truncated or corrupt") from exc
+        raise DatasetError(
+            f"{path}: not a readable HDF5 file ({_h5_reason(exc)}); it may be truncated or corrupt"
+        ) from exc
     try:
         with f:
             if f.attrs.get("format") != FORMAT:

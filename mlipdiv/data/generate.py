@@ -111,7 +111,8 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
         mol = conf.rdkit_molecule(entry.smiles)
         z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
         if len(z) > MAX_ATOMS_GENERATE:  # before embedding: a huge molecule would never finish
-            out.reason = f"{len(z)} atoms with hydrogens (generate's limit is {MAX_ATOMS_GENERATE} atoms per molecule)"
+            out.reason = (f"{len(z)} atoms with hydrogens (generate's limit is {MAX_ATOMS_GENERATE} atoms "
+                          f"per molecule)")
             return out
         n_parents = min(settings.parents, settings.conformers)
         try:
@@ -374,14 +375,16 @@ class PartialStore:
                                 mol = _read_molecule(self.h5, name, src[name])
                             except Exception:  # noqa: BLE001 - any damage means: compute this molecule again
                                 continue
-                            if mol.n_conformers != done[name].get("conformers") or mol.smiles != done[name].get("smiles"):
+                            rec = done[name]
+                            if mol.n_conformers != rec.get("conformers") or mol.smiles != rec.get("smiles"):
                                 continue
                             write_molecule(dst, mol)
                             kept.add(name)
             tmp.replace(self.h5)
         except OSError as exc:
-            raise MlipdivError(f"{self.h5}: cannot rebuild the unfinished output ({exc.strerror or type(exc).__name__}); "
-                               f"check the folder is writable, or delete it and {self.log} to start over") from exc
+            why = exc.strerror or type(exc).__name__
+            raise MlipdivError(f"{self.h5}: cannot rebuild the unfinished output ({why}); check the folder is "
+                               f"writable, or delete it and {self.log} to start over") from exc
         finally:
             tmp.unlink(missing_ok=True)
             padded.unlink(missing_ok=True)
