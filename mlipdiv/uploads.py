@@ -23,7 +23,7 @@ from typing import Any
 
 from mlipdiv.errors import MlipdivError
 
-__all__ = ["UploadResult", "accept_upload", "discard_upload", "one_line", "prune_uploads", "redact",
+__all__ = ["UploadResult", "accept_upload", "discard_upload", "one_line", "prune_uploads", "redact", "redact_uploads",
            "upload_dir", "DATASET_SUFFIXES", "MAX_UPLOAD_BYTES", "MAX_CACHED_UPLOADS", "MAX_CACHED_BYTES"]
 
 DATASET_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
@@ -71,6 +71,20 @@ def redact(message: str, names: Mapping[str | Path, str]) -> str:
     for old in sorted(pairs, key=len, reverse=True):  # longest first: a full path before its bare file name
         if old:
             message = message.replace(old, pairs[old])
+    return message
+
+
+def redact_uploads(message: str, cache_dir: str | Path) -> str:
+    """``message`` with each path of a cached upload (``<cache>/uploads/<sha1>-<name>``) shown as its ``<name>``:
+    a run's error may name the dataset file of any session, not only the current one's."""
+    folder = upload_dir(cache_dir)
+    prefixes = {str(folder)}
+    try:
+        prefixes.add(str(folder.resolve()))
+    except OSError:
+        pass
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        message = re.sub(re.escape(prefix + os.sep) + r"[0-9a-f]{12}-", "", message)
     return message
 
 

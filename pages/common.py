@@ -38,10 +38,12 @@ def user_errors(prefix: str = ""):
 
 
 def public(message: str) -> str:
-    """``message`` on one line, with the session's dataset path replaced by the name the user knows it by."""
-    from mlipdiv.uploads import one_line, redact
+    """``message`` on one line, with the session's dataset path replaced by the name the user knows it by (and any
+other cached upload by its file name)."""
+    from mlipdiv.paths import cache_dir
+    from mlipdiv.uploads import one_line, redact, redact_uploads
 
-    return one_line(redact(message, {dataset_path(): dataset_name()}), limit=1000)
+    return one_line(redact_uploads(redact(message, {dataset_path(): dataset_name()}), cache_dir()), limit=1000)
 
 
 # ------------------------------------------------------------------------------------------------ dataset

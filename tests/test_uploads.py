@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlipdiv.errors import MlipdivError
-from mlipdiv.uploads import accept_upload, discard_upload, prune_uploads, redact, upload_dir
+from mlipdiv.uploads import accept_upload, discard_upload, prune_uploads, redact, redact_uploads, upload_dir
 
 
 def nan_dataset_bytes(tiny_dataset_path: Path, tmp_path: Path) -> bytes:
@@ -62,6 +62,12 @@ def test_redact_replaces_server_paths_by_the_display_name(tmp_path):
     p = tmp_path / "uploads" / "abc123-x.h5"
     msg = f"{p}: damaged (see {p.resolve()})"
     assert redact(msg, {p: "x.h5"}) == "x.h5: damaged (see x.h5)"
+
+
+def test_redact_uploads_names_any_cached_upload_by_its_file_name(tmp_path):
+    cached = upload_dir(tmp_path) / "0123456789ab-their_set.h5"
+    assert redact_uploads(f"{cached}: no such file", tmp_path) == "their_set.h5: no such file"
+    assert redact_uploads("/elsewhere/0123456789ab-x.h5", tmp_path) == "/elsewhere/0123456789ab-x.h5"
 
 
 def _touch(path: Path, size: int, age: float) -> Path:
