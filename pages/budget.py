@@ -26,23 +26,6 @@ st.markdown("How should **your** QM budget be split between molecules and confor
 # ---------------------------------------------------------------------------------------------- the results
 PROJECT = Path(__file__).resolve().parent.parent  # the project's own study lives in docs/results
 
-
-def folders(home: str) -> list[tuple[str, str]]:
-    """(path, label) of the results folders a user may pick: under the run store and the project's docs/results.
-    Only these can be opened (no typed path), so no other file of the server is ever read."""
-    from mlipdiv.analysis.fit import results_folders
-
-    roots = {"run store": Path(home), "project": PROJECT / "docs" / "results"}
-    out = []
-    for folder in results_folders(roots.values()):
-        for where, root in roots.items():
-            if folder.is_relative_to(root.resolve()):
-                rel = folder.relative_to(root.resolve()).as_posix()
-                out.append((str(folder), f"{where}: {root.name if rel == '.' else root.name + '/' + rel}"))
-                break
-    return out
-
-
 common.default("p_budget_source", "store")
 SOURCES = {"store": "this app's finished runs", "folder": "a results folder of the run store or the project",
            "upload": "a results.csv from your computer"}
@@ -53,12 +36,15 @@ with common.user_errors("Cannot read the results: "):
         rows = live.study_rows(common.store().list(), experiment="app")
         df = pd.DataFrame(rows) if rows else None
     elif source == "folder":
+        from mlipdiv.analysis.fit import results_choices
         from mlipdiv.paths import home
 
-        choices = {label: path for path, label in folders(str(home().resolve()))}
+        # only folders found under these roots can be opened (no typed path): no other file of the server is read
+        choices = results_choices({"run store": home(), "project": PROJECT / "docs" / "results"})
         if not choices:
-            st.info("No results.csv under the run store or docs/results. Write a sweep there (`python -m mlipdiv "
-                    "sweep ... --out runs/sweeps/NAME`) or upload its results.csv.", icon=":material/info:")
+            st.info("No results.csv under the run store (MLIPDIV_HOME) or docs/results. Write a sweep there "
+                    "(`python -m mlipdiv sweep ... --out runs/sweeps/NAME`) or upload its results.csv.",
+                    icon=":material/info:")
         else:
             picked = st.selectbox("Results folder", list(choices), key="p_budget_folder")
             if picked in choices:

@@ -129,6 +129,11 @@ def test_results_folders_are_found_under_the_roots_only(tmp_path):
     found = results_folders([store, tmp_path / "missing"])
     assert found == [(store / "sweeps" / "a").resolve()]
 
+    from mlipdiv.analysis.fit import results_choices
+
+    choices = results_choices({"run store": store, "project": tmp_path / "missing"})
+    assert choices == {"run store: runs/sweeps/a": (store / "sweeps" / "a" / "results.csv").resolve()}
+
 
 def test_an_uploaded_results_table_is_read_or_refused_in_one_line():
     from synthetic_sweeps import results_table

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ __all__ = [
     "hull_distance",
     "load_results",
     "read_results_upload",
+    "results_choices",
     "results_folders",
 ]
 
@@ -219,6 +220,23 @@ def results_folders(roots: Iterable[str | Path], max_depth: int = 4, limit: int 
             if len(found) >= limit:
                 break
     return found
+
+
+def results_choices(roots: Mapping[str, str | Path]) -> dict[str, Path]:
+    """``{label: results.csv}`` for every folder :func:`results_folders` finds under the named ``roots``.
+
+    A label is the root's name and the folder relative to it (``"run store: runs/sweeps/a"``), so a list shown in a
+    browser names no server path.
+    """
+    tops = {where: Path(root).resolve() for where, root in roots.items()}
+    out: dict[str, Path] = {}
+    for folder in results_folders(tops.values()):
+        for where, top in tops.items():
+            if folder.is_relative_to(top):
+                rel = folder.relative_to(top).as_posix()
+                out[f"{where}: {top.name if rel == '.' else f'{top.name}/{rel}'}"] = folder / "results.csv"
+                break
+    return out
 
 
 def _with_strategy(df: Any) -> Any:
