@@ -3,6 +3,8 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+# Loopback only by default: the app has no login. `make run HOST=0.0.0.0` opens it to the network on purpose.
+HOST   ?= 127.0.0.1
 
 .PHONY: run test
 
@@ -24,7 +26,7 @@ $(VENV)/.test-installed: requirements.txt requirements-ray.txt $(VENV)/.kernels-
 	touch $@
 
 run: $(VENV)/.kernels-built
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest tests

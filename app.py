@@ -56,7 +56,7 @@ def home() -> None:
         cols[2].metric("Conformers per molecule", f"{np.median(n_conf):.0f}", help="median over molecules")
         cols[3].metric("Atoms per molecule", f"{n_atoms.min()}–{n_atoms.max()}", help="with hydrogens")
         cols[4].metric("Elements", " ".join(chemical_symbols[z] for z in ds.elements))
-        st.caption(f"Labels: {ds.level_of_theory}, energies and forces. File: `{common.dataset_path()}`. "
+        st.caption(f"Labels: {ds.level_of_theory}, energies and forces. File: `{common.dataset_name()}`. "
                    "Browse it on the **Dataset** page.")
 
     st.subheader("Run a study with one click")

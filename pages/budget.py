@@ -24,28 +24,43 @@ st.markdown("How should **your** QM budget be split between molecules and confor
             "outside the (M, C) region of the runs are refused rather than extrapolated silently.")
 
 # ---------------------------------------------------------------------------------------------- the results
-DOCS = Path(__file__).resolve().parent.parent / "docs"  # the project's own study, whatever the working directory
-shipped = sorted(DOCS.glob("**/results.csv"))
-sources = ["store", *map(str, shipped), "folder"]
+PROJECT = Path(__file__).resolve().parent.parent  # the project's own study lives in docs/results
+
 common.default("p_budget_source", "store")
-source = st.radio("Fit the runs of", sources, horizontal=True, key="p_budget_source",
-                  format_func=lambda s: {"store": "this app's finished runs", "folder": "another results folder"}
-                  .get(s) or f"the project's study ({Path(s).relative_to(DOCS.parent)})")
+SOURCES = {"store": "this app's finished runs", "folder": "a results folder of the run store or the project",
+           "upload": "a results.csv from your computer"}
+source = st.radio("Fit the runs of", list(SOURCES), horizontal=True, key="p_budget_source", format_func=SOURCES.get)
 df = None
 with common.user_errors("Cannot read the results: "):
     if source == "store":
         rows = live.study_rows(common.store().list(), experiment="app")
         df = pd.DataFrame(rows) if rows else None
-    else:
-        if source == "folder":
-            folder = st.text_input("Sweep output folder or results.csv", key="p_budget_folder")
-            path = folder.strip()
-        else:
-            path = source
-        if path:
-            from mlipdiv.analysis.fit import load_results
+    elif source == "folder":
+        from mlipdiv.analysis.fit import results_choices
+        from mlipdiv.paths import home
 
-            df = load_results(path)
+        # only folders found under these roots can be opened (no typed path): no other file of the server is read
+        choices = results_choices({"run store": home(), "project": PROJECT / "docs" / "results"})
+        if not choices:
+            st.info("No results.csv under the run store (MLIPDIV_HOME) or docs/results. Write a sweep there "
+                    "(`python -m mlipdiv sweep ... --out runs/sweeps/NAME`) or upload its results.csv.",
+                    icon=":material/info:")
+        else:
+            picked = st.selectbox("Results folder", list(choices), key="p_budget_folder")
+            if picked in choices:
+                from mlipdiv.analysis.fit import load_results
+                from mlipdiv.uploads import redact
+
+                try:
+                    df = load_results(choices[picked])
+                except MlipdivError as exc:  # show the folder by its label, not its server path
+                    raise MlipdivError(redact(str(exc), {choices[picked]: picked})) from None
+    else:
+        upload = st.file_uploader("Sweep results table (results.csv)", type=["csv"], key="budget_upload")
+        if upload is not None:
+            from mlipdiv.analysis.fit import read_results_upload
+
+            df = read_results_upload(upload.name, upload.getvalue())
 
 # ---------------------------------------------------------------------------------------------- the question
 st.subheader("Your budget")

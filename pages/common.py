@@ -19,6 +19,8 @@ import streamlit as st
 from mlipdiv.errors import MlipdivError
 
 DATASET_KEY = "mlipdiv_dataset_path"
+DATASET_NAME_KEY = "mlipdiv_dataset_name"  # how the user knows the session's dataset (an upload's own file name)
+UPLOAD_KEY = "mlipdiv_upload"  # (file id, UploadResult) of the session's last upload
 _MANAGER_LOCK = threading.Lock()
 
 
@@ -27,11 +29,21 @@ _MANAGER_LOCK = threading.Lock()
 
 @contextmanager
 def user_errors(prefix: str = ""):
-    """Show a library error (or a bad value) as a red box with its message instead of a traceback."""
+    """Show a library error (or a bad value) as a red box with its message instead of a traceback; the server path
+    of the session's dataset (an upload's cached copy) is shown as the user's name for it."""
     try:
         yield
     except (MlipdivError, ValueError) as exc:
-        st.error(f"{prefix}{exc}", icon=":material/error:")
+        st.error(f"{prefix}{public(str(exc))}", icon=":material/error:")
+
+
+def public(message: str) -> str:
+    """``message`` on one line, with the session's dataset path replaced by the name the user knows it by (and any
+other cached upload by its file name)."""
+    from mlipdiv.paths import cache_dir
+    from mlipdiv.uploads import one_line, redact, redact_uploads
+
+    return one_line(redact_uploads(redact(message, {dataset_path(): dataset_name()}), cache_dir()), limit=1000)
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -48,12 +60,47 @@ def dataset_path() -> Path:
     return Path(st.session_state.get(DATASET_KEY) or default_dataset_path())
 
 
-def set_dataset_path(path: str | Path | None) -> None:
-    """Switch this session to another dataset file (``None``: back to the default)."""
+def dataset_name() -> str:
+    """The session's dataset as the user knows it: an upload's original file name, else the file's name."""
+    return st.session_state.get(DATASET_NAME_KEY) or dataset_path().name
+
+
+def set_dataset_path(path: str | Path | None, name: str | None = None) -> None:
+    """Switch this session to another dataset file (``None``: back to the default); ``name``: how to show it."""
+    st.session_state.pop(DATASET_NAME_KEY, None)
     if path is None:
         st.session_state.pop(DATASET_KEY, None)
     else:
         st.session_state[DATASET_KEY] = str(path)
+        if name:
+            st.session_state[DATASET_NAME_KEY] = name
+
+
+MAX_UPLOAD_MB = 100
+
+
+def accept_upload(upload: Any) -> Any:
+    """Validate an ``st.file_uploader`` file once per upload (see :func:`mlipdiv.uploads.accept_upload`).
+
+    The result is kept for the session, so reruns do not read the file again; an upload replaced by another one
+    is deleted from the cache unless it is the session's dataset.
+    """
+    from mlipdiv.paths import cache_dir
+    from mlipdiv.uploads import accept_upload as accept
+    from mlipdiv.uploads import discard_upload
+
+    previous = st.session_state.get(UPLOAD_KEY)
+    if previous is not None and previous[0] == upload.file_id:
+        result = previous[1]
+        if not result.ok or result.path.exists():
+            return result
+    result = accept(upload.name, upload.getvalue(), cache_dir(), keep=[dataset_path()],
+                    max_bytes=MAX_UPLOAD_MB * 2**20)
+    if previous is not None and previous[1].ok and previous[1].path != result.path:
+        if Path(previous[1].path).resolve() != dataset_path().resolve():
+            discard_upload(previous[1].path, cache_dir())
+    st.session_state[UPLOAD_KEY] = (upload.file_id, result)
+    return result
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -79,11 +126,12 @@ def dataset() -> Any | None:
     """The session's dataset, or ``None`` after showing why it cannot be loaded."""
     path = dataset_path()
     try:
-        with st.spinner(f"Loading {path.name} …"):
+        with st.spinner(f"Loading {dataset_name()} …"):
             return load(path)
     except MlipdivError as exc:
         if path.resolve() != default_dataset_path().resolve():
-            st.error(f"The dataset {path.name} cannot be read any more ({exc}); back to the default dataset.")
+            st.error(f"The dataset {dataset_name()} cannot be read any more ({public(str(exc))}); back to the "
+                     "default dataset.")
             set_dataset_path(None)
             return dataset()
         st.error(
@@ -147,12 +195,11 @@ def sidebar(ds: Any | None = None) -> None:
     """The dataset in use and the training device, on every page."""
     with st.sidebar:
         st.divider()
-        path = dataset_path()
         if ds is not None:
-            st.markdown(f"**Dataset** `{path.name}`  \n{len(ds):,} molecules · {ds.n_conformers:,} conformers  \n"
+            st.markdown(f"**Dataset** `{dataset_name()}`  \n{len(ds):,} molecules · {ds.n_conformers:,} conformers  \n"
                         f"{ds.level_of_theory}")
         else:
-            st.markdown(f"**Dataset** `{path.name}`")
+            st.markdown(f"**Dataset** `{dataset_name()}`")
         st.markdown(f"**Training device** {device_description()}")
 
 

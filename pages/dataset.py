@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 import numpy as np
 import streamlit as st
 
@@ -13,7 +10,6 @@ from mlipdiv.viz.live import BackgroundTask
 from mlipdiv.viz.style import mev
 from pages import common
 
-MAX_UPLOAD_MB = 100
 MAX_SMILES = 20  # molecules per generation from the page (the CLI has no limit)
 MOLECULE_KEY = "p_dataset_molecule"
 
@@ -131,37 +127,20 @@ tab_upload, tab_generate = st.tabs(["Load a file", "Generate from SMILES"])
 
 with tab_upload:
     st.markdown(f"An mlipdiv HDF5 file (`.h5`) or extended XYZ (`.xyz`/`.extxyz` with energies and forces), at most "
-                f"{MAX_UPLOAD_MB} MB. The file is checked before it is used.")
+                f"{common.MAX_UPLOAD_MB} MB. The file is checked as the command line checks `--dataset` before it "
+                "can be used.")
     upload = st.file_uploader("Dataset file", type=["h5", "hdf5", "xyz", "extxyz"], key="dataset_upload")
     if upload is not None:
-        if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
-            st.error(f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit here is {MAX_UPLOAD_MB} MB. "
-                     "Use it from the command line (`--dataset`) or set MLIPDIV_DATASET.")
+        result = common.accept_upload(upload)
+        if not result.ok:
+            st.error(result.error, icon=":material/error:")
         else:
-            data = upload.getvalue()
-            digest = hashlib.sha1(data).hexdigest()[:12]
-            safe = re.sub(r"[^A-Za-z0-9._-]", "_", upload.name)
-            from mlipdiv.paths import cache_dir
-
-            target = cache_dir() / "uploads" / f"{digest}-{safe}"
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            try:
-                loaded = common.load(target)
-            except ImportError:
-                loaded = None
-                st.error("Reading extended XYZ needs `mlipdiv.data.extxyz`, which this installation lacks.")
-            except Exception as exc:  # any reader error is the file's fault: say so, keep the current dataset
-                loaded = None
-                target.unlink(missing_ok=True)
-                st.error(f"{upload.name} is not a usable dataset: {exc}", icon=":material/error:")
-            if loaded is not None:
-                st.success(f"{upload.name}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
-                           f"{loaded.level_of_theory}.")
-                if st.button("Use this dataset in every page", key="use_upload", type="primary"):
-                    common.set_dataset_path(target)
-                    st.rerun()
+            loaded = result.dataset
+            st.success(f"{result.name}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
+                       f"{loaded.level_of_theory}.")
+            if st.button("Use this dataset in every page", key="use_upload", type="primary"):
+                common.set_dataset_path(result.path, name=result.name)
+                st.rerun()
     if common.dataset_path().resolve() != common.default_dataset_path().resolve():
         if st.button("Back to the default dataset", key="use_default"):
             common.set_dataset_path(None)

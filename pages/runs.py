@@ -57,7 +57,7 @@ def live_runs() -> None:
         st.plotly_chart(figures.learning_curve_figure(run.curve, title=live.run_label(run)), width="stretch",
                         key="runs_curve_plot")
         if run.status == "failed" and run.error:
-            st.error(f"{run_id} failed: {run.error}")
+            st.error(f"{run_id} failed: {common.public(run.error)}")
     with right:
         st.markdown("**Stop or continue a run**")
         stoppable = [i for i in active if live.cancellable(by_id[i])]

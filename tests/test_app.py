@@ -118,6 +118,52 @@ def test_dataset_page_generates_from_smiles(env):
     assert Path(at.session_state["mlipdiv_dataset_path"]).exists()
 
 
+def _nan_dataset(tiny_dataset_path: Path, folder: Path) -> bytes:
+    """The tiny dataset with one NaN coordinate, written with h5py directly (the writer would refuse it)."""
+    import h5py
+    import numpy as np
+
+    bad = folder / "nan.h5"
+    shutil.copy(tiny_dataset_path, bad)
+    with h5py.File(bad, "r+") as f:
+        positions = f[sorted(f)[0]]["positions"]
+        values = positions[()]
+        values[0, 0, 0] = np.nan
+        positions[...] = values
+    return bad.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["nan", "not-hdf5"])
+def test_dataset_page_refuses_a_bad_upload_by_its_name(env, tiny_dataset_path, tmp_path, kind):
+    data = _nan_dataset(tiny_dataset_path, tmp_path) if kind == "nan" else b"this is not an HDF5 file\n" * 20
+    at = open_page("Dataset")
+    at.file_uploader(key="dataset_upload").upload("mine.h5", data)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("mine.h5: "), errors
+    assert ("non-finite" if kind == "nan" else "not a readable HDF5 file") in errors[0]
+    assert str(env) not in errors[0] and "uploads" not in errors[0]  # no server path of the cached copy
+    assert "use_upload" not in [b.key for b in at.button]  # nothing to use
+    assert not list((env / "cache" / "uploads").glob("*"))  # the refused file is not kept
+
+
+def test_dataset_page_uses_a_good_upload_under_its_own_name(env, tiny_dataset_path):
+    at = open_page("Dataset")
+    at.file_uploader(key="dataset_upload").upload("my molecules.h5", tiny_dataset_path.read_bytes())
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.value.startswith("my molecules.h5: 10 molecules") for s in at.success)
+    at.button(key="use_upload").click().run()
+    assert not at.exception
+    assert (env / "cache" / "uploads") in Path(at.session_state["mlipdiv_dataset_path"]).parents
+    assert any("`my molecules.h5`" in m.value for m in at.sidebar.markdown)
+    at.switch_page("app.py").run()
+    assert not at.exception
+    shown = " ".join(c.value for c in at.caption)
+    assert "File: `my molecules.h5`" in shown and str(env) not in shown  # Home names it, without a server path
+
+
 def test_tradeoff_preview_and_impossible_choices(env):
     at = open_page("Trade-off")
     assert {"Start training", "Queue the whole experiment"} <= set(labels(at.button))
@@ -202,26 +248,56 @@ def test_budget_page_shows_known_datasets_and_handles_bad_input(env):
     at.radio(key="p_budget_unit").set_value("cpu-hours").run()
     at.number_input(key="p_budget_value").set_value(1.0).run()
     assert not at.exception
-    at.radio(key="p_budget_source").set_value("folder").run()
-    at.text_input(key="p_budget_folder").input("/nonexistent/sweep").run()
+    assert len(at.radio(key="p_budget_source").options) == 3
+    for source in ("store", "folder", "upload"):  # no source takes a typed server path
+        at.radio(key="p_budget_source").set_value(source).run()
+        assert not at.exception and not at.text_input, source
+    at.radio(key="p_budget_source").set_value("upload").run()
+    at.file_uploader(key="budget_upload").upload("passwd.csv", b"root:x:0:0:root:/root:/bin/bash\nbin:x:1:1\n")
+    at.run()
     assert not at.exception
-    assert at.error and "no such file" in at.error[0].value
+    assert len(at.error) == 1 and at.error[0].value.startswith("Cannot read the results: passwd.csv:")
+    assert "\n" not in at.error[0].value
 
 
-def test_budget_page_fits_a_results_folder_and_recommends(env, tmp_path):
+def test_budget_page_offers_results_folders_of_the_store_and_project_only(env):
+    at = open_page("Budget")
+    at.radio(key="p_budget_source").set_value("folder").run()
+    assert not at.exception
+    options = at.selectbox(key="p_budget_folder").options
+    assert any(o.startswith("project: results") for o in options)  # the project's own study, docs/results
+    assert all(o.startswith(("project:", "run store:")) for o in options)
+
+
+def test_budget_page_fits_a_results_folder_and_recommends(env):
     from synthetic_sweeps import results_table
 
-    folder = tmp_path / "sweep"
-    folder.mkdir()
+    folder = env / "runs" / "sweeps" / "synthetic"
+    folder.mkdir(parents=True)
     results_table().to_csv(folder / "results.csv", index=False)
     at = open_page("Budget")
     at.radio(key="p_budget_unit").set_value("conformers")
     at.number_input(key="p_budget_value").set_value(512.0)
     at.radio(key="p_budget_source").set_value("folder").run()
-    at.text_input(key="p_budget_folder").input(str(folder)).run()
+    box = at.selectbox(key="p_budget_folder")
+    assert "run store: runs/sweeps/synthetic" in box.options
+    box.select("run store: runs/sweeps/synthetic").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {"Molecules M", "Conformers per molecule C"} <= set(labels(at.metric))
     m = int(at.metric[labels(at.metric).index("Molecules M")].value.replace(",", ""))
     c = int(at.metric[labels(at.metric).index("Conformers per molecule C")].value.replace(",", ""))
     assert m * c <= 512
     assert len(at.get("plotly_chart")) >= 4  # trade-off line, two error surfaces, the map
+
+
+def test_budget_page_fits_an_uploaded_results_file(env):
+    from synthetic_sweeps import results_table
+
+    at = open_page("Budget")
+    at.radio(key="p_budget_unit").set_value("conformers")
+    at.number_input(key="p_budget_value").set_value(512.0)
+    at.radio(key="p_budget_source").set_value("upload").run()
+    at.file_uploader(key="budget_upload").upload("results.csv", results_table().to_csv(index=False).encode())
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {"Molecules M", "Conformers per molecule C"} <= set(labels(at.metric))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -71,6 +73,73 @@ def server(tmp_path_factory, tiny_dataset_path):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+def _make_run_command(port: int) -> list[str]:
+    """The command ``make run`` starts, read from the Makefile (``make -n``; the install steps are skipped)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-s", "-n", "-o", ".venv/.kernels-built", "run", f"PORT={port}"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    argv = shlex.split(out[-1])
+    assert argv[1:4] == ["-m", "streamlit", "run"], out
+    return [sys.executable, *argv[1:]]  # the interpreter running the tests (the Makefile's is .venv's)
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses of the TCP sockets listening on ``port`` (from /proc/net: no ``ss`` needed)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
+
+
+@pytest.mark.parametrize("how", ["make run", "streamlit run app.py"])
+def test_the_server_listens_on_localhost_only(how, tmp_path, tiny_dataset_path):
+    """The app has no login: ``make run`` (and a plain ``streamlit run app.py``, through .streamlit/config.toml)
+    must bind the loopback interface only and print only a localhost URL."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux's /proc/net")
+    shutil.copy(tiny_dataset_path, tmp_path / "tiny.h5")
+    port = _free_port()
+    command = (_make_run_command(port) if how == "make run"
+               else [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)])
+    env = {**os.environ, "MLIPDIV_DATASET": str(tmp_path / "tiny.h5"), "MLIPDIV_HOME": str(tmp_path / "runs"),
+           "MLIPDIV_CACHE": str(tmp_path / "cache")}
+    log_path = tmp_path / "streamlit.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None:
+                if _listening(port) and "URL:" in log_path.read_text():
+                    break
+                time.sleep(0.3)
+            time.sleep(1.0)  # any further URL line is printed right after the first
+            text = log_path.read_text()
+            addresses = _listening(port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert addresses, f"nothing listens on port {port}: {text[-2000:]}"
+    assert set(addresses) <= LOOPBACK, f"listening on {addresses}, not only on the loopback interface"
+    urls = re.findall(r"https?://[^\s]+", text)
+    assert urls and all(re.match(rf"http://(127\.0\.0\.1|localhost):{port}\b", u) for u in urls), urls
+    assert "Network URL" not in text and "External URL" not in text
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +255,12 @@ def test_bad_upload_gives_a_message(page, server, tmp_path):
     bad = tmp_path / "broken.h5"
     bad.write_bytes(b"this is not an HDF5 file" * 10)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
-    page.get_by_text("broken.h5 is not a usable dataset").wait_for(timeout=30_000)
+    page.get_by_text("broken.h5: not a readable HDF5 file").wait_for(timeout=30_000)
+    wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.get_by_role("button", name="Use this dataset in every page").count() == 0
+    message = page.get_by_text("broken.h5: not a readable HDF5 file").first.inner_text()
+    assert "uploads" not in message and str(server["root"]) not in message  # no server path of the cached copy
     shot(page, "7-bad-upload")
 
 

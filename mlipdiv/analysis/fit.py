@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,9 @@ __all__ = [
     "fit_results",
     "hull_distance",
     "load_results",
+    "read_results_upload",
+    "results_choices",
+    "results_folders",
 ]
 
 SPLITS = ("test_molecules", "test_conformers")
@@ -135,21 +138,105 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> Any:
             files.append(p)
         else:
             raise MlipdivError(f"{p}: no such file or directory")
-    frames = []
-    for f in files:
-        try:
-            df = pd.read_csv(f)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-            raise MlipdivError(f"{f}: not a readable CSV ({exc})") from exc
-        missing = [c for c in RESULT_COLUMNS if c not in df.columns]
-        if missing:
-            raise MlipdivError(f"{f}: not a sweep results table (missing columns: {', '.join(missing)})")
-        frames.append(df)
+    frames = [_read_table(f, str(f)) for f in files]
     df = _with_strategy(pd.concat(frames, ignore_index=True))
     df = df.drop_duplicates(subset=["run_id", "split"], keep="last").reset_index(drop=True)
     if df.empty:
         raise MlipdivError("the results table is empty: no finished runs to fit")
     return df
+
+
+def _read_table(source: Any, label: str) -> Any:
+    """One sweep results table from a path or a file object; any failure is a one-line :class:`MlipdivError`."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(source)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        reason = " ".join(str(exc).split())[:200]
+        raise MlipdivError(f"{label}: not a readable CSV ({reason})") from exc
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise MlipdivError(f"{label}: not a sweep results table (missing columns: {', '.join(missing)}); upload "
+                           "the results.csv a sweep wrote")
+    return df
+
+
+MAX_RESULTS_UPLOAD_BYTES = 50 * 2**20
+
+
+def read_results_upload(name: str, data: bytes) -> Any:
+    """An uploaded sweep ``results.csv`` as :func:`load_results` would return it; nothing touches the disk.
+
+    The app takes results this way (or from :func:`results_folders`) instead of a typed server path, so a browser
+    user never opens a file of the server. Errors are one line and name ``name``, the user's file.
+    """
+    import io
+
+    label = Path(name).name or "the upload"
+    if len(data) > MAX_RESULTS_UPLOAD_BYTES:
+        raise MlipdivError(f"{label} is {len(data) / 2**20:.0f} MB; a results table above "
+                           f"{MAX_RESULTS_UPLOAD_BYTES // 2**20} MB is not taken here (use `python -m mlipdiv "
+                           "budget`)")
+    if not data.strip():
+        raise MlipdivError(f"{label}: the file is empty; upload the results.csv a sweep wrote")
+    df = _with_strategy(_read_table(io.BytesIO(data), label))
+    df = df.drop_duplicates(subset=["run_id", "split"], keep="last").reset_index(drop=True)
+    if df.empty:
+        raise MlipdivError(f"{label}: the results table is empty: no finished runs to fit")
+    return df
+
+
+def results_folders(roots: Iterable[str | Path], max_depth: int = 4, limit: int = 200) -> list[Path]:
+    """Folders holding a sweep ``results.csv`` under ``roots`` (the run store, the project's ``docs/results``).
+
+    Why: the app lets a user pick among these rather than type a path, so nothing outside the roots can be read.
+    The walk is bounded (``max_depth`` levels, ``limit`` folders), follows no symbolic link to a folder, and skips a
+    ``results.csv`` that is a link leading outside its root. Missing roots are skipped.
+    """
+    import os
+
+    found: list[Path] = []
+    for root in roots:
+        try:
+            top = Path(root).resolve(strict=True)
+        except OSError:
+            continue
+        if not top.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            here = Path(dirpath)
+            if len(here.relative_to(top).parts) >= max_depth:
+                dirnames[:] = []
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if "results.csv" in filenames:
+                f = here / "results.csv"
+                try:
+                    inside = f.resolve(strict=True).is_relative_to(top) and f.resolve().is_file()
+                except OSError:
+                    inside = False
+                if inside and here not in found:
+                    found.append(here)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def results_choices(roots: Mapping[str, str | Path]) -> dict[str, Path]:
+    """``{label: results.csv}`` for every folder :func:`results_folders` finds under the named ``roots``.
+
+    A label is the root's name and the folder relative to it (``"run store: runs/sweeps/a"``), so a list shown in a
+    browser names no server path.
+    """
+    tops = {where: Path(root).resolve() for where, root in roots.items()}
+    out: dict[str, Path] = {}
+    for folder in results_folders(tops.values()):
+        for where, top in tops.items():
+            if folder.is_relative_to(top):
+                rel = folder.relative_to(top).as_posix()
+                out[f"{where}: {top.name if rel == '.' else f'{top.name}/{rel}'}"] = folder / "results.csv"
+                break
+    return out
 
 
 def _with_strategy(df: Any) -> Any:
