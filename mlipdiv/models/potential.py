@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mlipdiv.errors import MlipdivError
-from mlipdiv.models.graph import build_graph, candidate_pairs
+from mlipdiv.models.graph import build_graph, radius_pairs
 from mlipdiv.models.registry import build_model, complete_hparams
 
 FORMAT = "mlipdiv-model"
@@ -54,7 +54,7 @@ class Potential(torch.nn.Module):
         """(num_graphs,) energy minus the element references, in eV, in the model's dtype.
 
         Args:
-            pairs: (2, n_pairs) candidate atom pairs, source < target (:func:`~mlipdiv.models.graph.candidate_pairs`).
+            pairs: (2, n_pairs) candidate atom pairs, source < target (:func:`~mlipdiv.models.graph.radius_pairs`).
             within_cutoff: the pairs are known to be closer than the cutoff (skip the distance filter).
         """
         g = build_graph(z, pos, batch, num_graphs, pairs, None if within_cutoff else self.cutoff)
@@ -87,7 +87,8 @@ class Potential(torch.nn.Module):
         self.check_elements(z)
         batch = torch.zeros_like(z) if batch is None else batch
         num_graphs = int(batch.max()) + 1
-        energy, forces = self.residual_and_forces(z, pos, batch, num_graphs, candidate_pairs(batch, num_graphs))
+        pairs = radius_pairs(pos, batch, self.cutoff, num_graphs)
+        energy, forces = self.residual_and_forces(z, pos, batch, num_graphs, pairs)
         return energy.detach().to(torch.float64) + self.reference(z, batch, num_graphs), forces.detach()
 
     def check_elements(self, z: Tensor) -> None:
