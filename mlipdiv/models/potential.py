@@ -17,7 +17,8 @@ from torch import Tensor
 
 from mlipdiv.errors import MlipdivError
 from mlipdiv.models.graph import build_graph, radius_pairs
-from mlipdiv.models.registry import build_model, complete_hparams
+from mlipdiv.limits import MAX_Z
+from mlipdiv.models.registry import build_model, check_elements, complete_hparams
 
 FORMAT = "mlipdiv-model"
 VERSION = 1
@@ -39,10 +40,11 @@ class Potential(torch.nn.Module):
         self.name = name
         self.hparams = complete_hparams(name, hparams)
         self.elements = [int(z) for z in self.hparams["elements"]]
+        check_elements(name, self.elements)
         self.cutoff = float(self.hparams["cutoff"])
         self.energy_scale = float(energy_scale)
         self.model = build_model(name, self.hparams)
-        ref = torch.zeros(119, dtype=torch.float64)
+        ref = torch.zeros(MAX_Z + 1, dtype=torch.float64)
         ref[self.elements] = torch.as_tensor(element_energies, dtype=torch.float64)
         self.register_buffer("element_energy", ref)
 
