@@ -169,3 +169,34 @@ def test_device_choice_is_explicit_about_a_missing_gpu() -> None:
         with pytest.raises(MlipdivError, match="no CUDA GPU"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_element_beyond_the_model_table_is_refused_by_name(cfg: TrainConfig, tmp_path: Path) -> None:
+    """Fm (Z=100) is an element, but SchNet's and PaiNN's tables stop at Z=99: one message, not an IndexError."""
+    from dataclasses import replace as with_fields
+
+    from mlipdiv.data.dataset import Dataset, read_hdf5, write_hdf5
+    from mlipdiv.errors import MlipdivError
+
+    ds = read_hdf5(cfg.dataset)
+    mols = []
+    for m in ds.molecules:
+        z = m.atomic_numbers.copy()
+        z[-1] = 100
+        mols.append(with_fields(m, atomic_numbers=z))
+    path = write_hdf5(Dataset(mols, attrs=dict(ds.attrs)), tmp_path / "fm.h5")
+    for model in ("schnet", "painn"):
+        with pytest.raises(MlipdivError, match=rf"model {model} supports atomic numbers 1..99 only; the data has Fm "
+                                               r"\(Z=100\): .* or use --model mace"):
+            train(replace(cfg, dataset=str(path), model=model, epochs=1), tmp_path / model)
+
+
+def test_molecules_beyond_the_training_size_limit_are_refused(cfg: TrainConfig, tmp_path: Path, monkeypatch) -> None:
+    from mlipdiv.limits import MAX_ATOMS_TRAIN
+    from mlipdiv.training import data as data_module
+
+    assert 100 <= MAX_ATOMS_TRAIN <= 2000  # the documented limit (README, Limits)
+    monkeypatch.setattr(data_module, "MAX_ATOMS_TRAIN", 5)  # every molecule of the tiny set is larger
+    with pytest.raises(TrainingError, match=r"molecule \S+ \(\S+\) has \d+ atoms; training takes at most 5 atoms"):
+        train(cfg, tmp_path)
+    assert not (tmp_path / "model.pt").exists()

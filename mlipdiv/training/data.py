@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from mlipdiv.data.dataset import Dataset
+from mlipdiv.errors import TrainingError
+from mlipdiv.limits import MAX_ATOMS_TRAIN
 from mlipdiv.models.graph import radius_pairs, ranges
 
 
@@ -108,7 +110,19 @@ def pack(
     dataset: Dataset, pairs: list[tuple[str, int]], name: str, device: torch.device | str, cutoff: float
 ) -> PackedSplit:
     """Pack the conformers ``pairs`` (``(molecule_id, conformer_index)``, order kept) of ``dataset`` onto ``device``,
-    with each conformer's atom pairs closer than ``cutoff`` (angstrom)."""
+    with each conformer's atom pairs closer than ``cutoff`` (angstrom).
+
+    Raises:
+        TrainingError: a molecule has more than :data:`~mlipdiv.limits.MAX_ATOMS_TRAIN` atoms (checked first, before
+            anything is allocated: training memory grows with the molecule size).
+    """
+    for mol_id in dict.fromkeys(m for m, _ in pairs):
+        size = dataset[mol_id].n_atoms
+        if size > MAX_ATOMS_TRAIN:
+            raise TrainingError(
+                f"molecule {mol_id} ({dataset[mol_id].smiles}) has {size} atoms; training takes at most "
+                f"{MAX_ATOMS_TRAIN} atoms per molecule (MAX_ATOMS_TRAIN in mlipdiv/limits.py): remove it from the dataset"
+            )
     mol_ids, conf, energy, n_atoms, zs, pos, forces = [], [], [], [], [], [], []
     for mol_id, j in pairs:
         mol = dataset[mol_id]
