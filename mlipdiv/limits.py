@@ -23,3 +23,8 @@ the default model sizes -- within a 24 GB, 2-core machine, with room for the app
 MAX_ATOMS_CALCULATOR = 2000
 """Atoms per :class:`~mlipdiv.calculator.MLIPCalculator` call: one structure, no force-loss graph, so four times the
 training limit still stays near a GB at the default model sizes."""
+
+MAX_BUDGET_CONFORMERS = 10**10
+"""Largest QM budget ``budget`` recommends for, in conformers (a CPU-hour budget is converted first): a hundred times
+the largest published dataset it lists (PCQM B3LYP, 86 M conformers). Beyond it the fitted error model is a pure
+extrapolation, and the optimiser's grids overflow."""
