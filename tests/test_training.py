@@ -144,8 +144,11 @@ def test_nan_guard_keeps_last_good_checkpoint(cfg: TrainConfig, tmp_path: Path, 
 
 
 def test_huge_learning_rate_is_stopped_clearly(cfg: TrainConfig, tmp_path: Path) -> None:
+    """The NaN guard behind the range checks: a divergence they cannot foresee still ends in a clear message."""
+    diverging = replace(cfg, grad_clip=1e30, epochs=4, warmup_epochs=0)
+    diverging.lr = 1e12  # past validate(), which refuses lr > 1 at construction
     with pytest.raises(TrainingError, match="non-finite .* Try a lower --lr"):
-        train(replace(cfg, lr=1e12, grad_clip=1e30, epochs=4, warmup_epochs=0), tmp_path)
+        train(diverging, tmp_path)
 
 
 @pytest.mark.parametrize("model", ["painn", "mace"])
@@ -200,3 +203,57 @@ def test_molecules_beyond_the_training_size_limit_are_refused(cfg: TrainConfig, 
     with pytest.raises(TrainingError, match=r"molecule \S+ \(\S+\) has \d+ atoms; training takes at most 5 atoms"):
         train(cfg, tmp_path)
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("lr", 1e6, "--lr"),
+        ("lr", 0.0, "--lr"),
+        ("lr", float("nan"), "--lr"),
+        ("cutoff", 1e-9, "--cutoff"),
+        ("cutoff", 50.0, "--cutoff"),
+        ("energy_weight", -1.0, "--energy-weight"),
+        ("forces_weight", float("inf"), "--forces-weight"),
+        ("weight_decay", -1e-3, "--weight-decay"),
+        ("grad_clip", 0.0, "--grad-clip"),
+        ("batch_size", 0, "--batch-size"),
+        ("batch_size", 2.5, "--batch-size"),
+        ("epochs", 0, "--epochs"),
+        ("hidden", 0, "--hidden"),
+        ("interactions", 0, "--interactions"),
+        ("test_molecules", float("nan"), "--test-molecules"),
+        ("val_per_molecule", -1, "--val-per-molecule"),
+    ],
+)
+def test_config_refuses_out_of_range_values(cfg: TrainConfig, field: str, value: object, flag: str) -> None:
+    from mlipdiv.errors import InvalidSetting
+
+    with pytest.raises(InvalidSetting, match=flag):
+        replace(cfg, **{field: value})
+    with pytest.raises(InvalidSetting, match=flag):  # a config.json written by hand is checked the same way
+        TrainConfig.from_dict({**cfg.to_dict(), field: value})
+
+
+def test_config_range_edges_and_weights(cfg: TrainConfig) -> None:
+    from mlipdiv.errors import InvalidSetting
+
+    for ok in ({"lr": 1.0}, {"lr": None}, {"cutoff": 1.0}, {"cutoff": 20.0}, {"energy_weight": 0.0},
+               {"forces_weight": 0.0}, {"grad_clip": float("inf")}, {"test_molecules": 0}, {"test_molecules": 2}):
+        replace(cfg, **ok)
+    with pytest.raises(InvalidSetting, match="both 0"):
+        replace(cfg, energy_weight=0.0, forces_weight=0.0)
+
+
+def test_train_cli_prints_one_line_for_out_of_range_values(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    from mlipdiv.cli import main
+
+    base = ["train", "--dataset", str(tiny_dataset_path), "--budget", "16", "--molecules", "8", "--model", "schnet",
+            "--epochs", "1", "--out", str(tmp_path / "run")]
+    for extra, flag in ((["--lr", "1e6"], "--lr"), (["--cutoff", "1e-9"], "--cutoff"),
+                        (["--energy-weight", "-1"], "--energy-weight"),
+                        (["--test-molecules", "nan"], "--test-molecules")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} ") and err.count("\n") == 1
+    assert not (tmp_path / "run" / "model.pt").exists()

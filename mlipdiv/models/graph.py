@@ -178,8 +178,8 @@ class RadiusInteractionGraph(torch.nn.Module):
     """PyG's ``interaction_graph`` interface, ``(pos, batch) -> (edge_index, edge_weight)``, without pyg-lib.
 
     Uses ``torch_cluster.radius_graph`` when that extension is importable, else the pure-torch cell list
-    (:func:`radius_pairs`). Edges run both ways; ``edge_weight`` is the distance. Used when a PyG model is called directly (the
-    training loop hands models a prebuilt :class:`Graph` instead).
+    (:func:`radius_pairs`). Edges run both ways; ``edge_weight`` is the distance. Used when a PyG model is called
+    directly (the training loop hands models a prebuilt :class:`Graph` instead).
     """
 
     def __init__(self, cutoff: float = 5.0, max_num_neighbors: int = 1024) -> None:
