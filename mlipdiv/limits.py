@@ -14,15 +14,18 @@ EMBEDDING_MAX_Z = 99
 """Largest atomic number SchNet and PaiNN can embed: both look up Z in a 100-row table (PyG's SchNet fixes that size;
 PaiNN's matches it so that saved models and seeded initialisations stay as they were). MACE takes up to ``MAX_Z``."""
 
-MAX_ATOMS_TRAIN = 500
-"""Atoms per molecule for training. A training step keeps the activations of every edge of a batch for the double
-backward of the force loss; with the cell-list neighbour list (:mod:`mlipdiv.models.graph`) edges grow with the atoms
-(about 50 neighbours within 5 angstrom in organic matter), so a batch of 16 molecules of 500 atoms needs a few GB at
-the default model sizes -- within a 24 GB, 2-core machine, with room for the app and other runs."""
+MAX_ATOMS_TRAIN = 200
+"""Atoms per molecule for training. With the cell-list neighbour list (:mod:`mlipdiv.models.graph`) memory grows with
+the atoms of a batch, not their square; a training step keeps every edge's activations for the double backward of
+the force loss. Measured peak per atom of a batch (hidden 128, cutoff 5 angstrom, organic density, about 50
+neighbours): SchNet 0.8 MB, PaiNN 2.7 MB, MACE 3.4 MB. A default batch of 16 molecules of 200 atoms therefore stays
+below about 11 GB, inside a 24 GB machine with room for the app and another run; 200 atoms covers drug-sized molecules
+with their hydrogens (500 would need about 27 GB with MACE)."""
 
 MAX_ATOMS_CALCULATOR = 2000
-"""Atoms per :class:`~mlipdiv.calculator.MLIPCalculator` call: one structure, no force-loss graph, so four times the
-training limit still stays near a GB at the default model sizes."""
+"""Atoms per :class:`~mlipdiv.calculator.MLIPCalculator` call: one structure and no force-loss graph, about 1.7 MB per
+atom at most (PaiNN, MACE at hidden 128; SchNet 0.3 MB), so at most about 3.5 GB. The calculator runs in the user's
+own process (the app does not call it)."""
 
 MAX_BUDGET_CONFORMERS = 10**10
 """Largest QM budget ``budget`` recommends for, in conformers (a CPU-hour budget is converted first): a hundred times
