@@ -102,7 +102,7 @@ class TrainConfig:
         for name in INTEGERS:
             value = getattr(self, name)
             if not _is_integer(value) or value < 1:
-                raise _invalid(name, value, "a whole number of at least 1")
+                raise _invalid(name, value, "at least 1 (a whole number)")
         for name, (low, high, low_open, why) in RANGES.items():
             value = getattr(self, name)
             if value is None and name == "lr":
