@@ -6,7 +6,8 @@
     atoms.get_forces()            # eV/angstrom
 
 Use it for relaxations (``ase.optimize.BFGS``) or molecular dynamics. The model was trained on isolated molecules:
-periodic cells are refused, and so are elements the training set did not contain. Within those limits a prediction
+periodic cells are refused, and so are elements the training set did not contain, non-finite positions and
+structures of more than :data:`~mlipdiv.limits.MAX_ATOMS_CALCULATOR` atoms. Within those limits a prediction
 is only as good as the run's test metrics, and it degrades for geometries far from the training data.
 """
 
@@ -20,6 +21,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.limits import MAX_ATOMS_CALCULATOR
 from mlipdiv.models.potential import Potential
 
 
@@ -49,9 +51,24 @@ class MLIPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         if self.atoms.pbc.any():
             raise MlipdivError("this potential was trained on isolated molecules; periodic cells are not supported")
+        n = len(self.atoms)
+        if n > MAX_ATOMS_CALCULATOR:
+            raise MlipdivError(
+                f"{self.atoms.get_chemical_formula()}: {n} atoms; the calculator takes at most {MAX_ATOMS_CALCULATOR} "
+                "atoms per call (MAX_ATOMS_CALCULATOR in mlipdiv/limits.py)"
+            )
+        if n == 0:
+            raise MlipdivError("no atoms to compute")
+        positions = self.atoms.get_positions()
+        bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+        if len(bad):
+            raise MlipdivError(
+                f"{len(bad)} atom(s) have non-finite positions (first: atom {bad[0]}); a diverged relaxation or MD "
+                "run? Restart it from finite coordinates"
+            )
         z = torch.as_tensor(self.atoms.get_atomic_numbers(), dtype=torch.long, device=self.device)
         dtype = next(self.potential.parameters()).dtype
-        pos = torch.as_tensor(self.atoms.get_positions(), dtype=dtype, device=self.device)
+        pos = torch.as_tensor(positions, dtype=dtype, device=self.device)
         energy, forces = self.potential(z, pos)
         e = float(energy[0])
         self.results = {"energy": e, "free_energy": e, "forces": forces.cpu().numpy().astype(np.float64)}

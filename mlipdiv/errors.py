@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints their message (no traceback); the app shows it in the page."""
 
+from __future__ import annotations
+
 
 class MlipdivError(Exception):
     """Base class: the message says what was wrong and what the user can do."""
@@ -19,3 +21,15 @@ class TrainingError(MlipdivError):
 
 class TrainingCancelled(MlipdivError):
     """Training was stopped on request (``should_stop``); the last epoch's checkpoint is kept for ``resume``."""
+
+
+class InvalidSetting(MlipdivError, ValueError):
+    """A number or choice outside its documented range; the message names the setting (and its command-line flag).
+
+    Also a ``ValueError``, so callers that caught the plain ``ValueError`` of earlier versions still catch it."""
+
+    @classmethod
+    def out_of_range(cls, name: str, value: object, rule: str, why: str = "") -> InvalidSetting:
+        """``--lr 1000000.0 is out of range: lr must be in (0, 1]; why``: the flag for the CLI, the name for the app."""
+        flag = f"--{name.replace('_', '-')}"
+        return cls(f"{flag} {value!r} is out of range: {name} must be {rule}" + (f"; {why}" if why else ""))

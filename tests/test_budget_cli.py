@@ -71,6 +71,14 @@ def test_known_datasets_json(capsys) -> None:
         (["--budget", "-3"], "positive"),
         (["--budget", "512", "--qm", "dft"], "--dft-factor"),
         (["--budget", "512", "--model", "painn"], "no runs with model"),
+        (["--budget", "1e300", "--allow-extrapolation"], "more than 1e+10"),
+        (["--budget", "1e300", "--unit", "cpu-hours", "--allow-extrapolation"], "pays for more than 1e+10 conformers"),
+        (["--budget", "1e20", "--allow-extrapolation"], "more than 1e+10"),
+        (["--budget", "nan"], "positive"),
+        (["--budget", "512", "--max-factor", "nan"], "--max-factor"),
+        (["--budget", "512", "--max-molecules", "0"], "--max-molecules must be at least 1"),
+        (["--budget", "512", "--qm", "dft", "--dft-factor", "nan"], "--dft-factor must be a positive number"),
+        (["--budget", "512", "--atoms", "nan"], "--atoms must be a positive number"),
     ],
 )
 def test_refusals_are_clear(sweep_dir: Path, capsys, argv: list[str], message: str) -> None:

@@ -72,3 +72,30 @@ def test_calculator_refuses_unseen_elements_and_cells(run_dir: Path) -> None:
         periodic.get_potential_energy()
     with pytest.raises(MlipdivError, match="no model.pt"):
         MLIPCalculator.from_run(run_dir / "missing")
+
+
+def _small_calculator() -> MLIPCalculator:
+    hparams = {"hidden": 8, "interactions": 1, "cutoff": 4.0, "elements": [1, 6], "avg_num_neighbors": 8.0}
+    return MLIPCalculator(Potential("schnet", hparams, [-13.0, -40.0], 1.0))
+
+
+def test_calculator_refuses_non_finite_positions() -> None:
+    atoms = Atoms("CH2", positions=[[0, 0, 0], [1.1, 0, 0], [np.nan, 0.0, 0.0]])
+    atoms.calc = _small_calculator()
+    with pytest.raises(MlipdivError, match=r"non-finite positions \(first: atom 2\)"):
+        atoms.get_potential_energy()
+
+
+def test_calculator_refuses_more_atoms_than_its_limit(monkeypatch) -> None:
+    import mlipdiv.calculator as calculator_module
+    from mlipdiv.limits import MAX_ATOMS_CALCULATOR
+
+    assert MAX_ATOMS_CALCULATOR >= 1000  # the documented limit (README, Limits) leaves room for real molecules
+    monkeypatch.setattr(calculator_module, "MAX_ATOMS_CALCULATOR", 5)
+    atoms = Atoms("C6", positions=np.arange(18.0).reshape(6, 3))
+    atoms.calc = _small_calculator()
+    with pytest.raises(MlipdivError, match="C6: 6 atoms; the calculator takes at most 5 atoms per call"):
+        atoms.get_potential_energy()
+    atoms = Atoms("C5", positions=np.arange(15.0).reshape(5, 3))
+    atoms.calc = _small_calculator()
+    assert np.isfinite(atoms.get_potential_energy())

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mlipdiv.models import Potential, build_graph, candidate_pairs, model_names
+from mlipdiv.models import Potential, build_graph, candidate_pairs, model_names, radius_pairs
 from mlipdiv.models.graph import RadiusInteractionGraph
 
 MODELS = ["schnet", "painn", "mace"]
@@ -64,6 +64,66 @@ def test_candidate_pairs_are_all_intra_molecule_pairs() -> None:
     assert torch.allclose(g.dist, d) and bool((g.dist < 2.0).all())
     assert torch.equal(g.edge_index[:, : g.n_half].flip(0), g.edge_index[:, g.n_half :])
     assert g.n_half == sum(1 for i, j in expected if (pos[i] - pos[j]).norm() < 2.0)
+
+
+def _brute_force(pos: torch.Tensor, batch: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """The old all-pairs result: every intra-molecule pair, kept by build_graph's distance test, in its order."""
+    pairs = candidate_pairs(batch)
+    return pairs[:, torch.linalg.vector_norm(pos[pairs[1]] - pos[pairs[0]], dim=-1) < cutoff]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cell_list_equals_all_pairs_on_random_molecules(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(4)
+    for trial in range(12):
+        sizes = torch.randint(1, 50, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g)
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        pos = (torch.randn(len(batch), 3, generator=g) * (0.5 + 8 * trial / 12)).to(dtype)
+        if trial == 5:
+            pos[3] = float("nan")  # an atom without a position has no pairs, as before
+        if trial == 6:
+            pos[len(pos) // 2 :] += 1e7  # far-flung atoms: wider cells, same answer
+        for cutoff in (0.8, 2.5, 5.0, 1e3):
+            pairs = radius_pairs(pos, batch, cutoff)
+            assert torch.equal(pairs, _brute_force(pos, batch, cutoff)), (trial, cutoff)
+            # same pairs, same order, same distances as build_graph on all pairs
+            a = build_graph(batch, pos, batch, len(sizes), pairs, cutoff)
+            b = build_graph(batch, pos, batch, len(sizes), candidate_pairs(batch), cutoff)
+            assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.dist, b.dist)
+
+
+def test_cell_list_on_1500_atoms() -> None:
+    """A dense 1,500-atom molecule (the size that exhausted memory with the all-pairs table)."""
+    g = torch.Generator().manual_seed(5)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(12.0)] * 3, indexing="ij"), -1).reshape(-1, 3)[:1500] * 1.4
+    pos = grid + 0.2 * torch.randn(1500, 3, generator=g)
+    batch = torch.zeros(1500, dtype=torch.long)
+    pairs = radius_pairs(pos, batch, 4.0)
+    assert torch.equal(pairs, _brute_force(pos, batch, 4.0))
+    assert 20 * 1500 < pairs.shape[1] < 0.1 * 1500 * 1499 / 2  # many pairs, but far fewer than all of them
+
+
+_BOUNDED_MEMORY = """
+import resource, torch
+from mlipdiv.models import Potential
+pot = Potential("schnet", {"hidden": 16, "interactions": 1, "cutoff": 5.0, "elements": [6], "avg_num_neighbors": 8.0},
+                [-40.0], 1.0)
+grid = torch.stack(torch.meshgrid(*[torch.arange(12.0)] * 3, indexing="ij"), -1).reshape(-1, 3)[:1500] * 1.5
+pos, z = grid + 0.1 * torch.randn(1500, 3), torch.full((1500,), 6)
+pot(z[:10], pos[:10])  # warm up (threads, kernels) before measuring
+data_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmData"))
+limit = data_kb * 1024 + 1024**3  # 1 GiB more than now: the all-pairs table alone needed 9 GB
+resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+energy, forces = pot(z, pos)
+assert forces.shape == (1500, 3) and bool(torch.isfinite(forces).all())
+print("ok")
+"""
+
+
+def test_1500_atom_energy_and_forces_in_bounded_memory() -> None:
+    """Energy and forces of 1,500 atoms with at most 1 GiB of new memory (a capped child process)."""
+    out = subprocess.run([sys.executable, "-c", _BOUNDED_MEMORY], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_schnet_matches_pyg_forward() -> None:

@@ -227,6 +227,39 @@ def test_cli_writes_identical_files_and_refuses(tiny_dataset_path: Path, tmp_pat
 # ------------------------------------------------------------------------------------------------ refusals
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--test-molecules", "nan", "--budget", "16", "--molecules", "8"], "--test-molecules"),
+        (["--test-molecules", "inf", "--budget", "16", "--molecules", "8"], "--test-molecules"),
+        (["--test-molecules", "2.5", "--budget", "16", "--molecules", "8"], "--test-molecules"),
+        (["--val-per-molecule", "-1", "--budget", "16", "--molecules", "8"], "--val-per-molecule"),
+        (["--experiment", "fixed-budget", "--budget", "16", "--points", "0"], "--points"),
+        (["--experiment", "fixed-budget", "--budget", "16", "--points", "-3"], "--points"),
+    ],
+)
+def test_cli_out_of_range_options_get_one_line(tiny_dataset_path: Path, tmp_path: Path, capsys, argv, message) -> None:
+    from mlipdiv.cli import main
+
+    assert main(["split", "--dataset", str(tiny_dataset_path), *argv, "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_split_spec_and_grid_refuse_out_of_range_values(tiny_dataset) -> None:
+    from mlipdiv.errors import InvalidSetting
+
+    for bad in (float("nan"), float("inf"), -0.1, 1.5, True):
+        with pytest.raises(InvalidSetting, match="test_molecules"):
+            SplitSpec(budget=16, molecules=8, test_molecules=bad)
+    with pytest.raises(InvalidSetting, match="--budget 16.5 is out of range: budget must be a whole number"):
+        SplitSpec(budget=16.5, molecules=8)
+    with pytest.raises(InvalidSetting, match="--points"):
+        experiment_grid(tiny_dataset, "fixed-budget", 0, budget=16)
+    assert SplitSpec(test_molecules=0).test_molecules == 0 and SplitSpec(test_molecules=3).test_molecules == 3
+
+
 def test_refusals_name_the_feasible_maximum(tiny_dataset) -> None:
     # 8 trainable molecules with 4 train conformers each
     with pytest.raises(InfeasibleRequest, match=r"needs 2500000 conformers per molecule; at most 4 .*"

@@ -144,8 +144,11 @@ def test_nan_guard_keeps_last_good_checkpoint(cfg: TrainConfig, tmp_path: Path, 
 
 
 def test_huge_learning_rate_is_stopped_clearly(cfg: TrainConfig, tmp_path: Path) -> None:
+    """The NaN guard behind the range checks: a divergence they cannot foresee still ends in a clear message."""
+    diverging = replace(cfg, grad_clip=1e30, epochs=4, warmup_epochs=0)
+    diverging.lr = 1e12  # past validate(), which refuses lr > 1 at construction
     with pytest.raises(TrainingError, match="non-finite .* Try a lower --lr"):
-        train(replace(cfg, lr=1e12, grad_clip=1e30, epochs=4, warmup_epochs=0), tmp_path)
+        train(diverging, tmp_path)
 
 
 @pytest.mark.parametrize("model", ["painn", "mace"])
@@ -169,3 +172,88 @@ def test_device_choice_is_explicit_about_a_missing_gpu() -> None:
         with pytest.raises(MlipdivError, match="no CUDA GPU"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_element_beyond_the_model_table_is_refused_by_name(cfg: TrainConfig, tmp_path: Path) -> None:
+    """Fm (Z=100) is an element, but SchNet's and PaiNN's tables stop at Z=99: one message, not an IndexError."""
+    from dataclasses import replace as with_fields
+
+    from mlipdiv.data.dataset import Dataset, read_hdf5, write_hdf5
+    from mlipdiv.errors import MlipdivError
+
+    ds = read_hdf5(cfg.dataset)
+    mols = []
+    for m in ds.molecules:
+        z = m.atomic_numbers.copy()
+        z[-1] = 100
+        mols.append(with_fields(m, atomic_numbers=z))
+    path = write_hdf5(Dataset(mols, attrs=dict(ds.attrs)), tmp_path / "fm.h5")
+    for model in ("schnet", "painn"):
+        with pytest.raises(MlipdivError, match=rf"model {model} supports atomic numbers 1..99 only; the data has Fm "
+                                               r"\(Z=100\): .* or use --model mace"):
+            train(replace(cfg, dataset=str(path), model=model, epochs=1), tmp_path / model)
+
+
+def test_molecules_beyond_the_training_size_limit_are_refused(cfg: TrainConfig, tmp_path: Path, monkeypatch) -> None:
+    from mlipdiv.limits import MAX_ATOMS_TRAIN
+    from mlipdiv.training import data as data_module
+
+    assert 100 <= MAX_ATOMS_TRAIN <= 2000  # the documented limit (README, Limits)
+    monkeypatch.setattr(data_module, "MAX_ATOMS_TRAIN", 5)  # every molecule of the tiny set is larger
+    with pytest.raises(TrainingError, match=r"molecule \S+ \(\S+\) has \d+ atoms; training takes at most 5 atoms"):
+        train(cfg, tmp_path)
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("lr", 1e6, "--lr"),
+        ("lr", 0.0, "--lr"),
+        ("lr", float("nan"), "--lr"),
+        ("cutoff", 1e-9, "--cutoff"),
+        ("cutoff", 50.0, "--cutoff"),
+        ("energy_weight", -1.0, "--energy-weight"),
+        ("forces_weight", float("inf"), "--forces-weight"),
+        ("weight_decay", -1e-3, "--weight-decay"),
+        ("grad_clip", 0.0, "--grad-clip"),
+        ("batch_size", 0, "--batch-size"),
+        ("batch_size", 2.5, "--batch-size"),
+        ("epochs", 0, "--epochs"),
+        ("hidden", 0, "--hidden"),
+        ("interactions", 0, "--interactions"),
+        ("test_molecules", float("nan"), "--test-molecules"),
+        ("val_per_molecule", -1, "--val-per-molecule"),
+    ],
+)
+def test_config_refuses_out_of_range_values(cfg: TrainConfig, field: str, value: object, flag: str) -> None:
+    from mlipdiv.errors import InvalidSetting
+
+    with pytest.raises(InvalidSetting, match=flag):
+        replace(cfg, **{field: value})
+    with pytest.raises(InvalidSetting, match=flag):  # a config.json written by hand is checked the same way
+        TrainConfig.from_dict({**cfg.to_dict(), field: value})
+
+
+def test_config_range_edges_and_weights(cfg: TrainConfig) -> None:
+    from mlipdiv.errors import InvalidSetting
+
+    for ok in ({"lr": 1.0}, {"lr": None}, {"cutoff": 1.0}, {"cutoff": 20.0}, {"energy_weight": 0.0},
+               {"forces_weight": 0.0}, {"grad_clip": float("inf")}, {"test_molecules": 0}, {"test_molecules": 2}):
+        replace(cfg, **ok)
+    with pytest.raises(InvalidSetting, match="both 0"):
+        replace(cfg, energy_weight=0.0, forces_weight=0.0)
+
+
+def test_train_cli_prints_one_line_for_out_of_range_values(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    from mlipdiv.cli import main
+
+    base = ["train", "--dataset", str(tiny_dataset_path), "--budget", "16", "--molecules", "8", "--model", "schnet",
+            "--epochs", "1", "--out", str(tmp_path / "run")]
+    for extra, flag in ((["--lr", "1e6"], "--lr"), (["--cutoff", "1e-9"], "--cutoff"),
+                        (["--energy-weight", "-1"], "--energy-weight"),
+                        (["--test-molecules", "nan"], "--test-molecules")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} ") and err.count("\n") == 1
+    assert not (tmp_path / "run" / "model.pt").exists()

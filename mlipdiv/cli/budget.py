@@ -75,6 +75,26 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse budgets and factors that are not finite numbers in range, before any fit (else: overflow tracebacks)."""
+    from mlipdiv.errors import MlipdivError
+    from mlipdiv.limits import MAX_BUDGET_CONFORMERS
+
+    if not math.isfinite(args.budget) or args.budget <= 0:
+        raise MlipdivError(f"--budget must be a positive number, got {args.budget}")
+    if args.unit == "conformers" and args.budget > MAX_BUDGET_CONFORMERS:
+        raise MlipdivError(f"--budget {args.budget:g} conformers is more than {MAX_BUDGET_CONFORMERS:.0e}, a hundred "
+                           "times the largest published QM dataset; the error model cannot say anything there")
+    if math.isnan(args.max_factor) or args.max_factor < 1:
+        raise MlipdivError(f"--max-factor must be at least 1, got {args.max_factor}")
+    if args.max_molecules is not None and args.max_molecules < 1:
+        raise MlipdivError(f"--max-molecules must be at least 1, got {args.max_molecules}")
+    if args.dft_factor is not None and not (math.isfinite(args.dft_factor) and args.dft_factor > 0):
+        raise MlipdivError(f"--dft-factor must be a positive number, got {args.dft_factor}")
+    if not (math.isfinite(args.dft_exponent) and 0 < args.dft_exponent <= 10):
+        raise MlipdivError(f"--dft-exponent must be in (0, 10] (3 for hybrid DFT), got {args.dft_exponent}")
+
+
 def _cost_model(args: argparse.Namespace) -> Any:
     from mlipdiv.analysis.cost import pipeline_cost_model, xtb_cost_model
     from mlipdiv.errors import MlipdivError
@@ -97,20 +117,18 @@ def run(args: argparse.Namespace) -> int:
         return _known(args)
     if not args.results or args.budget is None:
         raise MlipdivError("give --results DIR and --budget N (or --known-datasets)")
-    if not math.isfinite(args.budget) or args.budget <= 0:
-        raise MlipdivError(f"--budget must be a positive number, got {args.budget}")
-    if args.max_factor < 1:
-        raise MlipdivError("--max-factor must be at least 1")
+    _check_numbers(args)
 
     from mlipdiv.analysis.cost import dataset_atom_counts
+    from mlipdiv.limits import MAX_BUDGET_CONFORMERS
     from mlipdiv.analysis.fit import fit_results, load_results, select
     from mlipdiv.analysis.recommend import recommend
 
     cost = _cost_model(args)
     atoms: Any = None
     if args.atoms is not None:
-        if args.atoms <= 0:
-            raise MlipdivError("--atoms must be positive")
+        if not (math.isfinite(args.atoms) and args.atoms > 0):
+            raise MlipdivError(f"--atoms must be a positive number of atoms, got {args.atoms}")
         atoms, atoms_from = args.atoms, f"{args.atoms:g} atoms per molecule (--atoms)"
     else:
         try:
@@ -121,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
                 raise
             atoms_from = f"unknown ({exc})"
     if args.unit == "cpu-hours":
+        most = cost.cpu_hours_for(MAX_BUDGET_CONFORMERS, atoms)
+        if args.budget > most:
+            raise MlipdivError(f"--budget {args.budget:g} CPU-hours pays for more than {MAX_BUDGET_CONFORMERS:.0e} "
+                               f"conformers ({most:.3g} CPU-hours with {cost.label}), beyond what the error model "
+                               "can say anything about; give a smaller budget")
         n_conf = cost.conformers_for(args.budget, atoms)
         if n_conf < 1:
             raise MlipdivError(f"{args.budget:g} CPU-hours do not pay for one conformer with {cost.label}")

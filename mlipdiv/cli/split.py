@@ -49,13 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlipdiv.data.dataset import load_dataset
-    from mlipdiv.errors import InfeasibleRequest
+    from mlipdiv.errors import InfeasibleRequest, InvalidSetting
     from mlipdiv.selection import SplitSpec, experiment_grid, make_split
 
-    try:
-        spec = SplitSpec(**selection_options(args), max_eval_per_molecule=args.max_eval_per_molecule, seed=args.seed)
-    except ValueError as exc:
-        raise InfeasibleRequest(str(exc)) from exc
+    # SplitSpec checks every option (InvalidSetting, naming the flag); --points is checked here, before any loading
+    spec = SplitSpec(**selection_options(args), max_eval_per_molecule=args.max_eval_per_molecule, seed=args.seed)
+    if args.experiment and args.points < 1:
+        raise InvalidSetting.out_of_range("points", args.points, "a whole number of at least 1")
     if args.experiment is None and not args.out:
         raise InfeasibleRequest("--out is required to write a split (or use --experiment to print a grid)")
     dataset = load_dataset(args.dataset)

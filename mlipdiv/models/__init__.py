@@ -10,9 +10,9 @@ from typing import Any
 
 _LAZY = {
     "Graph": "mlipdiv.models.graph",
-    "PairTable": "mlipdiv.models.graph",
     "build_graph": "mlipdiv.models.graph",
     "candidate_pairs": "mlipdiv.models.graph",
+    "radius_pairs": "mlipdiv.models.graph",
     "Potential": "mlipdiv.models.potential",
     "build_model": "mlipdiv.models.registry",
     "model_names": "mlipdiv.models.registry",

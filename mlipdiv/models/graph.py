@@ -1,11 +1,14 @@
 """The interaction graph: every pair of atoms of the same molecule closer than a cutoff.
 
-Molecules here are small (< 40 atoms) and never periodic, so the candidate pairs of a batch are simply all pairs
-inside each molecule. Those depend only on each molecule's atom count, never on its geometry, so they are tabulated
-once (:class:`PairTable`) and gathered per batch with a few vectorised index operations; :func:`build_graph` then
-computes the distances and drops the pairs beyond the cutoff. Training goes one step further: a dataset's geometries
-never move, so :func:`mlipdiv.training.data.pack` keeps each conformer's pairs within the cutoff once, and each
-step only recomputes the (differentiable) edge vectors.
+Molecules are never periodic. :func:`radius_pairs` finds the pairs within the cutoff with a cell list (linked cells):
+atoms are binned into cubes at least one cutoff wide, and only atoms of the same or adjacent cubes are compared, so
+memory and time grow with the number of pairs within the cutoff, not with the square of the atom count (a table of
+all pairs needs gigabytes beyond a thousand atoms). Its result is exactly the old all-pairs one: the same pairs,
+found with the same distance expression, in the canonical order -- molecule by molecule, source ``i`` < target ``j``,
+sorted by ``(i, j)``. :func:`candidate_pairs` (all intra-molecule pairs) remains as the brute-force reference for
+small molecules. :func:`build_graph` computes the (differentiable) distances and drops pairs beyond the cutoff.
+Training goes one step further: a dataset's geometries never move, so :func:`mlipdiv.training.data.pack` keeps each
+conformer's pairs within the cutoff once, and each step only recomputes the edge vectors.
 
 Edges are stored *symmetrically*: the first half holds each kept pair once, source ``i`` < target ``j``, the second
 half the same pairs reversed. Models whose edge filters depend only on the distance (SchNet, PaiNN) evaluate the
@@ -61,36 +64,6 @@ class Graph:
         return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
 
 
-class PairTable:
-    """All unordered pairs ``(i, j)``, ``i < j``, of an ``n``-atom molecule, for every ``n`` up to a maximum.
-
-    ``pairs[:, start[n] : start[n] + n * (n - 1) // 2]`` are the pairs of an ``n``-atom molecule, in local atom indices.
-    """
-
-    def __init__(self, max_atoms: int, device: torch.device | str = "cpu") -> None:
-        blocks, starts, total = [], [0], 0
-        for n in range(max_atoms + 1):
-            i, j = torch.triu_indices(n, n, offset=1)
-            blocks.append(torch.stack([i, j]))
-            total += i.numel()
-            starts.append(total)
-        self.max_atoms = max_atoms
-        self.pairs = torch.cat(blocks, dim=1).to(device)
-        self.start = torch.tensor(starts[:-1], dtype=torch.long, device=device)
-
-    def batch_pairs(self, n_atoms: Tensor, atom_offset: Tensor) -> Tensor:
-        """(2, n_pairs) candidate pairs of a batch, in batch atom indices (source < target).
-
-        Args:
-            n_atoms: (n_graphs,) atom count of each molecule of the batch.
-            atom_offset: (n_graphs,) index of each molecule's first atom in the batch.
-        """
-        if len(n_atoms) and int(n_atoms.max()) > self.max_atoms:
-            raise ValueError(f"a molecule has {int(n_atoms.max())} atoms; this pair table stops at {self.max_atoms}")
-        index, graph = ranges(self.start[n_atoms], n_atoms * (n_atoms - 1) // 2)
-        return self.pairs[:, index] + atom_offset[graph]
-
-
 def ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     """Concatenated ``arange(starts[k], starts[k] + counts[k])`` and, for each element, its ``k`` (vectorised)."""
     group = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
@@ -98,23 +71,82 @@ def ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     return starts[group] + torch.arange(group.numel(), device=counts.device) - first[group], group
 
 
-_TABLES: dict[tuple[int, str], PairTable] = {}
-
-
-def pair_table(max_atoms: int, device: torch.device | str = "cpu") -> PairTable:
-    """A shared :class:`PairTable` covering at least ``max_atoms`` (rounded up to a multiple of 16)."""
-    size = max(16, -(-max_atoms // 16) * 16)
-    key = (size, str(device))
-    if key not in _TABLES:
-        _TABLES[key] = PairTable(size, device)
-    return _TABLES[key]
-
-
 def candidate_pairs(batch: Tensor, num_graphs: int | None = None) -> Tensor:
-    """(2, n_pairs) all intra-molecule pairs ``i < j`` of a batch vector (atoms of a molecule contiguous)."""
+    """(2, n_pairs) all intra-molecule pairs ``i < j`` of a batch vector (atoms of a molecule contiguous), in the
+    canonical order. Memory grows with the square of the molecule size: the brute-force reference for small
+    molecules and tests; use :func:`radius_pairs` otherwise."""
     n_atoms = torch.bincount(batch, minlength=num_graphs or 0)
-    offset = torch.cumsum(n_atoms, 0) - n_atoms
-    return pair_table(int(n_atoms.max()) if len(n_atoms) else 0, batch.device).batch_pairs(n_atoms, offset)
+    end = torch.cumsum(n_atoms, 0)[batch]  # one past the last atom of each atom's molecule
+    atom = torch.arange(len(batch), device=batch.device)
+    dst, src = ranges(atom + 1, end - atom - 1)
+    return torch.stack([src, dst])
+
+
+# Cells are this much wider than the cutoff, so that rounding in the binning can never separate two atoms closer than
+# the cutoff by more than one cell; the exact distance test below decides.
+_CELL_MARGIN = 1e-4
+# The 13 neighbour cells "after" a cell (the other 13 see it from their side), then the cell itself.
+_HALF_STENCIL = [
+    (dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)
+] + [(0, 0, 0)]
+
+
+def radius_pairs(pos: Tensor, batch: Tensor, cutoff: float, num_graphs: int | None = None) -> Tensor:
+    """(2, n_pairs) the intra-molecule pairs ``i < j`` with ``|pos[j] - pos[i]| < cutoff``, in the canonical order.
+
+    Exactly ``candidate_pairs`` filtered by the distance test of :func:`build_graph`, found with a cell list so that
+    memory grows with the pairs within the cutoff (plus those of adjacent cells), never with atoms squared. Atoms with
+    a non-finite position have no pairs (as in the all-pairs filter, where their distances compare false).
+
+    Args:
+        pos: (n_atoms, 3) positions in angstrom (not differentiated through).
+        batch: (n_atoms,) molecule index of each atom, sorted.
+        cutoff: angstrom.
+        num_graphs: number of molecules (default: ``batch.max() + 1``).
+    """
+    pos = pos.detach()
+    n = pos.shape[0]
+    if n < 2 or not cutoff > 0:
+        return torch.zeros((2, 0), dtype=torch.long, device=pos.device)
+    finite = torch.isfinite(pos).all(dim=1)
+    if not bool(finite.all()):
+        keep = finite.nonzero().squeeze(1)
+        return keep[radius_pairs(pos[keep], batch[keep], cutoff, num_graphs)]
+    num_graphs = int(batch.max()) + 1 if num_graphs is None else int(num_graphs)
+    # A key (molecule, cell x, cell y, cell z) packed into 62 bits; a geometry too spread out for the bits per axis
+    # gets wider cells (always correct, only more candidates to test).
+    mol_bits = max(1, num_graphs.bit_length())
+    axis_bits = (62 - mol_bits) // 3
+    top = (1 << axis_bits) - 2  # largest cell index, so that index + 1 still fits
+    x = pos.to(torch.float64)
+    lo = x.min(dim=0).values
+    extent = float((x.max(dim=0).values - lo).max())
+    width = max(float(cutoff) * (1 + _CELL_MARGIN), extent / top)
+    cell = torch.floor((x - lo) / width).long().clamp_(0, top)
+
+    def key(c: Tensor) -> Tensor:
+        return ((batch << axis_bits | c[:, 0]) << axis_bits | c[:, 1]) << axis_bits | c[:, 2]
+
+    order = torch.argsort(key(cell))
+    sorted_keys = key(cell)[order]
+    found = []
+    for offset in _HALF_STENCIL:
+        neighbour = cell + torch.tensor(offset, device=cell.device)
+        inside = ((neighbour >= 0) & (neighbour <= top + 1)).all(dim=1)
+        k = key(neighbour.clamp(min=0))
+        first = torch.searchsorted(sorted_keys, k, side="left")
+        count = (torch.searchsorted(sorted_keys, k, side="right") - first) * inside
+        j, i = ranges(first, count)
+        j = order[j]
+        if offset == (0, 0, 0):
+            mine = i < j
+            src, dst = i[mine], j[mine]
+        else:
+            src, dst = torch.minimum(i, j), torch.maximum(i, j)
+        close = torch.linalg.vector_norm(pos.index_select(0, dst) - pos.index_select(0, src), dim=-1) < cutoff
+        found.append(torch.stack([src[close], dst[close]]))
+    pairs = torch.cat(found, dim=1)
+    return pairs[:, torch.argsort(pairs[0] * n + pairs[1])]
 
 
 def build_graph(
@@ -145,9 +177,9 @@ def build_graph(
 class RadiusInteractionGraph(torch.nn.Module):
     """PyG's ``interaction_graph`` interface, ``(pos, batch) -> (edge_index, edge_weight)``, without pyg-lib.
 
-    Uses ``torch_cluster.radius_graph`` when that extension is importable, else the pure-torch intra-molecule pairs
-    above. Edges run both ways; ``edge_weight`` is the distance. Used when a PyG model is called directly (the
-    training loop hands models a prebuilt :class:`Graph` instead).
+    Uses ``torch_cluster.radius_graph`` when that extension is importable, else the pure-torch cell list
+    (:func:`radius_pairs`). Edges run both ways; ``edge_weight`` is the distance. Used when a PyG model is called
+    directly (the training loop hands models a prebuilt :class:`Graph` instead).
     """
 
     def __init__(self, cutoff: float = 5.0, max_num_neighbors: int = 1024) -> None:
@@ -163,5 +195,6 @@ class RadiusInteractionGraph(torch.nn.Module):
             src, dst = edge_index
             return edge_index, torch.linalg.vector_norm(pos[dst] - pos[src], dim=-1)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-        g = build_graph(batch, pos, batch, num_graphs, candidate_pairs(batch, num_graphs), self.cutoff)
+        pairs = radius_pairs(pos, batch, self.cutoff, num_graphs)
+        g = build_graph(batch, pos, batch, num_graphs, pairs, self.cutoff)
         return g.edge_index, g.dist

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mlipdiv.limits import MAX_Z
 from mlipdiv.models.graph import Graph
 from mlipdiv.models.registry import register
 
@@ -52,7 +53,7 @@ class MACEModel(torch.nn.Module):
         super().__init__()
         modules, o3 = _import_mace()
         elements = list(hparams["elements"])
-        index = torch.full((119,), -1, dtype=torch.long)
+        index = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
         index[elements] = torch.arange(len(elements))
         self.register_buffer("element_index", index, persistent=False)
         self.num_elements = len(elements)

@@ -17,6 +17,7 @@ from torch.nn import Embedding, Linear, Sequential, SiLU
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import scatter
 
+from mlipdiv.limits import EMBEDDING_MAX_Z
 from mlipdiv.models.graph import Graph
 from mlipdiv.models.registry import register
 
@@ -79,7 +80,7 @@ class PaiNN(torch.nn.Module):
     def __init__(self, hidden: int, interactions: int, cutoff: float, num_rbf: int) -> None:
         super().__init__()
         self.hidden = hidden
-        self.embedding = Embedding(100, hidden)
+        self.embedding = Embedding(EMBEDDING_MAX_Z + 1, hidden)
         self.radial = RadialBasis(num_rbf, cutoff)
         self.messages = torch.nn.ModuleList(PaiNNMessage(hidden, num_rbf) for _ in range(interactions))
         self.updates = torch.nn.ModuleList(PaiNNUpdate(hidden) for _ in range(interactions))
@@ -99,6 +100,8 @@ class PaiNN(torch.nn.Module):
         return scatter(self.readout(s).squeeze(-1), g.batch, dim=0, dim_size=g.num_graphs, reduce="sum")
 
 
-@register("painn", "PaiNN (equivariant scalar + vector messages, PyG MessagePassing)", lr=2e-3, num_rbf=20)
+@register(
+    "painn", "PaiNN (equivariant scalar + vector messages, PyG MessagePassing)", lr=2e-3, max_z=EMBEDDING_MAX_Z, num_rbf=20
+)
 def build(hparams: dict[str, Any]) -> torch.nn.Module:
     return PaiNN(hparams["hidden"], hparams["interactions"], hparams["cutoff"], hparams["num_rbf"])

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from mlipdiv.errors import MlipdivError
-from mlipdiv.models.graph import build_graph, candidate_pairs
-from mlipdiv.models.registry import build_model, complete_hparams
+from mlipdiv.models.graph import build_graph, radius_pairs
+from mlipdiv.limits import MAX_Z
+from mlipdiv.models.registry import build_model, check_elements, complete_hparams
 
 FORMAT = "mlipdiv-model"
 VERSION = 1
@@ -39,10 +40,11 @@ class Potential(torch.nn.Module):
         self.name = name
         self.hparams = complete_hparams(name, hparams)
         self.elements = [int(z) for z in self.hparams["elements"]]
+        check_elements(name, self.elements)
         self.cutoff = float(self.hparams["cutoff"])
         self.energy_scale = float(energy_scale)
         self.model = build_model(name, self.hparams)
-        ref = torch.zeros(119, dtype=torch.float64)
+        ref = torch.zeros(MAX_Z + 1, dtype=torch.float64)
         ref[self.elements] = torch.as_tensor(element_energies, dtype=torch.float64)
         self.register_buffer("element_energy", ref)
 
@@ -54,7 +56,7 @@ class Potential(torch.nn.Module):
         """(num_graphs,) energy minus the element references, in eV, in the model's dtype.
 
         Args:
-            pairs: (2, n_pairs) candidate atom pairs, source < target (:func:`~mlipdiv.models.graph.candidate_pairs`).
+            pairs: (2, n_pairs) candidate atom pairs, source < target (:func:`~mlipdiv.models.graph.radius_pairs`).
             within_cutoff: the pairs are known to be closer than the cutoff (skip the distance filter).
         """
         g = build_graph(z, pos, batch, num_graphs, pairs, None if within_cutoff else self.cutoff)
@@ -87,7 +89,8 @@ class Potential(torch.nn.Module):
         self.check_elements(z)
         batch = torch.zeros_like(z) if batch is None else batch
         num_graphs = int(batch.max()) + 1
-        energy, forces = self.residual_and_forces(z, pos, batch, num_graphs, candidate_pairs(batch, num_graphs))
+        pairs = radius_pairs(pos, batch, self.cutoff, num_graphs)
+        energy, forces = self.residual_and_forces(z, pos, batch, num_graphs, pairs)
         return energy.detach().to(torch.float64) + self.reference(z, batch, num_graphs), forces.detach()
 
     def check_elements(self, z: Tensor) -> None:

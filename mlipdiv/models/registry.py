@@ -5,6 +5,9 @@ Every model takes a :class:`~mlipdiv.models.graph.Graph` and returns one energy 
 is a module ``mlipdiv/models/<name>.py`` whose builder is decorated by :func:`register`, plus its name in
 ``BUILTIN``. Modules are imported on first use, so listing the names imports neither torch nor PyG.
 
+Each model declares the largest atomic number its element table holds (``max_z``, from :mod:`mlipdiv.limits`);
+:func:`check_elements` refuses data beyond it with a message before anything is built or trained.
+
 ``hparams`` always holds ``hidden``, ``interactions``, ``cutoff`` (angstrom), ``elements`` (atomic numbers the model
 is trained for) and ``avg_num_neighbors``; a builder fills in its own extra defaults, and the full dictionary (plain
 JSON types) is saved with the weights so the model can be rebuilt exactly.
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.limits import MAX_Z
 
 if TYPE_CHECKING:
     import torch
@@ -33,16 +37,20 @@ class ModelSpec:
     lr: float  # recommended peak learning rate (AdamW, batch 16, forces in the loss)
     defaults: dict[str, Any]
     builder: Builder
+    max_z: int = MAX_Z  # largest atomic number the model's element table holds
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, description: str, lr: float, **defaults: Any) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder`` under ``name`` with its recommended learning rate and hyperparameter defaults."""
+def register(
+    name: str, description: str, lr: float, max_z: int = MAX_Z, **defaults: Any
+) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder`` under ``name`` with its recommended learning rate, the largest atomic number
+    its element table holds, and its hyperparameter defaults."""
 
     def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = ModelSpec(name, description, lr, dict(defaults), builder)
+        _REGISTRY[name] = ModelSpec(name, description, lr, dict(defaults), builder, max_z)
         return builder
 
     return wrap
@@ -59,6 +67,21 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise MlipdivError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
     return _REGISTRY[name]
+
+
+def check_elements(name: str, elements: Any) -> None:
+    """Refuse atomic numbers outside model ``name``'s element table, naming them (otherwise: an IndexError deep in
+    the embedding lookup, mid-training)."""
+    max_z = get_spec(name).max_z
+    bad = sorted({int(z) for z in elements if not 1 <= int(z) <= max_z})
+    if bad:
+        from ase.data import chemical_symbols
+
+        names = ", ".join(f"{chemical_symbols[z]} (Z={z})" if 0 < z < len(chemical_symbols) else f"Z={z}" for z in bad)
+        hint = "remove the molecules that contain them" + (
+            f", or use --model mace (up to Z={MAX_Z})" if max_z < MAX_Z and all(1 <= z <= MAX_Z for z in bad) else ""
+        )
+        raise MlipdivError(f"model {name} supports atomic numbers 1..{max_z} only; the data has {names}: {hint}")
 
 
 def complete_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:

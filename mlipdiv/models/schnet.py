@@ -19,6 +19,7 @@ from torch import Tensor
 from torch_geometric.nn.models import SchNet
 from torch_geometric.utils import scatter
 
+from mlipdiv.limits import EMBEDDING_MAX_Z
 from mlipdiv.models.cfconv import cfconv
 from mlipdiv.models.graph import Graph, RadiusInteractionGraph
 from mlipdiv.models.registry import register
@@ -40,6 +41,7 @@ class SchNetModel(torch.nn.Module):
         # readout take AdamW, whose steps are bounded by the learning rate, hundreds of steps to unlearn.
         torch.nn.init.zeros_(self.net.lin2.weight)
         torch.nn.init.zeros_(self.net.lin2.bias)
+        assert self.net.embedding.num_embeddings == EMBEDDING_MAX_Z + 1, "PyG's SchNet element table changed size"
 
     def forward(self, g: Graph) -> Tensor:
         net, n_half = self.net, g.n_half
@@ -56,7 +58,14 @@ class SchNetModel(torch.nn.Module):
         return scatter(h, g.batch, dim=0, dim_size=g.num_graphs, reduce="sum")
 
 
-@register("schnet", "SchNet (PyG layers, continuous-filter convolutions)", lr=2e-3, num_filters=None, num_gaussians=50)
+@register(
+    "schnet",
+    "SchNet (PyG layers, continuous-filter convolutions)",
+    lr=2e-3,
+    max_z=EMBEDDING_MAX_Z,  # PyG's SchNet embeds Z in a table of 100 rows
+    num_filters=None,
+    num_gaussians=50,
+)
 def build(hparams: dict[str, Any]) -> torch.nn.Module:
     return SchNetModel(
         hidden=hparams["hidden"],

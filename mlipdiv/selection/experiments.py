@@ -12,12 +12,13 @@ test data.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 
 import numpy as np
 
 from mlipdiv.data.dataset import Dataset
-from mlipdiv.errors import InfeasibleRequest
+from mlipdiv.errors import InfeasibleRequest, InvalidSetting
 from mlipdiv.selection.splits import SplitSpec, reserve
 
 __all__ = ["EXPERIMENTS", "experiment_grid", "experiment_specs"]
@@ -46,8 +47,8 @@ def experiment_grid(
     Raises:
         InfeasibleRequest: no feasible point, with the largest feasible values.
     """
-    if points < 1:
-        raise ValueError("points must be at least 1")
+    if not (isinstance(points, numbers.Integral) and points >= 1):
+        raise InvalidSetting.out_of_range("points", points, "a whole number of at least 1")
     spec = spec if spec is not None else SplitSpec()
     res = reserve(dataset, spec)
     n_train = len(res.trainable)

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -49,13 +51,19 @@ import numpy as np
 
 from mlipdiv.data.dataset import Dataset
 from mlipdiv.descriptors import dataset_digest, single_threaded_blas
-from mlipdiv.errors import InfeasibleRequest
+from mlipdiv.errors import InfeasibleRequest, InvalidSetting
 from mlipdiv.selection.strategies import get_strategy
 
 __all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]
 
 Pair = tuple[str, int]
 MOLECULE_SPLITS = ("random", "scaffold")
+
+
+def _whole(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
 CONFORMER_HOLDOUTS = ("family", "random")
 
 
@@ -90,21 +98,41 @@ class SplitSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Every option within its documented range, or :class:`InvalidSetting` naming it (and its flag)."""
         if self.molecule_split not in MOLECULE_SPLITS:
-            raise ValueError(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}")
+            raise InvalidSetting(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}")
         if self.conformer_holdout not in CONFORMER_HOLDOUTS:
-            raise ValueError(f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}")
-        get_strategy(self.strategy)  # raises for an unknown name
-        if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
-            raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
-        if self.test_molecules < 0 or (self.test_molecules >= 1 and self.test_molecules != int(self.test_molecules)):
-            raise ValueError(f"test_molecules is a fraction below 1 or a whole count, not {self.test_molecules!r}")
-        if not 0 < self.test_conformer_fraction < 1:
-            raise ValueError(f"test_conformer_fraction must be in (0, 1), not {self.test_conformer_fraction!r}")
-        if self.val_per_molecule < 0:
-            raise ValueError("val_per_molecule must be >= 0")
-        if self.max_eval_per_molecule is not None and self.max_eval_per_molecule < 1:
-            raise ValueError("max_eval_per_molecule must be >= 1 (or None for no cap)")
+            raise InvalidSetting(
+                f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}"
+            )
+        try:
+            get_strategy(self.strategy)
+        except ValueError as exc:
+            raise InvalidSetting(f"{exc} (--strategy)") from exc
+        if not (_whole(self.seed) and self.seed >= 0):
+            raise InvalidSetting.out_of_range("seed", self.seed, "a whole number of at least 0")
+        for name in ("budget", "molecules", "conformers_per_molecule"):
+            value = getattr(self, name)
+            if value is not None and not _whole(value):
+                raise InvalidSetting.out_of_range(name, value, "a whole number")
+        t = self.test_molecules
+        if not (
+            isinstance(t, numbers.Real)
+            and not isinstance(t, bool)
+            and math.isfinite(t)
+            and (0 <= t < 1 or (t >= 1 and t == int(t)))
+        ):
+            raise InvalidSetting.out_of_range("test_molecules", t, "a fraction in [0, 1) or a whole count of molecules")
+        if not (isinstance(self.test_conformer_fraction, numbers.Real) and 0 < self.test_conformer_fraction < 1):
+            raise InvalidSetting.out_of_range("test_conformer_fraction", self.test_conformer_fraction, "in (0, 1)")
+        if not (_whole(self.val_per_molecule) and self.val_per_molecule >= 0):
+            raise InvalidSetting.out_of_range("val_per_molecule", self.val_per_molecule, "a whole number of at least 0")
+        if self.max_eval_per_molecule is not None and not (
+            _whole(self.max_eval_per_molecule) and self.max_eval_per_molecule >= 1
+        ):
+            raise InvalidSetting.out_of_range(
+                "max_eval_per_molecule", self.max_eval_per_molecule, "a whole number of at least 1 (None: no cap)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,8 +2,8 @@
 
 Atoms of every conformer are concatenated: ``z``, ``pos``, ``forces`` have one row per atom, ``atom_start[k]`` and
 ``n_atoms[k]`` locate conformer ``k``. The geometries of a dataset never move, so neither does their interaction
-graph: the pairs closer than the cutoff are found once when packing (from the shared
-:class:`~mlipdiv.models.graph.PairTable` of candidate pairs) and stored per conformer like the atoms
+graph: the pairs closer than the cutoff are found once when packing (with the cell list of
+:func:`~mlipdiv.models.graph.radius_pairs`) and stored per conformer like the atoms
 (``edges``, ``edge_start``, ``n_edges``). A batch of conformer indices becomes atom indices, a batch vector and its
 edges in a handful of vectorised operations; each step only recomputes the (differentiable) edge vectors.
 """
@@ -17,7 +17,9 @@ import torch
 from torch import Tensor
 
 from mlipdiv.data.dataset import Dataset
-from mlipdiv.models.graph import pair_table, ranges
+from mlipdiv.errors import TrainingError
+from mlipdiv.limits import MAX_ATOMS_TRAIN
+from mlipdiv.models.graph import radius_pairs, ranges
 
 
 @dataclass
@@ -108,7 +110,19 @@ def pack(
     dataset: Dataset, pairs: list[tuple[str, int]], name: str, device: torch.device | str, cutoff: float
 ) -> PackedSplit:
     """Pack the conformers ``pairs`` (``(molecule_id, conformer_index)``, order kept) of ``dataset`` onto ``device``,
-    with each conformer's atom pairs closer than ``cutoff`` (angstrom)."""
+    with each conformer's atom pairs closer than ``cutoff`` (angstrom).
+
+    Raises:
+        TrainingError: a molecule has more than :data:`~mlipdiv.limits.MAX_ATOMS_TRAIN` atoms (checked first, before
+            anything is allocated: training memory grows with the molecule size).
+    """
+    for mol_id in dict.fromkeys(m for m, _ in pairs):
+        size = dataset[mol_id].n_atoms
+        if size > MAX_ATOMS_TRAIN:
+            raise TrainingError(
+                f"molecule {mol_id} ({dataset[mol_id].smiles}) has {size} atoms; training takes at most "
+                f"{MAX_ATOMS_TRAIN} atoms per molecule (MAX_ATOMS_TRAIN in mlipdiv/limits.py): remove it from the dataset"
+            )
     mol_ids, conf, energy, n_atoms, zs, pos, forces = [], [], [], [], [], [], []
     for mol_id, j in pairs:
         mol = dataset[mol_id]
@@ -128,11 +142,10 @@ def pack(
 
     z_all, pos_all = flat(zs, 0, np.int64), flat(pos, 3, np.float32)
     n_dev, start_dev = torch.as_tensor(n, device=device), torch.as_tensor(start, device=device)
-    # every candidate pair of every conformer at once, then keep those within the cutoff
-    candidates = pair_table(int(n.max()) if len(n) else 0, device).batch_pairs(n_dev, start_dev)
-    src, dst = candidates
-    keep = torch.linalg.vector_norm(pos_all[dst] - pos_all[src], dim=-1) < cutoff
-    conformer = torch.repeat_interleave(torch.arange(len(n), device=device), n_dev)[src[keep]]
+    # the pairs within the cutoff of every conformer at once (a cell list: memory grows with those pairs only)
+    conformer_of_atom = torch.repeat_interleave(torch.arange(len(n), device=device), n_dev)
+    within = radius_pairs(pos_all, conformer_of_atom, cutoff, len(n))
+    conformer = conformer_of_atom[within[0]]
     n_edges = torch.bincount(conformer, minlength=len(n))
     return PackedSplit(
         name=name,
@@ -146,7 +159,7 @@ def pack(
         forces=flat(forces, 3, np.float32),
         n_atoms=n_dev,
         atom_start=start_dev,
-        edges=candidates[:, keep] - start_dev[conformer],
+        edges=within - start_dev[conformer],
         n_edges=n_edges,
         edge_start=torch.cumsum(n_edges, 0) - n_edges,
     )
