@@ -14,6 +14,16 @@ EMBEDDING_MAX_Z = 99
 """Largest atomic number SchNet and PaiNN can embed: both look up Z in a 100-row table (PyG's SchNet fixes that size;
 PaiNN's matches it so that saved models and seeded initialisations stay as they were). MACE takes up to ``MAX_Z``."""
 
+MAX_ABS_POSITION = 1.0e4
+"""Largest coordinate magnitude in angstrom a dataset may hold: beyond it a value is a unit or parsing error, not an
+isolated molecule (checked at load by :mod:`mlipdiv.data.validate`)."""
+
+MAX_ATOMS_GENERATE = 120
+"""Atoms per molecule (hydrogens included) that ``generate`` labels: checked right after the SMILES is parsed, before
+embedding. The cost per molecule grows steeply with size (GFN2-xTB ~ N^3 per call, a Hessian is 3N + 1 calls): 120
+atoms is about 6x the default set's mean of 18.5 and a C40 alkane (122 atoms) is already beyond it; a 150-carbon
+alkane (452 atoms) ran without end."""
+
 MAX_ATOMS_TRAIN = 200
 """Atoms per molecule for training. With the cell-list neighbour list (:mod:`mlipdiv.models.graph`) memory grows with
 the atoms of a batch, not their square; a training step keeps every edge's activations for the double backward of

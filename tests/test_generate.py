@@ -289,7 +289,7 @@ def test_damaged_molecule_in_partial_output_is_redone(clean_run: Path, tmp_path:
 def test_molecule_too_large_is_skipped_before_embedding(tmp_path: Path, monkeypatch) -> None:
     """Issue 13.14: a 150-carbon alkane (452 atoms) is skipped at once with the limit in the reason."""
     from mlipdiv.data.generate import process_molecule
-    from mlipdiv.data.molecules import MAX_ATOMS_GENERATE
+    from mlipdiv.limits import MAX_ATOMS_GENERATE
     from mlipdiv.data.dataset import molecule_id
 
     alkane = "C" * 150

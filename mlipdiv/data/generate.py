@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.data.dataset import Molecule, write_header
-from mlipdiv.data.molecules import MAX_ATOMS_GENERATE, Entry, Rejected
+from mlipdiv.data.molecules import Entry, Rejected
+from mlipdiv.limits import MAX_ATOMS_GENERATE
 from mlipdiv.data.oracle import Oracle, OracleFailure
 from mlipdiv.data.validate import check_output, make_parent
 from mlipdiv.errors import MlipdivError

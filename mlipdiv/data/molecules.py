@@ -14,13 +14,10 @@ from pathlib import Path
 
 from mlipdiv.data.dataset import molecule_id
 from mlipdiv.errors import MlipdivError
+from mlipdiv.limits import MAX_ATOMS_GENERATE
 
 # H C N O F S Cl: what the shipped pool allows and what the pipeline accepts from users.
 SUPPORTED_ELEMENTS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 16: "S", 17: "Cl"}
-# Atoms per molecule, hydrogens included, that ``generate`` accepts. The cost per molecule grows steeply with size
-# (GFN2-xTB ~ N^3 per call, a Hessian is 3N + 1 calls): 120 atoms is about 100x the default set's mean of 18.5
-# and a C40 alkane (122 atoms) is already beyond it; larger molecules would tie up a worker for hours.
-MAX_ATOMS_GENERATE = 120
 
 
 @dataclass(frozen=True)

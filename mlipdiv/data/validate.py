@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.errors import DatasetError, MlipdivError
+from mlipdiv.limits import MAX_ABS_POSITION
+from mlipdiv.limits import MAX_Z as MAX_ATOMIC_NUMBER
 
-MAX_ATOMIC_NUMBER = 118  # oganesson; 0 (ASE's "X", a dummy atom) and anything larger are not elements
-MAX_ABS_POSITION = 1.0e4  # angstrom: a coordinate beyond this is a unit or parsing error, not a molecule
 MAX_ID_LENGTH = 128
 # a molecule id is an HDF5 group name: letters, digits, "_", "-", "." (not first: no ".", ".." or hidden names)
 MOLECULE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
