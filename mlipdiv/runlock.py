@@ -143,6 +143,8 @@ def check_run_folder(
     who = _busy_now(out) if out.is_dir() else None
     if who is not None:
         raise _busy(out, who)
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise ForeignFolder(f"cannot resume: {out} has no checkpoint.pt (is it a run folder?); leave out --resume")
     if overwrite or resume or not out.is_dir():
         return
     entries = [p.name for p in out.iterdir() if p.name != LOCK_NAME]
