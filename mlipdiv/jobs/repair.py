@@ -116,8 +116,9 @@ def _record(folder: Path) -> dict[str, Any] | str:
                    finished=(folder / "metrics.json").stat().st_mtime)
     elif (folder / "error.log").exists():
         lines = [ln for ln in (folder / "error.log").read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else "see error.log"
         row.update(status="failed", finished=(folder / "error.log").stat().st_mtime,
-                   error=f"training failed: {lines[-1] if lines else 'see error.log'} (rebuilt from {folder.name}/error.log)")
+                   error=f"training failed: {last} (rebuilt from {folder.name}/error.log)")
     else:
         row.update(status="interrupted", error=interrupted_message(
             folder.name, "rebuilt by `runs repair` from a folder without results"))

@@ -841,7 +841,9 @@ def _translated(store: RunStore) -> Iterator[None]:
         if "not a database" in text or "malformed" in text or "corrupt" in text or "disk image" in text:
             raise store._damaged(text) from exc
         if _is_open_error(exc):
-            raise StoreError(f"cannot open {store.db_path} ({text}); check that the folder exists and is yours") from exc
+            raise StoreError(
+                f"cannot open {store.db_path} ({text}); check that the folder exists and is readable"
+            ) from exc
         raise
 
 
