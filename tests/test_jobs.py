@@ -217,3 +217,20 @@ def test_kill_9_then_resume_gives_an_unbroken_curve(tmp_path: Path, tiny_dataset
     assert [e["epoch"] for e in final.curve] == list(range(1, epochs + 1))
     assert final.metrics["curve"] == final.curve
     assert f"epoch {epochs}/{epochs}" in done.stdout and "epoch 1/" not in done.stdout  # nothing redone
+
+
+def test_the_worker_takes_the_run_folder_lock(store: RunStore) -> None:
+    holder_code = ("import sys\nfrom mlipdiv.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
+                   "    print('locked', flush=True)\n    sys.stdin.read()\n")
+    run = store.create(CONFIG)
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(run.run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    train = ScriptedTrain()
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert execute(store, run.id, train_fn=train) == "failed"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    failed = store.get(run.id)
+    assert f"being written by another process (pid {holder.pid})" in failed.error and train.steps == {}

@@ -172,3 +172,245 @@ def test_runs_cli_list_show_cancel(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["runs", "cancel", done.id]) == 2
     assert "already done" in capsys.readouterr().err
     assert main(["runs", "show", "no-such-run"]) == 2
+
+
+# ------------------------------------------------------------------------------ one run per key, under concurrency
+
+
+def _nine_point_plan():
+    from mlipdiv.jobs.sweep import SweepPlan, SweepRun
+
+    grid = [(m, c) for m in (2, 4, 8) for c in (1, 2, 3)]
+    runs = [SweepRun(m, c, 0, {**CONFIG, "molecules": m, "conformers_per_molecule": c}, f"key-{m}-{c}")
+            for m, c in grid]
+    return SweepPlan("custom", "schnet", "unused.h5", grid, [0], runs)
+
+
+def _submit_after(root: str, barrier, results) -> None:
+    """One 'sweep' process: plan, wait for the others, then map the plan onto the store at the same moment."""
+    from mlipdiv.jobs.sweep import _prepare
+
+    store = RunStore(root)
+    plan = _nine_point_plan()
+    barrier.wait(timeout=60)
+    ids, to_start, elsewhere, created = _prepare(store, plan)
+    results.put((sorted(ids.values()), created))
+
+
+def test_concurrent_sweeps_share_one_run_per_plan_point(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    root = tmp_path / "home"
+    RunStore(root)
+    n = 4
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_submit_after, args=(str(root), barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in range(n)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    store = RunStore(root)
+    runs = store.list()
+    assert len(runs) == 9 and len({r.key for r in runs}) == 9
+    assert all(ids == sorted(r.id for r in runs) for ids, _ in got)  # every sweep got the same runs
+    assert sum(created for _, created in got) == 9
+    assert len([p for p in root.iterdir() if p.is_dir()]) == 9  # no stray folders either
+
+
+def test_keys_are_unique(store: RunStore) -> None:
+    from mlipdiv.jobs.store import DuplicateKey
+
+    first, what = store.find_or_create(CONFIG, "k")
+    assert what == "created"
+    with pytest.raises(DuplicateKey, match=first.id):
+        store.create(CONFIG, key="k")
+    assert store.find_or_create(CONFIG, "k") == (store.get(first.id), "active")
+    assert len(store.list()) == 1 and len([p for p in store.root.iterdir() if p.is_dir()]) == 1
+
+
+def _old_store(root: Path, rows: list[tuple[str, str | None, str, float]]) -> None:
+    """A schema-1 store as mlipdiv wrote it before keys were unique: absolute run folders, no unique index."""
+    import sqlite3
+
+    root.mkdir(parents=True)
+    con = sqlite3.connect(root / "runs.db")
+    con.executescript(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, key TEXT, config TEXT NOT NULL, status TEXT NOT NULL, "
+        "epoch INTEGER NOT NULL DEFAULT 0, n_epochs INTEGER, batch INTEGER NOT NULL DEFAULT 0, n_batches INTEGER, "
+        "created REAL NOT NULL, started REAL, finished REAL, heartbeat REAL, error TEXT, metrics TEXT, "
+        "curve TEXT NOT NULL DEFAULT '[]', run_dir TEXT NOT NULL, host TEXT, pid INTEGER, proc_start TEXT, "
+        "attempt INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0);"
+        "CREATE INDEX runs_key ON runs (key); PRAGMA user_version=1;"
+    )
+    for run_id, key, status, created in rows:
+        (root / run_id).mkdir()
+        con.execute("INSERT INTO runs (id, key, config, status, created, run_dir) VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, key, json.dumps(CONFIG), status, created, str(root / run_id)))
+    con.commit()
+    con.close()
+
+
+def test_migration_keeps_the_best_of_duplicate_keys_and_makes_folders_relative(tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    original = tmp_path / "original"
+    _old_store(original, [("a", "k", "failed", 1.0), ("b", "k", "done", 2.0), ("c", "k", "failed", 3.0),
+                          ("d", "j", "done", 4.0), ("e", None, "done", 5.0)])
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)  # a copied MLIPDIV_HOME, opened for the first time
+    store = RunStore(copy)
+    assert {r.id: r.key for r in store.list()} == {"a": None, "b": "k", "c": None, "d": "j", "e": None}
+    assert store.find("k").id == "b"
+    assert all(r.run_dir == copy / r.id for r in store.list())  # not the original's folders
+    con = sqlite3.connect(copy / "runs.db")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert {row[0] for row in con.execute("SELECT run_dir FROM runs")} == set("abcde")
+    con.close()
+    store.requeue("a")
+    store.claim("a")
+    assert RunStore(original, readonly=True).get("a").status == "failed"  # the original was not touched
+    with pytest.raises(sqlite3.IntegrityError):
+        with store._write() as con:
+            con.execute("UPDATE runs SET key = 'k' WHERE id = 'a'")
+
+
+# ------------------------------------------------------------------------------------- damaged, lost, read-only
+
+
+def _done_run(store: RunStore, config: dict | None = None, key: str | None = None):
+    """A finished run with a run folder as training leaves it (config.json, metrics.json)."""
+    run = store.claim(store.create(config or CONFIG, key=key).id)
+    metrics = {"splits": {"test_molecules": {"energy_mae": 0.5, "energy_mae_per_atom": 0.05, "forces_mae": 0.25,
+                                             "n": 8}}, "curve": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]}
+    atomic_write_json(run.run_dir / "config.json", run.config)
+    atomic_write_json(run.run_dir / "metrics.json", metrics)
+    store.finish(run.id, run.attempt, "done", metrics=metrics, curve=metrics["curve"])
+    return store.get(run.id)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_store_is_reported_in_one_line_left_unchanged_and_repaired(
+    damage: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mlipdiv.cli import main
+    from mlipdiv.jobs.store import StoreError
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLIPDIV_HOME", str(home))
+    store = RunStore()
+    done = _done_run(store, key="k-done")
+    for i in range(40):  # enough rows for a multi-page table
+        store.create({**CONFIG, "seed": i}, key=f"k{i}")
+    failed = store.claim(store.create(CONFIG).id)
+    atomic_write_json(failed.run_dir / "config.json", failed.config)
+    (failed.run_dir / "error.log").write_text("Traceback ...\nValueError: boom\n")
+    store.finish(failed.id, failed.attempt, "failed", error="ValueError: boom")
+    db = home / "runs.db"
+    data = db.read_bytes()
+    assert len(data) > 3 * 4096
+    db.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"these are my notes, not a database\n" * 9)
+    before = db.read_bytes()
+    capsys.readouterr()
+
+    for argv in (["runs", "list"], ["runs", "show", done.id], ["runs", "resume", done.id]):
+        assert main(argv) == 2
+        err = _one_line_error(capsys)
+        assert f"{db} is not a SQLite database" in err and "runs repair" in err
+    with pytest.raises(StoreError):
+        RunStore()
+    assert db.read_bytes() == before and sorted(p.name for p in home.iterdir() if p.is_file()) == ["runs.db"]
+
+    assert main(["runs", "repair"]) == 0
+    out = capsys.readouterr().out
+    kept = [p for p in home.iterdir() if p.name.startswith("runs.db.damaged-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == before and str(kept[0]) in out  # the user's file, aside
+    repaired = RunStore()
+    runs = {r.id: r for r in repaired.list()}
+    assert len(runs) == 42
+    assert runs[done.id].status == "done" and runs[done.id].metrics == done.metrics
+    assert runs[failed.id].status == "failed" and "boom" in runs[failed.id].error
+    assert repaired.find("k-done").id == done.id and repaired.find("k7").status == "interrupted"
+    assert main(["runs", "list"]) == 0
+
+
+def test_an_emptied_store_says_so_and_repair_rebuilds_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    from mlipdiv.cli import main
+
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    store = RunStore()
+    done = _done_run(store, key="k")
+    store.db_path.write_bytes(b"")
+    capsys.readouterr()
+    assert main(["runs", "list"]) == 0
+    captured = capsys.readouterr()
+    assert "no runs" in captured.out and "1 run folders" in captured.err and "runs repair" in captured.err
+    assert main(["runs", "show", done.id]) == 2
+    assert "runs repair" in capsys.readouterr().err
+    assert main(["runs", "repair"]) == 0
+    assert "added 1 runs" in capsys.readouterr().out
+    assert not [p for p in store.root.iterdir() if "damaged" in p.name]  # an empty table is not damage
+    again = RunStore().get(done.id)
+    assert (again.status, again.key, again.metrics) == ("done", "k", done.metrics)
+
+
+def test_a_read_only_store_can_be_listed_and_shown(tmp_path: Path, monkeypatch, capsys) -> None:
+    import os
+    import stat
+
+    from mlipdiv.cli import main
+    from mlipdiv.jobs import store as store_module
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLIPDIV_HOME", str(home))
+    store = RunStore()
+    done = _done_run(store)
+    running = store.claim(store.create(CONFIG).id)  # its owner (us) is alive, but reads as gone below
+    monkeypatch.setattr(store_module, "pid_alive", lambda pid, start=None: False)
+    files = sorted(p.name for p in home.iterdir() if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in home.rglob("*")}
+    for p in [*home.rglob("*"), home]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    if os.geteuid() == 0:  # root writes anyway: make the store see the folder as it would be for anyone else
+        monkeypatch.setattr(store_module, "_writable", lambda path: False)
+    try:
+        capsys.readouterr()
+        assert main(["runs", "list"]) == 0
+        out = capsys.readouterr().out
+        assert done.id in out and running.id in out and "interrupted" in out
+        assert main(["runs", "show", done.id]) == 0
+        assert "test_molecules" in capsys.readouterr().out
+        assert main(["runs", "cancel", running.id]) == 2
+        assert "read-only" in _one_line_error(capsys)
+        assert sorted(p.name for p in home.iterdir() if p.is_file()) == files
+        assert {p: p.stat().st_mtime_ns for p in home.rglob("*")} == stamps  # nothing was written
+    finally:
+        for p in [home, *home.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def test_a_run_folder_deleted_behind_the_store_is_not_done(store: RunStore, monkeypatch, capsys) -> None:
+    import shutil
+
+    from mlipdiv.cli import main
+
+    kept, lost = _done_run(store, key="kept"), _done_run(store, key="lost")
+    shutil.rmtree(lost.run_dir)
+    gone = store.get(lost.id)
+    assert gone.status == "failed" and "missing" in gone.error and f"runs resume {lost.id}" in gone.error
+    assert [r.id for r in store.list(status="done")] == [kept.id]
+    assert [r.id for r in store.list(status="failed")] == [lost.id]
+    run, what = store.find_or_create(CONFIG, "lost")  # a sweep trains it again
+    assert (run.id, what, run.status) == (lost.id, "requeued", "queued")
+    monkeypatch.setenv("MLIPDIV_HOME", str(store.root))
+    assert main(["runs", "list"]) == 0
+    assert "done" in capsys.readouterr().out.split(kept.id)[1].splitlines()[0]

@@ -127,3 +127,55 @@ def test_submit_plan_returns_at_once_and_reuses_what_the_store_holds(tmp_path: P
         assert len(train.calls) == 3
     finally:
         manager.shutdown()
+
+
+def _sweep_argv(dataset: Path, out: Path, epochs: int) -> list[str]:
+    return ["sweep", "--experiment", "fixed-molecules", "--molecules", "2", "--points", "1", "--seeds", "1",
+            "--model", "schnet", "--epochs", str(epochs), "--hidden", "16", "--device", "cpu",
+            "--dataset", str(dataset), "--out", str(out)]
+
+
+def test_resume_with_no_more_epochs_leaves_a_done_run_alone(tmp_path: Path, tiny_dataset_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    argv = _sweep_argv(tiny_dataset_path, tmp_path / "out", 1)
+    assert main(argv) == 0
+    (run,) = RunStore().list()
+    assert run.status == "done"
+    capsys.readouterr()
+    for epochs, expected in (("0", "--epochs must be at least 1"), ("1", "would train nothing")):
+        assert main(["runs", "resume", run.id, "--epochs", epochs]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1
+    assert main(["runs", "resume", run.id]) == 0
+    assert "done already" in capsys.readouterr().out
+    after = RunStore().get(run.id)
+    assert (after.status, after.config, after.key, after.metrics) == ("done", run.config, run.key, run.metrics)
+    assert main(argv) == 0  # the sweep still counts it and reports it
+    assert "1 already done" in capsys.readouterr().out
+    with open(tmp_path / "out" / "results.csv") as f:
+        assert {row["run_id"] for row in csv.DictReader(f)} == {run.id}
+
+
+def test_a_run_resumed_with_other_epochs_is_not_the_sweeps_run(tmp_path: Path, tiny_dataset_path: Path,
+                                                               monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    store = RunStore()
+    plan = plan_sweep("fixed-molecules", molecules=2, points=1, seeds=1, model="schnet", epochs=2,
+                      dataset=tiny_dataset_path, options={"hidden": 16, "device": "cpu"})
+    (item,) = plan.runs
+    run, what = store.find_or_create(item.config, item.key)  # a 2-epoch sweep's run, killed before its end
+    run = store.claim(run.id)
+    store.finish(run.id, run.attempt, "interrupted", error="killed")
+    assert main(["runs", "resume", run.id, "--epochs", "1"]) == 0
+    resumed = store.get(run.id)
+    assert (resumed.status, resumed.n_epochs, resumed.config["epochs"]) == ("done", 1, 1)
+    assert resumed.key is not None and resumed.key != item.key
+    capsys.readouterr()
+
+    assert main(_sweep_argv(tiny_dataset_path, tmp_path / "out", 2)) == 0
+    assert "0 already done" in capsys.readouterr().out
+    with open(tmp_path / "out" / "results.csv") as f:
+        reported = {row["run_id"] for row in csv.DictReader(f)}
+    assert len(reported) == 1 and run.id not in reported  # the 2-epoch result is a 2-epoch run
+    assert store.get(reported.pop()).config["epochs"] == 2 and len(store.list()) == 2

@@ -257,3 +257,92 @@ def test_train_cli_prints_one_line_for_out_of_range_values(tiny_dataset_path: Pa
         err = capsys.readouterr().err
         assert err.startswith(f"error: {flag} ") and err.count("\n") == 1
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+# ------------------------------------------------------------------ train --out: foreign folders and one writer
+
+LOCK_HOLDER = """
+import sys
+from mlipdiv.runlock import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def _train_argv(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", str(dataset), "--budget", "8", "--molecules", "4", "--model", "schnet",
+            "--hidden", "16", "--interactions", "1", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+            "--quiet", "--out", str(out), *extra]
+
+
+def test_train_refuses_a_foreign_out_folder_and_keeps_its_files(tiny_dataset_path: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    from mlipdiv.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.pt").write_text("my own model")
+    (out / "notes.txt").write_text("keep me")
+    assert main(_train_argv(tiny_dataset_path, out)) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(out) in err and len(err.strip().splitlines()) == 1
+    assert (out / "model.pt").read_text() == "my own model" and sorted(p.name for p in out.iterdir()) == [
+        "model.pt", "notes.txt"]  # untouched: not even a lock file
+
+    assert main(_train_argv(tiny_dataset_path, out, "--overwrite")) == 0
+    assert (out / "metrics.json").exists() and (out / "notes.txt").read_text() == "keep me"
+    assert (out / "model.pt").read_bytes() != b"my own model"
+
+    again = tmp_path / "run"
+    assert main(_train_argv(tiny_dataset_path, again)) == 0
+    assert main(_train_argv(tiny_dataset_path, again)) == 0  # its own run folder, same config: accepted
+    assert main(_train_argv(tiny_dataset_path, again, "--resume", "--epochs", "2")) == 0  # resume still works
+    assert json.loads((again / "metrics.json").read_text())["curve"][-1]["epoch"] == 2
+    capsys.readouterr()
+    assert main(_train_argv(tiny_dataset_path, again, "--seed", "1")) == 2  # another config's results
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_a_run_folder_has_one_writer(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    from mlipdiv.cli import main
+    from mlipdiv.paths import PROJECT_ROOT
+    from mlipdiv.runlock import RunFolderBusy, run_lock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderBusy, match=f"pid {holder.pid}"):
+            with run_lock(out):
+                pass
+        assert main(_train_argv(tiny_dataset_path, out)) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is being written by another process (pid {holder.pid})" in err and "--out" in err
+        assert not (out / "metrics.json").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    with run_lock(out):  # released with its process
+        with run_lock(out):  # re-entrant in one thread (the store's worker, then train())
+            pass
+        refused: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                with run_lock(out):
+                    pass
+            except RunFolderBusy as exc:
+                refused.append(exc)
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+        assert len(refused) == 1
+    with run_lock(out):  # and free again
+        pass

@@ -1,4 +1,4 @@
-"""``python -m mlipdiv runs list [--json] | show ID | cancel ID | resume ID [--epochs E]``: the run store."""
+"""``python -m mlipdiv runs list [--json] | show ID | cancel ID | resume ID [--epochs E] | repair``: the run store."""
 
 from __future__ import annotations
 
@@ -23,13 +23,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("resume", help="continue a stopped run from its last checkpoint, here, until it ends")
     p.add_argument("id")
     p.add_argument("--epochs", type=int, help="new total number of epochs (default: the run's own)")
+    sub.add_parser("repair", help="rebuild the run table from the run folders (a damaged runs.db is kept aside as "
+                   "runs.db.damaged-<time>)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mlipdiv.jobs.store import RunStore
 
+    if args.action == "repair":
+        return _repair(args)
     store = RunStore()
     return {"list": _list, "show": _show, "cancel": _cancel, "resume": _resume}[args.action](store, args)
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from mlipdiv.jobs.repair import repair_store
+
+    report = repair_store()
+    if report.moved_to is not None:
+        print(f"{report.root / 'runs.db'} was damaged ({report.damage}); kept it as {report.moved_to}")
+    counts: dict[str, int] = {}
+    for status in report.added.values():
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"added {len(report.added)} runs from their folders to {report.root / 'runs.db'}"
+          + (f" ({summary})" if summary else ""))
+    for line in report.skipped:
+        print(f"skipped {line}")
+    return 0
+
+
+def _unlisted_note(store: Any) -> str | None:
+    folders = store.unlisted_folders()
+    if not folders:
+        return None
+    return (f"{len(folders)} run folders in {store.root} are not in its table (runs.db lost or emptied?); "
+            "`python -m mlipdiv runs repair` adds them back")
 
 
 def _short(config: dict[str, Any]) -> tuple[str, str, str]:
@@ -53,6 +82,9 @@ def _list(store: Any, args: argparse.Namespace) -> int:
                 "finished", "error", "run_dir", "host", "pid", "key")
         print(json.dumps([{k: v for k, v in r.to_dict().items() if k in keys} for r in runs], indent=2))
         return 0
+    note = _unlisted_note(store)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if not runs:
         print(f"no runs in {store.root}")
         return 0
@@ -83,8 +115,10 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     print("config    " + ", ".join(f"{k}={v}" for k, v in sorted(r.config.items())))
     if r.curve:
         last = r.curve[-1]
+        loss = last.get("train_loss")
         print(
-            f"curve     {len(r.curve)} epochs; last: epoch {last.get('epoch')}, train loss {last.get('train_loss'):.4g}"
+            f"curve     {len(r.curve)} epochs; last: epoch {last.get('epoch')}"
+            + (f", train loss {loss:.4g}" if isinstance(loss, (int, float)) else "")
             + _mae_text(last.get("val_energy_mae"), last.get("val_forces_mae"), "val")
         )
     if r.metrics and "splits" in r.metrics:
@@ -121,8 +155,25 @@ def _resume(store: Any, args: argparse.Namespace) -> int:
 
     from mlipdiv.jobs.worker import execute
 
+    from mlipdiv.errors import MlipdivError
+    from mlipdiv.jobs.worker import make_config
+
+    # everything is checked before the store changes: a refused resume leaves the run exactly as it was
+    if args.epochs is not None and args.epochs < 1:
+        raise MlipdivError(f"--epochs must be at least 1, not {args.epochs}; run {args.id} is unchanged")
     run = store.get(args.id)
+    before = run.config.get("epochs")
+    if run.status == "done" and isinstance(before, int):
+        if args.epochs is None:
+            print(f"run {run.id} is done already ({before} epochs); nothing to resume (give --epochs more than "
+                  f"{before} to train it further)")
+            return 0
+        if args.epochs <= before:
+            raise MlipdivError(f"run {run.id} is done, trained for {before} epochs; --epochs {args.epochs} would "
+                               f"train nothing: give more than {before}; the run is unchanged")
     config = {**run.config, "epochs": args.epochs} if args.epochs is not None else None
+    if config is not None:
+        make_config(config)
     run = store.requeue(run.id, config)
     stop, interrupted = threading.Event(), threading.Event()
 

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "other processes share the cores)")
     parser.add_argument("--out", help="run folder to write (config.json, metrics.json, model.pt, predictions.npz)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an --out that holds other files (those training writes are replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from mlipdiv.models.registry import get_spec
 
     get_spec(cfg.model)  # unknown names fail before the data is loaded
+    from mlipdiv.runlock import check_run_folder
+
+    # before anything is written: a user's folder is never touched without --overwrite (train() locks the folder)
+    check_run_folder(args.out, cfg.to_dict(), overwrite=args.overwrite, resume=args.resume)
     bar = None if args.quiet else _ProgressBar()
     try:
         metrics = train(cfg, args.out, on_progress=bar, resume=args.resume)

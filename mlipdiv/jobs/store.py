@@ -9,6 +9,13 @@ Layout::
 Every call opens its own short-lived connection, so a store object can be shared by threads and survives ``fork``;
 SQLite serializes writers (``BEGIN IMMEDIATE`` plus a busy timeout) while any number of readers proceed.
 
+A run's *key* (a sweep's hash of its config and dataset) is unique: :meth:`RunStore.find_or_create` looks it up and
+inserts in one transaction, so two sweeps (or two app sessions) submitting one plan share its runs. Run folders are
+stored relative to the store's root, so a copied ``MLIPDIV_HOME`` works on its own copy. A read-only
+``MLIPDIV_HOME`` opens read-only (listing and showing work; changes raise :class:`StoreError`). A damaged
+``runs.db`` raises a one-line :class:`StoreError` and is left as it is; ``python -m mlipdiv runs repair``
+(:mod:`mlipdiv.jobs.repair`) moves it aside and rebuilds the table from the run folders.
+
 Status life cycle (anything else raises :class:`InvalidTransition`)::
 
     queued --claim--> running --finish--> done | failed | cancelled
@@ -25,6 +32,7 @@ laptop lid closed), its next heartbeat marks it ``running`` again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -37,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mlipdiv.errors import MlipdivError
 from mlipdiv.paths import home
@@ -48,6 +57,9 @@ __all__ = [
     "RunStore",
     "UnknownRun",
     "InvalidTransition",
+    "StoreError",
+    "DuplicateKey",
+    "resumed_key",
     "new_run_id",
     "pid_alive",
     "process_owner",
@@ -58,7 +70,9 @@ __all__ = [
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 DB_NAME = "runs.db"
-SCHEMA_VERSION = 1
+MARKER = "run.json"  # in every run folder: id, key, config, created (what `runs repair` rebuilds a row from)
+SCHEMA_VERSION = 2
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_STALE_AFTER = 60.0  # seconds without a heartbeat before a running run counts as interrupted
 
 # Which statuses each transition may start from.
@@ -90,7 +104,7 @@ CREATE TABLE IF NOT EXISTS runs (
     attempt          INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS runs_key ON runs (key);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_key_unique ON runs (key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 """
 
@@ -101,6 +115,39 @@ class UnknownRun(MlipdivError):
 
 class InvalidTransition(MlipdivError):
     """The run's status does not allow what was asked (e.g. cancelling a finished run)."""
+
+
+class StoreError(MlipdivError):
+    """The store cannot be used as asked: ``runs.db`` is damaged or foreign, or the store is read-only."""
+
+
+class DuplicateKey(StoreError):
+    """A run with this key exists already (keys are unique; see :meth:`RunStore.find_or_create`)."""
+
+
+def resumed_key(key: str, epochs: int) -> str:
+    """The key of run ``key`` after a resume to a new total of ``epochs``.
+
+    Such a run trained its first epochs on the old schedule, so it is neither the old config's run nor a fresh run of
+    the new one: its key must match no planned run (a later sweep then trains the planned config itself instead of
+    counting this one as done).
+    """
+    blob = json.dumps({"resumed": key, "epochs": int(epochs)}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _portable(run_dir: str, run_id: str, root: Path) -> str:
+    """How a run folder is stored: relative to the root when it lies under it (or is a copied store's ``<id>``)."""
+    path = Path(run_dir)
+    if not path.is_absolute():
+        return run_dir
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        pass
+    if path.name == run_id:  # made by this store before it was copied or moved: its folder is the copy's <id>
+        return run_id
+    return run_dir
 
 
 def new_run_id() -> str:
@@ -175,12 +222,13 @@ class Run:
     cancel_requested: bool = False
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Run:
+    def from_row(cls, row: sqlite3.Row, root: Path) -> Run:
+        """Decode a row; ``run_dir`` comes out absolute (stored relative to ``root``)."""
         d = dict(row)
         d["config"] = json.loads(d["config"])
         d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else None
         d["curve"] = json.loads(d["curve"]) if d["curve"] else []
-        d["run_dir"] = Path(d["run_dir"])
+        d["run_dir"] = root / _portable(d["run_dir"], d["id"], root)
         d["cancel_requested"] = bool(d["cancel_requested"])
         return cls(**d)
 
@@ -215,39 +263,159 @@ class RunStore:
         stale_after: seconds without a heartbeat after which a running run is reported ``interrupted``
             (``MLIPDIV_STALE_AFTER`` overrides the default of 60).
         busy_timeout: seconds a writer waits for the lock before giving up.
+        readonly: open without writing anything (listing and showing work; changes raise :class:`StoreError`).
+            Default: read-only exactly when the folder or ``runs.db`` cannot be written.
+
+    Raises:
+        StoreError: ``runs.db`` is not a (whole) SQLite database, or was made by a newer mlipdiv.
     """
 
-    def __init__(self, root: str | Path | None = None, stale_after: float | None = None, busy_timeout: float = 30.0):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        stale_after: float | None = None,
+        busy_timeout: float = 30.0,
+        readonly: bool | None = None,
+    ):
         self.root = Path(root if root is not None else home()).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / DB_NAME
         if stale_after is None:
             stale_after = float(os.environ.get("MLIPDIV_STALE_AFTER", DEFAULT_STALE_AFTER))
         self.stale_after = stale_after
         self.busy_timeout = busy_timeout
+        self._uri: str | None = None  # the read-only connection string, once chosen
+        if readonly is None:
+            readonly = not self._can_write()
+        self.readonly = readonly
+        self._check_file()
+        if not readonly:
+            try:
+                self._open_for_writing()
+            except StoreError as exc:
+                if "read-only" not in str(exc):
+                    raise
+                self.readonly = True  # e.g. a read-only mount that os.access did not see
+        if self.readonly:
+            self._check_readable()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r}{', readonly=True' if self.readonly else ''})"
+
+    # -- opening -------------------------------------------------------------------------------------------------
+
+    def _can_write(self) -> bool:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return _writable(self.root) and (not self.db_path.exists() or _writable(self.db_path))
+
+    def _damaged(self, why: str) -> StoreError:
+        return StoreError(
+            f"{self.db_path} is not a SQLite database ({why}); run `python -m mlipdiv runs repair` to move it aside "
+            "and rebuild the store from the run folders"
+        )
+
+    def _check_file(self, retries: int = 3) -> None:
+        """Refuse a foreign or truncated ``runs.db`` before SQLite touches it (so it stays exactly as it is)."""
+        for attempt in range(retries):
+            try:
+                size = self.db_path.stat().st_size
+                with open(self.db_path, "rb") as f:
+                    head = f.read(100)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StoreError(f"cannot read {self.db_path} ({exc.strerror}); check its permissions") from exc
+            if size == 0:  # a new store in WAL mode, before its first checkpoint (or an emptied one: see list)
+                return
+            if not head.startswith(_SQLITE_MAGIC):
+                raise self._damaged("it does not start with the SQLite header")
+            if len(head) < 100:
+                why = f"it is truncated to {size} bytes"
+            else:
+                page_size = int.from_bytes(head[16:18], "big")
+                page_size = 65536 if page_size == 1 else page_size
+                pages = int.from_bytes(head[28:32], "big")
+                header_valid = head[24:28] == head[92:96]
+                if not (header_valid and pages and size < pages * page_size):
+                    return
+                why = f"it is truncated: {size} bytes where its header promises {pages * page_size}"
+            if attempt + 1 < retries:  # a checkpoint of another process may be growing the file right now
+                time.sleep(0.1)
+        raise self._damaged(why)
+
+    def _open_for_writing(self) -> None:
+        """Create or migrate the schema (one transaction)."""
         con = self._connect()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            with self._transaction(con):
-                if con.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            con.execute(statement)
-                    con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            with _translated(self):
+                con.execute("PRAGMA journal_mode=WAL")
+                with self._transaction(con):
+                    version = con.execute("PRAGMA user_version").fetchone()[0]
+                    if version > SCHEMA_VERSION:
+                        raise StoreError(
+                            f"{self.db_path} was written by a newer mlipdiv (schema {version}, this one reads up to "
+                            f"{SCHEMA_VERSION}); update mlipdiv"
+                        )
+                    if version < SCHEMA_VERSION:
+                        _migrate(con, version)
+                    self._relativize(con)
         finally:
             con.close()
 
-    def __repr__(self) -> str:
-        return f"RunStore({str(self.root)!r})"
+    def _relativize(self, con: sqlite3.Connection) -> None:
+        """Store run folders under the root relative to it (stores from before schema 2, or copied ones)."""
+        for row in con.execute("SELECT id, run_dir FROM runs WHERE run_dir LIKE '/%'").fetchall():
+            portable = _portable(row["run_dir"], row["id"], self.root)
+            if portable != row["run_dir"]:
+                con.execute("UPDATE runs SET run_dir = ? WHERE id = ?", (portable, row["id"]))
+
+    def _check_readable(self) -> None:
+        if not self.db_path.exists():
+            return
+        con = self._connect()
+        con.close()
 
     # -- connections ---------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+        with _translated(self):
+            if self.readonly:
+                con = self._connect_readonly()
+            else:
+                con = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+                con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                con.execute("PRAGMA synchronous=NORMAL")
         con.row_factory = sqlite3.Row
-        con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        con.execute("PRAGMA synchronous=NORMAL")
         return con
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """``mode=ro``, or ``immutable=1`` when there is no ``-wal`` file (all is in ``runs.db``, and opening a WAL
+        database even read-only creates ``-wal``/``-shm`` files) or WAL cannot be read (no ``-shm`` in a read-only
+        folder)."""
+        base = "file:" + quote(str(self.db_path))
+        candidates = [f"{base}?mode=ro", f"{base}?mode=ro&immutable=1"]
+        if not Path(f"{self.db_path}-wal").exists():
+            candidates.reverse()
+        if self._uri:
+            candidates = [self._uri]
+        error: sqlite3.Error | None = None
+        for uri in candidates:
+            con = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+            try:
+                con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as exc:
+                con.close()
+                error = exc
+                if not _is_open_error(exc):
+                    raise
+                continue
+            self._uri = uri
+            return con
+        assert error is not None
+        raise error
 
     @staticmethod
     @contextmanager
@@ -262,19 +430,30 @@ class RunStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise StoreError(
+                f"the run store {self.root} is read-only; listing and showing runs work, changing them needs a "
+                "writable MLIPDIV_HOME"
+            )
         con = self._connect()
         try:
-            with self._transaction(con):
+            with _translated(self), self._transaction(con):
                 yield con
         finally:
             con.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self.readonly and not self.db_path.exists():
+            return []  # a read-only folder without a store: no runs
         con = self._connect()
         try:
-            return con.execute(sql, params).fetchall()
+            with _translated(self):
+                return con.execute(sql, params).fetchall()
         finally:
             con.close()
+
+    def _run(self, row: sqlite3.Row) -> Run:
+        return Run.from_row(row, self.root)
 
     # -- reading -------------------------------------------------------------------------------------------------
 
@@ -282,8 +461,17 @@ class RunStore:
         """The run ``run_id`` (reconciled: a dead owner shows as ``interrupted``). Raises :class:`UnknownRun`."""
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
-            raise UnknownRun(f"no run {run_id!r} in {self.root} (see `python -m mlipdiv runs list`)")
-        return self._reconcile([Run.from_row(rows[0])])[0]
+            raise self._unknown(run_id)
+        return self._reconcile([self._run(rows[0])])[0]
+
+    def _unknown(self, run_id: str) -> UnknownRun:
+        folder = self.root / run_id
+        if run_id and ((folder / MARKER).exists() or (folder / "config.json").exists()):
+            return UnknownRun(
+                f"no run {run_id!r} in the table of {self.root}, but its folder is there; "
+                "`python -m mlipdiv runs repair` adds it back"
+            )
+        return UnknownRun(f"no run {run_id!r} in {self.root} (see `python -m mlipdiv runs list`)")
 
     def list(self, status: str | Sequence[str] | None = None, key: str | None = None) -> list[Run]:
         """All runs, oldest first, optionally only those with a status (or statuses) and/or a config key."""
@@ -292,19 +480,32 @@ class RunStore:
             statuses = [status] if isinstance(status, str) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params += statuses
+            if "failed" in statuses and "done" not in statuses:  # a done run whose folder is gone reads as failed
+                where[-1] = f"status IN ({', '.join('?' * (len(statuses) + 1))})"
+                params.append("done")
         if key is not None:
             where.append("key = ?")
             params.append(key)
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id"
-        runs = self._reconcile([Run.from_row(r) for r in self._read(sql, params)])
+        runs = self._reconcile([self._run(r) for r in self._read(sql, params)])
         if status is not None:  # reconciling may have moved some out of the asked statuses
             runs = [r for r in runs if r.status in statuses]
         return runs
 
     def find(self, key: str) -> Run | None:
-        """The newest run with config key ``key``, or ``None``."""
+        """The run with config key ``key``, or ``None``."""
         runs = self.list(key=key)
         return runs[-1] if runs else None
+
+    def unlisted_folders(self) -> list[Path]:
+        """Run folders under the root that the table does not know (a lost or emptied ``runs.db``: see repair)."""
+        known = {r["id"] for r in self._read("SELECT id FROM runs")}
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        return [p for p in entries if p.is_dir() and p.name not in known
+                and ((p / MARKER).exists() or (p / "config.json").exists())]
 
     def owner_gone(self, run: Run, now: float | None = None) -> str | None:
         """Why ``run``'s owner is gone (a sentence), or ``None`` while it may still be alive."""
@@ -325,20 +526,34 @@ class RunStore:
         for run in runs:
             reason = self.owner_gone(run, now)
             if reason is not None:
-                with self._write() as con:
-                    con.execute(
-                        "UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
-                        "WHERE id = ? AND status = ? AND attempt = ? AND heartbeat IS ?",
-                        (now, interrupted_message(run.id, reason), run.id, run.status, run.attempt, run.heartbeat),
-                    )
-                    run = Run.from_row(con.execute("SELECT * FROM runs WHERE id = ?", (run.id,)).fetchone())
-            out.append(run)
+                if self.readonly:  # say what it is without storing it
+                    run.status, run.finished, run.error = "interrupted", now, interrupted_message(run.id, reason)
+                else:
+                    with self._write() as con:
+                        run = self._reconcile_in(con, run, reason, now)
+            out.append(_folder_checked(run))
         return out
+
+    def _reconcile_in(self, con: sqlite3.Connection, run: Run, reason: str, now: float) -> Run:
+        con.execute(
+            "UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
+            "WHERE id = ? AND status = ? AND attempt = ? AND heartbeat IS ?",
+            (now, interrupted_message(run.id, reason), run.id, run.status, run.attempt, run.heartbeat),
+        )
+        return self._load(con, run.id)
 
     # -- writing -------------------------------------------------------------------------------------------------
 
     def create(self, config: Mapping[str, Any], key: str | None = None, n_epochs: int | None = None) -> Run:
-        """Add a ``queued`` run owned by this process and make its folder."""
+        """Add a ``queued`` run owned by this process and make its folder.
+
+        Raises:
+            DuplicateKey: a run with ``key`` exists (use :meth:`find_or_create` to share it).
+        """
+        with self._write() as con:
+            return self._insert(con, config, key, n_epochs)
+
+    def _insert(self, con: sqlite3.Connection, config: Mapping[str, Any], key: str | None, n_epochs: int | None) -> Run:
         while True:  # ids made in the same second differ in 24 random bits; a clash just draws again
             run_id = new_run_id()
             run_dir = self.root / run_id
@@ -349,7 +564,7 @@ class RunStore:
                 continue
         if n_epochs is None and isinstance(config.get("epochs"), int):
             n_epochs = config["epochs"]
-        with self._write() as con:
+        try:
             con.execute(
                 "INSERT INTO runs (id, key, config, status, n_epochs, created, run_dir, host, pid, proc_start) "
                 "VALUES (:id, :key, :config, 'queued', :n_epochs, :created, :run_dir, :host, :pid, :proc_start)",
@@ -359,17 +574,51 @@ class RunStore:
                     "config": json.dumps(dict(config), sort_keys=True),
                     "n_epochs": n_epochs,
                     "created": time.time(),
-                    "run_dir": str(run_dir),
+                    "run_dir": run_id,
                     **process_owner(),
                 },
             )
-        return self.get(run_id)
+        except sqlite3.IntegrityError as exc:
+            run_dir.rmdir()
+            other = con.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+            raise DuplicateKey(
+                f"the store {self.root} already has run {other['id'] if other else '?'} with key {key}"
+            ) from exc
+        run = self._load(con, run_id)
+        _write_marker(run)
+        return run
+
+    def find_or_create(self, config: Mapping[str, Any], key: str) -> tuple[Run, str]:
+        """The run with ``key``, made ready to train when it must be, in ONE transaction (so concurrent sweeps on
+        one store share their runs instead of each adding its own).
+
+        Returns:
+            (run, what): ``created`` (a new queued run), ``requeued`` (it had stopped or failed, or its folder is
+            gone: queued again, to continue from its checkpoint when it has one), ``active`` (queued or running in
+            some process: wait for it) or ``done``.
+        """
+        now = time.time()
+        with self._write() as con:
+            row = con.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return self._insert(con, config, key, None), "created"
+            run = self._run(row)
+            reason = self.owner_gone(run, now)
+            if reason is not None:
+                run = self._reconcile_in(con, run, reason, now)
+            run = _folder_checked(run)
+            if run.status in ACTIVE:
+                return run, "active"
+            if run.status == "done":
+                return run, "done"
+            self._requeue_in(con, run, None)
+            return self._load(con, run.id), "requeued"
 
     def _load(self, con: sqlite3.Connection, run_id: str) -> Run:
         row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise UnknownRun(f"no run {run_id!r} in {self.root} (see `python -m mlipdiv runs list`)")
-        return Run.from_row(row)
+            raise self._unknown(run_id)
+        return self._run(row)
 
     def claim(
         self,
@@ -514,24 +763,137 @@ class RunStore:
 
     def requeue(self, run_id: str, config: Mapping[str, Any] | None = None) -> Run:
         """Put a finished, failed, cancelled or interrupted run back in the queue (for resume), owned by this
-        process; ``config`` replaces its config (e.g. more epochs)."""
+        process; ``config`` replaces its config (e.g. more epochs).
+
+        Nothing is stored when the request is refused: ``epochs`` below 1, or a ``done`` run asked for no more
+        epochs than it was trained for (it would train nothing). A new ``epochs`` also gives the run a new key
+        (:func:`resumed_key`), so a later sweep of the original config does not count it as that config's run.
+
+        Raises:
+            InvalidTransition: the run is active, or done and not asked for more epochs.
+            StoreError: ``epochs`` is not an integer of at least 1.
+        """
+        if config is not None and "epochs" in config:
+            epochs = config["epochs"]
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                raise StoreError(f"epochs must be an integer of at least 1, not {epochs!r}; run {run_id} is unchanged")
         with self._write() as con:
-            run = self._load(con, run_id)
-            if run.status not in _REQUEUEABLE:
-                raise InvalidTransition(
-                    f"run {run_id} is {run.status}; only an interrupted, cancelled, failed or done run can resume"
-                )
-            params: dict[str, Any] = {"id": run_id, **process_owner()}
-            sets = "status = 'queued', finished = NULL, error = NULL, cancel_requested = 0, heartbeat = NULL"
-            sets += ", host = :host, pid = :pid, proc_start = :proc_start"
-            if config is not None:
-                sets += ", config = :config"
-                params["config"] = json.dumps(dict(config), sort_keys=True)
-                if isinstance(config.get("epochs"), int):
-                    sets += ", n_epochs = :n_epochs"
-                    params["n_epochs"] = config["epochs"]
-            con.execute(f"UPDATE runs SET {sets} WHERE id = :id", params)
+            run = _folder_checked(self._load(con, run_id))
+            self._requeue_in(con, run, config)
         return self.get(run_id)
+
+    def _requeue_in(self, con: sqlite3.Connection, run: Run, config: Mapping[str, Any] | None) -> None:
+        if run.status not in _REQUEUEABLE:
+            raise InvalidTransition(
+                f"run {run.id} is {run.status}; only an interrupted, cancelled, failed or done run can resume"
+            )
+        params: dict[str, Any] = {"id": run.id, **process_owner()}
+        sets = "status = 'queued', finished = NULL, error = NULL, cancel_requested = 0, heartbeat = NULL"
+        sets += ", host = :host, pid = :pid, proc_start = :proc_start"
+        key = run.key
+        if config is not None:
+            epochs, before = config.get("epochs"), run.config.get("epochs")
+            if run.status == "done" and isinstance(epochs, int) and isinstance(before, int) and epochs <= before:
+                raise InvalidTransition(
+                    f"run {run.id} is done, trained for {before} epochs; resuming it with {epochs} would train "
+                    f"nothing (ask for more than {before}); the run is unchanged"
+                )
+            sets += ", config = :config"
+            params["config"] = json.dumps(dict(config), sort_keys=True)
+            if isinstance(epochs, int):
+                sets += ", n_epochs = :n_epochs"
+                params["n_epochs"] = epochs
+            if key is not None and isinstance(epochs, int) and epochs != before:
+                key = resumed_key(key, epochs)
+                taken = con.execute("SELECT id FROM runs WHERE key = ? AND id != ?", (key, run.id)).fetchone()
+                sets += ", key = :key"
+                params["key"] = None if taken else key
+        con.execute(f"UPDATE runs SET {sets} WHERE id = :id", params)
+        if config is not None:
+            _write_marker(self._load(con, run.id))
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write ``path`` (tests patch it: root may write anywhere)."""
+    return os.access(path, os.W_OK)
+
+
+def _is_open_error(exc: sqlite3.Error) -> bool:
+    return "unable to open" in str(exc)
+
+
+@contextmanager
+def _translated(store: RunStore) -> Iterator[None]:
+    """SQLite errors a user can act on as one-line :class:`StoreError`; a busy store and bugs pass through."""
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise
+        if "readonly" in text or "read-only" in text:
+            raise StoreError(
+                f"the run store {store.root} is read-only ({text}); listing and showing runs work, changing them "
+                "needs a writable MLIPDIV_HOME"
+            ) from exc
+        if "not a database" in text or "malformed" in text or "corrupt" in text or "disk image" in text:
+            raise store._damaged(text) from exc
+        if _is_open_error(exc):
+            raise StoreError(
+                f"cannot open {store.db_path} ({text}); check that the folder exists and is readable"
+            ) from exc
+        raise
+
+
+def _folder_checked(run: Run) -> Run:
+    """A ``done`` run whose folder is gone reads as ``failed`` (not stored: a folder on an unmounted disk comes back).
+
+    Its model and predictions are lost, so it is not a result any more; resuming (or a sweep) trains it again.
+    """
+    if run.status == "done" and not run.run_dir.is_dir():
+        run.status = "failed"
+        run.error = (
+            f"its run folder {run.run_dir} is missing (moved or deleted behind the store); the results are gone: "
+            f"`python -m mlipdiv runs resume {run.id}` trains it again"
+        )
+    return run
+
+
+def _write_marker(run: Run) -> None:
+    """``RUN/run.json``: what the table knows of a run that its folder does not, for `runs repair`."""
+    from mlipdiv.jobs.atomic import atomic_write_json
+
+    try:
+        atomic_write_json(run.run_dir / MARKER, {"id": run.id, "key": run.key, "config": run.config,
+                                                 "created": run.created})
+    except OSError:  # the table is what counts; repair falls back to config.json
+        pass
+
+
+def _migrate(con: sqlite3.Connection, version: int) -> None:
+    """Bring the schema from ``version`` to :data:`SCHEMA_VERSION` (inside the caller's transaction).
+
+    0 (a new store): create the table. 1 -> 2: keys become unique. Where older concurrent sweeps stored several runs
+    of one key, the best one keeps it (``done`` before any other status, then the newest) and the others lose their
+    key: they stay in the table, listed and resumable, but no sweep counts them any more. Run folders stored as
+    absolute paths become relative to the store's root (done on every writable open, see ``_relativize``).
+    """
+    if version == 0:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                con.execute(statement)
+    if version == 1:
+        dupes = con.execute("SELECT key FROM runs WHERE key IS NOT NULL GROUP BY key HAVING count(*) > 1").fetchall()
+        for (key,) in dupes:
+            rows = con.execute(
+                "SELECT id FROM runs WHERE key = ? ORDER BY status = 'done' DESC, created DESC, id DESC", (key,)
+            ).fetchall()
+            con.executemany("UPDATE runs SET key = NULL WHERE id = ?", [(r[0],) for r in rows[1:]])
+        con.execute("DROP INDEX IF EXISTS runs_key")
+        con.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_key_unique ON runs (key) WHERE key IS NOT NULL")
+    con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def format_time(ts: float | None) -> str:

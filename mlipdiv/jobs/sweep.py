@@ -186,19 +186,20 @@ def submit_plan(manager: JobManager, plan: SweepPlan) -> tuple[list[str], int]:
 
 def _prepare(store: RunStore, plan: SweepPlan) -> tuple[dict[str, str], list[str], list[str], int]:
     """Map every planned key to a run id; returns (ids by key, ids to start, ids already active elsewhere, how many
-    runs were created)."""
+    runs were created).
+
+    Each lookup-and-insert is one transaction on a unique key (:meth:`RunStore.find_or_create`), so two sweeps or
+    app sessions submitting the same plan at once share its runs: one of them trains each, the other waits for it.
+    """
     ids, to_start, elsewhere, created = {}, [], [], 0
     for item in plan.runs:
-        run = store.find(item.key)
-        if run is None:
-            run = store.create(item.config, key=item.key)
-            to_start.append(run.id)
+        run, what = store.find_or_create(item.config, item.key)
+        if what == "created":
             created += 1
-        elif run.status in ACTIVE:
-            elsewhere.append(run.id)  # another process trains it right now: wait for it
-        elif run.status != "done":
-            store.requeue(run.id)  # stopped or failed: again, from its checkpoint when it has one
+        if what in ("created", "requeued"):  # stopped or failed: again, from its checkpoint when it has one
             to_start.append(run.id)
+        elif what == "active":
+            elsewhere.append(run.id)  # another process trains it right now: wait for it
         ids[item.key] = run.id
     return ids, to_start, elsewhere, created
 

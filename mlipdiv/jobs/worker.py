@@ -24,6 +24,7 @@ from typing import Any
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled
 from mlipdiv.jobs.store import Run, RunStore, interrupted_message, process_owner
+from mlipdiv.runlock import run_lock
 
 __all__ = ["CHECKPOINT", "TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config"]
 
@@ -176,15 +177,16 @@ def execute(
     status, error, metrics, curve = "failed", None, None, None
     try:
         cfg = make_config(run.config)
-        metrics = dict(
-            train_fn(
-                cfg,
-                run.run_dir,
-                on_progress=_ProgressWriter(store, run, stop, progress_every, also_progress),
-                should_stop=stop.is_set,
-                resume=resume,
+        with run_lock(run.run_dir):  # the lock train() takes too (re-entrant): any train_fn gets one writer
+            metrics = dict(
+                train_fn(
+                    cfg,
+                    run.run_dir,
+                    on_progress=_ProgressWriter(store, run, stop, progress_every, also_progress),
+                    should_stop=stop.is_set,
+                    resume=resume,
+                )
             )
-        )
         status, curve = "done", metrics.get("curve")
     except TrainingCancelled:
         status = "interrupted" if interrupted.is_set() else "cancelled"

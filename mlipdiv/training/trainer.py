@@ -37,6 +37,7 @@ from mlipdiv.models.potential import Potential
 from mlipdiv.training.config import TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
+from mlipdiv.runlock import run_lock
 from mlipdiv.training.reference import composition, fit_element_energies
 
 SPLITS = ("train", "val", "test_conformers", "test_molecules")
@@ -254,13 +255,26 @@ def train(
             checkpoint's except ``device`` and ``epochs``; a new ``epochs`` stretches the cosine schedule to the new
             total from the step reached (a run that had stopped early stays stopped).
 
+    The folder is locked (:func:`mlipdiv.runlock.run_lock`) for the whole training, so a second process training
+    into it fails at once instead of both "succeeding" with one result surviving.
+
     Raises:
         TrainingError: non-finite loss or gradients (the last good checkpoint is kept), or a resume that does not match.
         TrainingCancelled: ``should_stop`` returned True.
         InfeasibleRequest / DatasetError: the split cannot be made from the data.
+        RunFolderBusy: another process or thread is writing ``out_dir``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir):
+        return _train(cfg, Path(out_dir), on_progress, should_stop, resume)
+
+
+def _train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    resume: bool,
+) -> dict[str, Any]:
     ckpt_path = out_dir / "checkpoint.pt"
     state = _load_checkpoint(ckpt_path, cfg) if resume else None
     if state is None:  # a fresh start: results of an earlier run in this folder must not pass for this one's
