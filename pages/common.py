@@ -163,10 +163,18 @@ def _job_manager(home: str) -> Any:
 
 
 def job_manager() -> Any:
-    """The server's job manager for the run store at ``MLIPDIV_HOME`` (created on first use)."""
+    """The server's job manager for the run store at ``MLIPDIV_HOME`` (created on first use).
+
+    A store that cannot be opened (a damaged or foreign ``runs.db``) stops the page after one message saying what
+    to do; nothing is written to it, so ``runs repair`` still finds it as it was."""
     from mlipdiv.paths import home
 
-    return _job_manager(str(home().resolve()))
+    try:
+        return _job_manager(str(home().resolve()))
+    except MlipdivError as exc:
+        st.error(f"The run store cannot be opened: {public(str(exc))}. Runs can be listed and started again once "
+                 "it is repaired.", icon=":material/error:")
+        st.stop()
 
 
 def store() -> Any:

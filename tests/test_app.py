@@ -142,7 +142,7 @@ def test_dataset_page_refuses_a_bad_upload_by_its_name(env, tiny_dataset_path, t
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("mine.h5: "), errors
-    assert ("non-finite" if kind == "nan" else "not a readable HDF5 file") in errors[0]
+    assert ("positions hold NaN" if kind == "nan" else "not a readable HDF5 file") in errors[0]
     assert str(env) not in errors[0] and "uploads" not in errors[0]  # no server path of the cached copy
     assert "use_upload" not in [b.key for b in at.button]  # nothing to use
     assert not list((env / "cache" / "uploads").glob("*"))  # the refused file is not kept

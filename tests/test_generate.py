@@ -345,7 +345,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     import sys
     import time
 
-    psutil = pytest.importorskip("psutil")
+    import psutil
     from mlipdiv.paths import PROJECT_ROOT
 
     script = (
