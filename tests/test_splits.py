@@ -3,6 +3,7 @@ output for a seed, refusals that name the feasible maximum, scaffold splits, exp
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from itertools import combinations
@@ -385,3 +386,21 @@ def test_diverse_picks_more_diverse_conformers_than_random() -> None:
             vendi[strategy].append(summary["mean_vendi"])
     assert families["diverse"] == [2] * 10 and min(families["random"]) == 1
     assert np.mean(vendi["diverse"]) > np.mean(vendi["random"])
+
+
+def test_split_out_problems_are_one_line_messages(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    """--out under a file, in a folder that cannot exist, or an existing file without --overwrite: one line each,
+    before any work, and the existing file is kept."""
+    from mlipdiv.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    base = ["split", "--dataset", str(tiny_dataset_path), "--budget", "8", "--molecules", "4"]
+    for out, fragment in ((tmp_path / "afile" / "s.json", "is a file, not a folder"),
+                          (Path("/proc/mlipdiv-test/s.json"), "cannot write in"),
+                          (tmp_path / "afile", "already exists")):
+        assert main([*base, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert main([*base, "--out", str(tmp_path / "afile"), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "afile").read_text())["train"]

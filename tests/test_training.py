@@ -304,6 +304,19 @@ def test_train_refuses_a_foreign_out_folder_and_keeps_its_files(tiny_dataset_pat
     assert "another configuration" in capsys.readouterr().err
 
 
+def test_train_out_that_cannot_be_a_folder_is_one_line(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
+    from mlipdiv.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    for out, fragment in ((tmp_path / "afile", "is a file, not a run folder"),
+                          (tmp_path / "afile" / "run", "afile/run"),
+                          (Path("/proc/mlipdiv-test-run"), "/proc/mlipdiv-test-run")):
+        assert main(_train_argv(tiny_dataset_path, out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_a_run_folder_has_one_writer(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
     import subprocess
     import sys

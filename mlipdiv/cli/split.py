@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", choices=["fixed-budget", "fixed-molecules"],
                         help="print the (M, C) grid of an experiment instead of writing a split")
     parser.add_argument("--points", type=int, default=5, help="grid points for --experiment (default: 5)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidSetting.out_of_range("points", args.points, "a whole number of at least 1")
     if args.experiment is None and not args.out:
         raise InfeasibleRequest("--out is required to write a split (or use --experiment to print a grid)")
+    if args.experiment is None:
+        from mlipdiv.data.validate import check_output
+
+        check_output(args.out, "--out", overwrite=args.overwrite)  # before the work, not after it
     dataset = load_dataset(args.dataset)
 
     if args.experiment:
