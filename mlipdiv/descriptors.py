@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import DatasetError
 
 __all__ = [
@@ -282,7 +282,7 @@ def _cache_path(kind: str, digest: str) -> Path:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Atomic write; a read-only or full cache directory only costs a recomputation next time."""
-    from mlipdiv.jobs.atomic import atomic_write
+    from mlipdiv.io.atomic import atomic_write
 
     try:
         atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset, Molecule
+from mlipdiv.io.dataset import Dataset, Molecule
 from mlipdiv.descriptors import (
     cached_array,
     conformer_features,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import save_array
 
 __all__ = [
@@ -267,7 +267,7 @@ def start_background_build(dataset_path: str | Path | None = None, params: list[
         _BACKGROUND[key] = state
 
     def work() -> None:
-        from mlipdiv.data.dataset import load_dataset
+        from mlipdiv.io.load import load_dataset
 
         start = time.perf_counter()
         try:
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import shutil
 
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
 
     parser = argparse.ArgumentParser(prog="python -m mlipdiv.embeddings", description=main.__doc__)
     parser.add_argument("--dataset", help="dataset file (default: the shipped one)")

@@ -16,7 +16,7 @@ PaiNN's matches it so that saved models and seeded initialisations stay as they 
 
 MAX_ABS_POSITION = 1.0e4
 """Largest coordinate magnitude in angstrom a dataset may hold: beyond it a value is a unit or parsing error, not an
-isolated molecule (checked at load by :mod:`mlipdiv.data.validate`)."""
+isolated molecule (checked at load by :mod:`mlipdiv.io.validate`)."""
 
 MAX_ATOMS_GENERATE = 120
 """Atoms per molecule (hydrogens included) that ``generate`` labels: checked right after the SMILES is parsed, before

@@ -3,7 +3,7 @@
 The app writes an upload to ``<cache>/uploads/<sha1>-<name>`` so that the readers (which take paths) can check it.
 Three things follow from that, and live here rather than in a page:
 
-* the upload is validated by :func:`mlipdiv.data.dataset.load_dataset`, exactly what ``--dataset`` gets on the
+* the upload is validated by :func:`mlipdiv.io.load.load_dataset`, exactly what ``--dataset`` gets on the
   command line, and is kept only when that passed (a refused file is deleted at once);
 * messages name the file the user chose, never the server path of its cached copy;
 * the folder is bounded (files and bytes, oldest first), so uploads do not pile up on the server forever.
@@ -121,11 +121,11 @@ def accept_upload(name: str, data: bytes, cache_dir: str | Path, *, keep: Iterab
     if target.exists():
         os.utime(target)  # uploaded again: the most recent, last to be pruned
     else:
-        from mlipdiv.jobs.atomic import atomic_write_bytes
+        from mlipdiv.io.atomic import atomic_write_bytes
 
         atomic_write_bytes(target, data)
     try:
-        from mlipdiv.data.dataset import load_dataset
+        from mlipdiv.io.load import load_dataset
 
         dataset = load_dataset(target)  # the CLI's --dataset check, all of it
         if len(dataset) == 0:

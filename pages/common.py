@@ -105,7 +105,7 @@ def accept_upload(upload: Any) -> Any:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_dataset(path: str, mtime: float, size: int) -> Any:
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
 
     return load_dataset(path)
 

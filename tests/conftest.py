@@ -21,7 +21,8 @@ def make_tiny_dataset(
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    from mlipdiv.data.dataset import Dataset, Molecule, molecule_id, write_hdf5
+    from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
+    from mlipdiv.io.hdf5 import write_hdf5
     from mlipdiv.data.oracle import GFN2xTB
 
     rng = np.random.default_rng(seed)
@@ -66,6 +67,6 @@ def tiny_dataset_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_dataset_path: Path):
-    from mlipdiv.data.dataset import read_hdf5
+    from mlipdiv.io.hdf5 import read_hdf5
 
     return read_hdf5(tiny_dataset_path)

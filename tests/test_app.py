@@ -85,7 +85,7 @@ def test_dataset_page_browses_molecules_and_conformers(env):
     assert at.text_input(key="dataset_search") is not None
     box = at.selectbox(key="p_dataset_molecule")
     assert len(box.options) == 10
-    from mlipdiv.data.dataset import molecule_id
+    from mlipdiv.io.dataset import molecule_id
 
     box.select(molecule_id("Oc1ccccc1")).run()
     assert at.selectbox(key="p_dataset_molecule").value == molecule_id("Oc1ccccc1")

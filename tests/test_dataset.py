@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mlipdiv.data.dataset import read_hdf5, write_hdf5
+from mlipdiv.io.hdf5 import read_hdf5, write_hdf5
 from mlipdiv.errors import DatasetError
 
 
@@ -85,7 +85,7 @@ def test_soft_link_is_refused_before_it_is_followed(tmp_path: Path) -> None:
 
 def test_write_hdf5_checks_first_and_leaves_no_temporary_file(tiny_dataset, tmp_path: Path) -> None:
     """Issue 13.11: a bad id (set after construction) is refused before any file exists; a failed write cleans up."""
-    from mlipdiv.data.dataset import Dataset
+    from mlipdiv.io.dataset import Dataset
 
     for bad in (".", "..", "a/b", ""):
         mol = tiny_dataset[0].subset([0, 1])
@@ -101,7 +101,7 @@ def test_write_hdf5_checks_first_and_leaves_no_temporary_file(tiny_dataset, tmp_
 
 def test_molecule_checks_run_on_construction(tiny_dataset) -> None:
     """Issue 13.10/11: every Molecule, whoever builds it, holds real elements and finite, sane numbers."""
-    from mlipdiv.data.dataset import Molecule
+    from mlipdiv.io.dataset import Molecule
 
     m = tiny_dataset[0]
     fields = {k: getattr(m, k) for k in ("positions", "energy", "forces", "parent", "temperature", "method")}

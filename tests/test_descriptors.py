@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlipdiv import descriptors as D
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import DatasetError
 
 

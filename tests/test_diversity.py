@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import tanimoto_similarity
 from mlipdiv.diversity import (
     conformational_diversity,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mlipdiv.cli import main
-from mlipdiv.data.dataset import molecule_id, read_hdf5
-from mlipdiv.data.extxyz import read_extxyz, write_extxyz
+from mlipdiv.io.dataset import molecule_id
+from mlipdiv.io.hdf5 import read_hdf5
+from mlipdiv.io.extxyz import read_extxyz, write_extxyz
 from mlipdiv.errors import DatasetError
 
 

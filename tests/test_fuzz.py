@@ -16,7 +16,7 @@ import pytest
 from malformed import CASES, SECRET_MARK, write_secret  # tests/ is on sys.path (pytest rootdir insertion)
 
 from mlipdiv.cli import main
-from mlipdiv.data.dataset import load_dataset
+from mlipdiv.io.load import load_dataset
 from mlipdiv.errors import MlipdivError
 from mlipdiv.paths import PROJECT_ROOT
 

@@ -10,7 +10,7 @@ import pytest
 
 from mlipdiv.cli import main
 from mlipdiv.data import conformers as conf_mod
-from mlipdiv.data.dataset import read_hdf5
+from mlipdiv.io.hdf5 import read_hdf5
 from mlipdiv.data.generate import Settings, generate
 from mlipdiv.data.molecules import Entry, Rejected, build_pool, check_smiles
 from mlipdiv.data.oracle import GFN2xTB, OracleFailure
@@ -254,7 +254,7 @@ def test_torn_partial_output_keeps_finished_molecules(clean_run: Path, tmp_path:
     # a third molecule half written when the process died: its group is in the file, its log line is not
     import h5py
 
-    from mlipdiv.data.dataset import write_molecule
+    from mlipdiv.io.hdf5 import write_molecule
 
     with h5py.File(partial, "a") as f:
         write_molecule(f, read_hdf5(clean_run)[2])
@@ -290,7 +290,7 @@ def test_molecule_too_large_is_skipped_before_embedding(tmp_path: Path, monkeypa
     """Issue 13.14: a 150-carbon alkane (452 atoms) is skipped at once with the limit in the reason."""
     from mlipdiv.data.generate import process_molecule
     from mlipdiv.limits import MAX_ATOMS_GENERATE
-    from mlipdiv.data.dataset import molecule_id
+    from mlipdiv.io.dataset import molecule_id
 
     alkane = "C" * 150
     item = check_smiles(alkane)

@@ -79,7 +79,7 @@ def test_bad_file_through_the_real_command_line(tiny_dataset_path: Path, tmp_pat
 
 def test_shipped_default_dataset() -> None:
     """The dataset in data/ meets the issue's bar: >= 1000 molecules x >= 32 conformers, < 50 MB, GFN2-xTB."""
-    from mlipdiv.data.dataset import read_hdf5
+    from mlipdiv.io.hdf5 import read_hdf5
 
     path = PROJECT_ROOT / "data" / "default.h5"
     if not path.exists():

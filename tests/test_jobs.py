@@ -220,7 +220,7 @@ def test_kill_9_then_resume_gives_an_unbroken_curve(tmp_path: Path, tiny_dataset
 
 
 def test_the_worker_takes_the_run_folder_lock(store: RunStore) -> None:
-    holder_code = ("import sys\nfrom mlipdiv.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
+    holder_code = ("import sys\nfrom mlipdiv.io.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
                    "    print('locked', flush=True)\n    sys.stdin.read()\n")
     run = store.create(CONFIG)
     holder = subprocess.Popen([sys.executable, "-c", holder_code, str(run.run_dir)], stdin=subprocess.PIPE,

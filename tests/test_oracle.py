@@ -79,7 +79,7 @@ def test_normal_modes_exclude_rigid_body_motion() -> None:
 
 
 def test_independent_verification_of_stored_labels(tiny_dataset_path, capsys) -> None:
-    from mlipdiv.data.dataset import read_hdf5
+    from mlipdiv.io.hdf5 import read_hdf5
     from mlipdiv.data.verify import main, verify
 
     result = verify(read_hdf5(tiny_dataset_path), sample=3, seed=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlipdiv.jobs.atomic import atomic_write, atomic_write_json
+from mlipdiv.io.atomic import atomic_write, atomic_write_json
 from mlipdiv.jobs.store import InvalidTransition, RunStore, UnknownRun
 from mlipdiv.paths import PROJECT_ROOT
 

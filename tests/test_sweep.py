@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlipdiv.cli import main
-from mlipdiv.data.dataset import read_hdf5
+from mlipdiv.io.hdf5 import read_hdf5
 from mlipdiv.jobs.store import RunStore
 from mlipdiv.jobs.sweep import RESULT_COLUMNS, SPLITS, plan_sweep, run_sweep, write_results
 from mlipdiv.selection import experiment_grid

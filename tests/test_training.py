@@ -178,7 +178,8 @@ def test_element_beyond_the_model_table_is_refused_by_name(cfg: TrainConfig, tmp
     """Fm (Z=100) is an element, but SchNet's and PaiNN's tables stop at Z=99: one message, not an IndexError."""
     from dataclasses import replace as with_fields
 
-    from mlipdiv.data.dataset import Dataset, read_hdf5, write_hdf5
+    from mlipdiv.io.dataset import Dataset
+    from mlipdiv.io.hdf5 import read_hdf5, write_hdf5
     from mlipdiv.errors import MlipdivError
 
     ds = read_hdf5(cfg.dataset)
@@ -263,7 +264,7 @@ def test_train_cli_prints_one_line_for_out_of_range_values(tiny_dataset_path: Pa
 
 LOCK_HOLDER = """
 import sys
-from mlipdiv.runlock import run_lock
+from mlipdiv.io.runlock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()  # until the test closes our stdin
@@ -324,7 +325,7 @@ def test_a_run_folder_has_one_writer(tiny_dataset_path: Path, tmp_path: Path, ca
 
     from mlipdiv.cli import main
     from mlipdiv.paths import PROJECT_ROOT
-    from mlipdiv.runlock import RunFolderBusy, run_lock
+    from mlipdiv.io.runlock import RunFolderBusy, run_lock
 
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE,

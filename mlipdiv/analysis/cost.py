@@ -128,7 +128,7 @@ def dataset_atom_counts(path: str | Path | None = None) -> np.ndarray:
     """Atom count of every molecule of an mlipdiv HDF5 dataset (reads only the atomic numbers; default dataset)."""
     import h5py
 
-    from mlipdiv.data.dataset import FORMAT, check_hdf5_structure
+    from mlipdiv.io.hdf5 import FORMAT, check_hdf5_structure
     from mlipdiv.paths import default_dataset
 
     path = Path(path) if path is not None else default_dataset()

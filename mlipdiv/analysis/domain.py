@@ -167,7 +167,7 @@ def load_run(run_dir: str | Path, dataset: Any = None) -> tuple[Any, dict[str, A
     """A finished run's dataset, split (``split.json``) and per-conformer predictions (``predictions.npz``)."""
     import json
 
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
 
     run_dir = Path(run_dir)
     missing = [f for f in ("split.json", "predictions.npz", "config.json") if not (run_dir / f).exists()]

@@ -325,7 +325,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
             infogap: bool = True, domain: bool = True) -> dict[str, Any]:
     """Tables, claims, fits, recommendations, information gap, domain and figures for the runs under ``out``."""
     from mlipdiv.analysis.recommend import budget_grid, optimum_path, recommend
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.jobs.store import RunStore
 
     store = store if store is not None else RunStore()

@@ -175,7 +175,7 @@ def interleaved(steps: dict[str, Any], args: argparse.Namespace, device: Any) ->
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.models.cfconv import cpu_kernels
     from mlipdiv.models.registry import model_names
     from mlipdiv.training.trainer import resolve_device

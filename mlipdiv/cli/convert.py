@@ -18,9 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mlipdiv.data.dataset import load_dataset, write_hdf5
-    from mlipdiv.data.extxyz import write_extxyz
-    from mlipdiv.data.validate import check_output, make_parent
+    from mlipdiv.io.hdf5 import write_hdf5
+    from mlipdiv.io.load import load_dataset
+    from mlipdiv.io.extxyz import write_extxyz
+    from mlipdiv.io.validate import check_output, make_parent
     from mlipdiv.errors import MlipdivError
 
     target = Path(args.target)

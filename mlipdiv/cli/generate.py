@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # small molecules: threads cost more than they give
     from mlipdiv.errors import MlipdivError
 
-    from mlipdiv.data.validate import check_output, make_parent
+    from mlipdiv.io.validate import check_output, make_parent
 
     out = Path(args.out)
     for flag in ("max_molecules", "max_heavy_atoms", "workers"):
@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export_extxyz:
         check_output(args.export_extxyz, "--export-extxyz", overwrite=args.overwrite)
     if args.from_extxyz:
-        from mlipdiv.data.dataset import write_hdf5
-        from mlipdiv.data.extxyz import read_extxyz
+        from mlipdiv.io.hdf5 import write_hdf5
+        from mlipdiv.io.extxyz import read_extxyz
 
         check_output(out, "--out", overwrite=args.overwrite)
         ds = read_extxyz(args.from_extxyz)  # every check runs here, before anything is written
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise MlipdivError(f"--out {out}: cannot write ({exc.strerror or type(exc).__name__})") from exc
         print(f"imported {len(ds)} molecules, {ds.n_conformers} conformers from {args.from_extxyz} into {out}")
         if args.export_extxyz:
-            from mlipdiv.data.extxyz import write_extxyz
+            from mlipdiv.io.extxyz import write_extxyz
 
             write_extxyz(ds, args.export_extxyz)
         return 0
@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {report['molecules']} molecules, {report['conformers']} conformers "
           f"({len(report['skipped'])} skipped; see {out.name}.report.json)")
     if args.export_extxyz:
-        from mlipdiv.data.dataset import read_hdf5
-        from mlipdiv.data.extxyz import write_extxyz
+        from mlipdiv.io.hdf5 import read_hdf5
+        from mlipdiv.io.extxyz import write_extxyz
 
         write_extxyz(read_hdf5(out), args.export_extxyz)
         print(f"wrote {args.export_extxyz}")

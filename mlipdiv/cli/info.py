@@ -59,7 +59,7 @@ def _stats(values) -> dict[str, float] | None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
 
     d = describe(load_dataset(args.dataset or args.dataset_opt))
     if args.json:

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.errors import InfeasibleRequest, InvalidSetting
     from mlipdiv.selection import SplitSpec, experiment_grid, make_split
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.experiment is None and not args.out:
         raise InfeasibleRequest("--out is required to write a split (or use --experiment to print a grid)")
     if args.experiment is None:
-        from mlipdiv.data.validate import check_output
+        from mlipdiv.io.validate import check_output
 
         check_output(args.out, "--out", overwrite=args.overwrite)  # before the work, not after it
     dataset = load_dataset(args.dataset)

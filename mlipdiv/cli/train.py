@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from mlipdiv.models.registry import get_spec
 
     get_spec(cfg.model)  # unknown names fail before the data is loaded
-    from mlipdiv.runlock import check_run_folder
+    from mlipdiv.io.runlock import check_run_folder
 
     # before anything is written: a user's folder is never touched without --overwrite (train() locks the folder)
     check_run_folder(args.out, cfg.to_dict(), overwrite=args.overwrite, resume=args.resume)

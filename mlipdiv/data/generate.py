@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.data.dataset import Molecule, write_header
+from mlipdiv.io.atomic import atomic_path
+from mlipdiv.io.dataset import Molecule
+from mlipdiv.io.hdf5 import write_header
 from mlipdiv.data.molecules import Entry, Rejected
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 from mlipdiv.data.oracle import Oracle, OracleFailure
-from mlipdiv.data.validate import check_output, make_parent
+from mlipdiv.io.validate import check_output, make_parent
 from mlipdiv.errors import MlipdivError
 
 SAMPLINGS = ("nms", "md")
@@ -357,14 +359,13 @@ class PartialStore:
         """
         import h5py
 
-        from mlipdiv.data.dataset import _read_molecule, check_hdf5_group, write_molecule
+        from mlipdiv.io.hdf5 import check_hdf5_group, read_molecule, write_molecule
 
         wanted = {k for k, rec in done.items() if rec.get("status") == "ok"}
         kept: set[str] = set()
-        tmp = self.h5.with_name(self.h5.name + ".tmp")
         padded = self.h5.with_name(self.h5.name + ".recover")
         try:
-            with h5py.File(tmp, "w") as dst:
+            with atomic_path(self.h5) as tmp, h5py.File(tmp, "w") as dst:
                 src = self._open_torn(padded) if wanted else None
                 if src is not None:
                     with src:
@@ -373,7 +374,7 @@ class PartialStore:
                                 continue  # written but not logged: redo it
                             try:
                                 check_hdf5_group(self.h5, src, name)
-                                mol = _read_molecule(self.h5, name, src[name])
+                                mol = read_molecule(self.h5, name, src[name])
                             except Exception:  # noqa: BLE001 - any damage means: compute this molecule again
                                 continue
                             rec = done[name]
@@ -381,13 +382,11 @@ class PartialStore:
                                 continue
                             write_molecule(dst, mol)
                             kept.add(name)
-            tmp.replace(self.h5)
         except OSError as exc:
             why = exc.strerror or type(exc).__name__
             raise MlipdivError(f"{self.h5}: cannot rebuild the unfinished output ({why}); check the folder is "
                                f"writable, or delete it and {self.log} to start over") from exc
         finally:
-            tmp.unlink(missing_ok=True)
             padded.unlink(missing_ok=True)
         lost = wanted - kept
         for key in lost:
@@ -421,7 +420,7 @@ class PartialStore:
     def add(self, outcome: Outcome) -> dict[str, Any]:
         import h5py
 
-        from mlipdiv.data.dataset import write_molecule
+        from mlipdiv.io.hdf5 import write_molecule
 
         rec: dict[str, Any] = {"id": outcome.id, "smiles": outcome.smiles, "stats": outcome.stats}
         if outcome.molecule is not None:
@@ -442,16 +441,15 @@ class PartialStore:
         """Copy finished molecules into ``out`` in ``order`` and remove the partial files."""
         import h5py
 
-        from mlipdiv.data.dataset import _read_molecule, write_molecule
+        from mlipdiv.io.hdf5 import read_molecule, write_molecule
 
-        tmp = self.out.with_name(self.out.name + ".tmp")
         # the same file layout as write_hdf5 (v1.10 objects, molecules in creation order)
-        with h5py.File(self.h5, "r") as src, h5py.File(tmp, "w", libver="v110", track_order=True) as dst:
+        with atomic_path(self.out) as tmp, h5py.File(self.h5, "r") as src, \
+                h5py.File(tmp, "w", libver="v110", track_order=True) as dst:
             write_header(dst, attrs)
             for mol_id in order:
                 if mol_id in src:
-                    write_molecule(dst, _read_molecule(self.h5, mol_id, src[mol_id]))
-        tmp.replace(self.out)
+                    write_molecule(dst, read_molecule(self.h5, mol_id, src[mol_id]))
         self.h5.unlink()
         self.log.unlink()
 

@@ -1,7 +1,7 @@
 """Molecule pools: RDKit's bundled NCI set, a user's SMILES, or a SMILES file.
 
 Every entry is reduced to its canonical SMILES without stereo (the molecule's identity), duplicates are merged
-(first occurrence wins, its name is kept) and the id is :func:`mlipdiv.data.dataset.molecule_id` of that SMILES.
+(first occurrence wins, its name is kept) and the id is :func:`mlipdiv.io.dataset.molecule_id` of that SMILES.
 Entries that cannot be used (invalid SMILES, unsupported element, charged, several fragments, radicals) are not
 dropped silently: they come back as :class:`Rejected` with a reason, so ``generate`` can report them.
 """
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlipdiv.data.dataset import molecule_id
+from mlipdiv.io.dataset import molecule_id
 from mlipdiv.errors import MlipdivError
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 

@@ -1,7 +1,7 @@
 """Runs that outlive a browser tab: the run store, the job manager, sweeps.
 
 - :mod:`mlipdiv.jobs.store`: :class:`~mlipdiv.jobs.store.RunStore`, SQLite (WAL) plus a folder per run.
-- :mod:`mlipdiv.jobs.atomic`: temp-file-and-rename writes for checkpoints and JSON.
+- :mod:`mlipdiv.io.atomic`: temp-file-and-rename writes for checkpoints and JSON.
 - :mod:`mlipdiv.jobs.worker`: how one run executes (heartbeat, live progress, cancel, resume); also
   ``python -m mlipdiv.jobs.worker RUN_ID`` to run one in its own process.
 - :mod:`mlipdiv.jobs.manager`: :class:`~mlipdiv.jobs.manager.JobManager`, a queue of background threads with a

@@ -863,7 +863,7 @@ def _folder_checked(run: Run) -> Run:
 
 def _write_marker(run: Run) -> None:
     """``RUN/run.json``: what the table knows of a run that its folder does not, for `runs repair`."""
-    from mlipdiv.jobs.atomic import atomic_write_json
+    from mlipdiv.io.atomic import atomic_write_json
 
     try:
         atomic_write_json(run.run_dir / MARKER, {"id": run.id, "key": run.key, "config": run.config,

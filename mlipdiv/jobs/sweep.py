@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlipdiv.jobs.atomic import atomic_write_json, atomic_write_text
+from mlipdiv.io.atomic import atomic_write_json, atomic_write_text
 from mlipdiv.jobs.manager import JobManager
 from mlipdiv.jobs.ray_backend import check_address, run_on_ray
 from mlipdiv.jobs.store import ACTIVE, Run, RunStore
@@ -115,7 +115,7 @@ def plan_sweep(
     Raises:
         InfeasibleRequest: the grid has no feasible point (the message gives the largest feasible values).
     """
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import experiment_grid
 
     path, seed_list, base = _base_config(dataset, seeds, model, epochs, options)

@@ -24,7 +24,7 @@ from typing import Any
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled
 from mlipdiv.jobs.store import Run, RunStore, interrupted_message, process_owner
-from mlipdiv.runlock import run_lock
+from mlipdiv.io.runlock import run_lock
 
 __all__ = ["CHECKPOINT", "TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config"]
 

@@ -70,6 +70,7 @@ def _load_library() -> None:
     """
     from torch.utils.cpp_extension import load
 
+    from mlipdiv.io.atomic import atomic_path
     from mlipdiv.paths import kernel_dir
 
     flags = ["-O3"]
@@ -84,7 +85,8 @@ def _load_library() -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as build:
         load(name="mlipdiv_cfconv", sources=[str(KERNEL_SOURCE)], extra_cflags=flags, build_directory=build,
              is_python_module=False, verbose=False)  # builds and loads
-        os.replace(Path(build) / "mlipdiv_cfconv.so", target)
+        with atomic_path(target) as tmp:  # another process may be loading it: it sees the old file or the new one
+            shutil.copyfile(Path(build) / "mlipdiv_cfconv.so", tmp)
 
 
 def _kernel_applies(x: Tensor) -> bool:

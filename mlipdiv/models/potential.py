@@ -128,7 +128,7 @@ class Potential(torch.nn.Module):
         return pot
 
     def save(self, path: Any) -> None:
-        from mlipdiv.jobs.atomic import atomic_torch_save
+        from mlipdiv.io.atomic import atomic_torch_save
 
         atomic_torch_save(path, self.to_dict())
 

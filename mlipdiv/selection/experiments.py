@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import InfeasibleRequest, InvalidSetting
 from mlipdiv.selection.splits import SplitSpec, reserve
 

@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset
+from mlipdiv.io.atomic import atomic_write_text
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import dataset_digest, single_threaded_blas
 from mlipdiv.errors import InfeasibleRequest, InvalidSetting
 from mlipdiv.selection.strategies import get_strategy
@@ -395,12 +396,7 @@ class Split:
         return "{\n" + ",\n".join(parts) + "\n}\n"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Split:

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
-from mlipdiv.jobs.atomic import atomic_torch_save, atomic_write, atomic_write_json
+from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json
 from mlipdiv.models.potential import Potential
 from mlipdiv.training.config import TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
-from mlipdiv.runlock import run_lock
+from mlipdiv.io.runlock import run_lock
 from mlipdiv.training.reference import composition, fit_element_energies
 
 SPLITS = ("train", "val", "test_conformers", "test_molecules")
@@ -196,7 +196,7 @@ class _Setup:
 
 
 def _prepare(cfg: TrainConfig, device: torch.device, out_dir: Path) -> _Setup:
-    from mlipdiv.data.dataset import load_dataset
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import make_split
 
     dataset = load_dataset(cfg.dataset)
@@ -255,7 +255,7 @@ def train(
             checkpoint's except ``device`` and ``epochs``; a new ``epochs`` stretches the cosine schedule to the new
             total from the step reached (a run that had stopped early stays stopped).
 
-    The folder is locked (:func:`mlipdiv.runlock.run_lock`) for the whole training, so a second process training
+    The folder is locked (:func:`mlipdiv.io.runlock.run_lock`) for the whole training, so a second process training
     into it fails at once instead of both "succeeding" with one result surviving.
 
     Raises:

@@ -1,7 +1,7 @@
 """What colours and labels the points of the UMAP maps: split membership, molecule, energy, a run's error.
 
 Arrays are indexed like the map's points: per molecule (dataset order) for the structure map, per global conformer
-id (:meth:`mlipdiv.data.dataset.Dataset.conformer_offsets`) for the conformer map.
+id (:meth:`mlipdiv.io.dataset.Dataset.conformer_offsets`) for the conformer map.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.data.dataset import Dataset, Molecule, molecule_id
-from mlipdiv.data.validate import check_atomic_numbers, check_geometry, check_molecule_id
+from mlipdiv.io.atomic import atomic_path
+from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
+from mlipdiv.io.validate import check_atomic_numbers, check_geometry, check_molecule_id
 from mlipdiv.errors import DatasetError
 
 
@@ -51,12 +52,8 @@ def write_extxyz(dataset: Dataset, path: str | Path, pairs: list[tuple[str, int]
             atoms.info["name"] = m.name
         atoms.arrays["REF_forces"] = m.forces[j].astype(np.float64)
         frames.append(atoms)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # a failed write leaves nothing behind
         write(tmp, frames, format="extxyz")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
     return path
 
 
@@ -102,7 +99,7 @@ def _label(path: Path, i: int, atoms) -> tuple[float, np.ndarray]:
 
 
 def _check_frame(path: Path, i: int, atoms, energy: float, forces: np.ndarray) -> None:
-    """The boundary checks, per frame so the message can name the frame (see ``mlipdiv.data.validate``)."""
+    """The boundary checks, per frame so the message can name the frame (see ``mlipdiv.io.validate``)."""
     if np.any(atoms.pbc) or np.any(np.asarray(atoms.cell) != 0):
         raise DatasetError(f"{path}: frame {i} is periodic (Lattice/pbc): periodic structures are not supported: "
                            f"mlipdiv trains on isolated molecules; remove Lattice and pbc to import it as one")
