@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make run` (the app on the shipped dataset) and `make test` (the whole suite).
-# Both create .venv when missing and reinstall only when a requirements file changed.
+# Both create .venv when missing and reinstall only when a requirements file (or pyproject.toml) changed.
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
@@ -12,8 +12,10 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.app-installed: requirements.txt | $(PY)
+# The pins first, then the project itself (editable, no further dependencies): `.venv/bin/mlipdiv --help` works.
+$(VENV)/.app-installed: requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # SchNet's CPU kernels, built here once so that the first training does not wait for the compiler.
@@ -21,12 +23,17 @@ $(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp $(VENV)/.app-installed
 	$(PY) -c "from mlipdiv.models.cfconv import cpu_kernels; print('CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-ray.txt $(VENV)/.kernels-built
-	$(PY) -m pip install -q -r requirements-ray.txt
+# Test runner and checks (requirements-test.txt) and the Ray engine the sweep tests drive.
+$(VENV)/.test-installed: requirements-test.txt requirements-ray.txt $(VENV)/.kernels-built
+	$(PY) -m pip install -q -r requirements-test.txt -r requirements-ray.txt
 	touch $@
 
 run: $(VENV)/.kernels-built
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
+# The static checks first (seconds; configured in pyproject.toml), then the whole suite.
 test: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
