@@ -7,7 +7,7 @@ import streamlit as st
 
 from mlipdiv.viz import figures, molview, tables
 from mlipdiv.viz.live import BackgroundTask
-from mlipdiv.viz.style import mev
+from mlipdiv.style import mev
 from pages import common
 
 MAX_SMILES = 20  # molecules per generation from the page (the CLI has no limit)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from mlipdiv.embeddings import METRICS
 from mlipdiv.viz import figures, live, maps, molview
-from mlipdiv.viz.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
+from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
 from pages import common
 
 st.title("Embeddings")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from mlipdiv.analysis.figures import study_figure
 from mlipdiv.viz import figures, live
-from mlipdiv.viz.style import SPLIT_LABELS, mev
+from mlipdiv.style import SPLIT_LABELS, mev
 from pages import common
 
 st.title("Runs")

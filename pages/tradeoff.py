@@ -7,7 +7,7 @@ import streamlit as st
 from mlipdiv.errors import InfeasibleRequest
 from mlipdiv.selection import STRATEGIES, SplitSpec, experiment_grid, reserve
 from mlipdiv.viz import figures, maps
-from mlipdiv.viz.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
+from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
 from pages import common
 
 MAX_GRID = 64  # slider positions at most

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlipdiv.viz import figures, live, maps, molview, tables
-from mlipdiv.viz.style import SPLIT_COLORS
+from mlipdiv.style import SPLIT_COLORS
 
 # ------------------------------------------------------------------------------------------------ 3D viewer
 

@@ -2,7 +2,7 @@
 
 Plain builders: data in, ``plotly.graph_objects.Figure`` out, no Streamlit. Errors arrive already in display units
 (meV/Å, meV/atom) from :mod:`mlipdiv.analysis.fit`; the shared projector-friendly look comes from
-:func:`mlipdiv.viz.style.apply_style`.
+:func:`mlipdiv.style.apply_style`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from mlipdiv.analysis.fit import METRICS, ErrorFit
 from mlipdiv.analysis.known_datasets import KnownDataset, on_map
 from mlipdiv.analysis.recommend import Recommendation
-from mlipdiv.viz.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, apply_style
+from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, apply_style
 
 __all__ = [
     "budget_map_figure",

@@ -2,9 +2,10 @@
 
 Plain functions with no Streamlit import, so each is unit-tested on its own (``tests/test_viz.py``) and the pages
 only lay them out. Units: the library works in eV and angstrom; these helpers convert to meV and meV/angstrom for
-display, and only here (:mod:`mlipdiv.viz.units`).
+display with :func:`mlipdiv.style.mev`.
 
-* :mod:`mlipdiv.viz.style` -- one projector-friendly Plotly look (large fonts, colour-blind-safe palette).
+* :mod:`mlipdiv.style` (one layer down, shared with the study figures of :mod:`mlipdiv.analysis.figures`) -- one
+  projector-friendly Plotly look (large fonts, colour-blind-safe palette).
 * :mod:`mlipdiv.viz.figures` -- learning curves, parity plots, the study plot, UMAP scatters, energy histograms.
 * :mod:`mlipdiv.viz.molview` -- 3Dmol.js views built with py3Dmol but with a local, inlined copy of 3Dmol.js;
   2D depictions as data URIs for table image columns.

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mlipdiv.viz.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, apply_style, mev
+from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, apply_style, mev
 
 __all__ = [
     "MAX_SCATTER_POINTS",

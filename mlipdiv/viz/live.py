@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mlipdiv.viz.style import mev
+from mlipdiv.style import mev
 
 __all__ = [
     "ACTIVE",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.viz.style import mev
+from mlipdiv.style import mev
 
 __all__ = ["conformer_rows", "molecule_rows", "relative_energies", "search_molecules"]
 

@@ -1,5 +1,8 @@
 """One look for every chart: fonts readable from the back of a lecture hall, a colour-blind-safe palette, units.
 
+Used by the app's figures (:mod:`mlipdiv.viz`) and the study figures (:mod:`mlipdiv.analysis.figures`), hence one
+layer below both.
+
 Conversions from the library's units (eV, eV/angstrom) to display units happen here and nowhere else.
 """
 
