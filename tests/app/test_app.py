@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGES = {
     "Home": "app.py",
     "Dataset": "pages/dataset.py",

@@ -95,6 +95,6 @@ def test_missing_results_dir(tmp_path: Path, capsys) -> None:
 def test_module_entry_point(sweep_dir: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "mlipdiv", "budget", "--results", str(sweep_dir), "--budget", "256", "--atoms", "18",
-         "--json"], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+         "--json"], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert json.loads(out.stdout)["n_molecules"] >= 1

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from malformed import CASES, SECRET_MARK, write_secret  # tests/ is on sys.path (pytest rootdir insertion)
+from malformed import CASES, SECRET_MARK, write_secret  # tests/ is on sys.path (pytest.ini: pythonpath)
 
 from mlipdiv.cli import main
 from mlipdiv.io.load import load_dataset

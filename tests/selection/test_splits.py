@@ -211,7 +211,7 @@ def test_cli_writes_identical_files_and_refuses(tiny_dataset_path: Path, tmp_pat
     def cli(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "mlipdiv", "split", "--dataset", str(tiny_dataset_path), *args]
         env = {"MLIPDIV_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[2])
 
     for name in ("a", "b"):
         done = cli("--budget", "16", "--molecules", "8", "--seed", "4", "--out", str(tmp_path / f"{name}.json"))
