@@ -18,6 +18,7 @@ import pyarrow  # noqa: F401
 import streamlit as st
 from ase.data import chemical_symbols
 
+from mlipdiv.embeddings import start_background_build
 from pages import common
 
 # (title, file, icon, url path): the sidebar shows them in this order. Home is this file (:func:`home`).
@@ -91,8 +92,6 @@ st.set_page_config(page_title="mlipdiv", page_icon=str(Path(__file__).with_name(
 def _start_background_work() -> str:
     """Once per server process: build the default dataset's UMAP maps and import torch and the models, each in a
     daemon thread, so pages opened later do not wait for them."""
-    from mlipdiv.embeddings import start_background_build
-
     common.warm_up()
     return start_background_build()
 

@@ -8,6 +8,8 @@ here.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import threading
 from contextlib import contextmanager
@@ -16,7 +18,22 @@ from typing import Any
 
 import streamlit as st
 
-from mlipdiv.errors import MlipdivError
+from mlipdiv import uploads
+from mlipdiv.analysis.study import plan_preset
+from mlipdiv.data.generate import Settings, generate
+from mlipdiv.embeddings import MapParams, cached_map, is_cached
+from mlipdiv.errors import DatasetError, MlipdivError
+from mlipdiv.io.load import load_dataset
+from mlipdiv.jobs import sweep
+from mlipdiv.jobs.manager import JobManager
+from mlipdiv.jobs.store import RunStore
+from mlipdiv.jobs.sweep import plan_point, plan_sweep
+from mlipdiv.models import registry
+from mlipdiv.paths import cache_dir, default_dataset, home
+from mlipdiv.presets import get_preset
+from mlipdiv.selection import SplitSpec, experiment_grid, make_split
+from mlipdiv.uploads import discard_upload, one_line, redact, redact_uploads
+from mlipdiv.viz.live import BackgroundTask
 
 DATASET_KEY = "mlipdiv_dataset_path"
 DATASET_NAME_KEY = "mlipdiv_dataset_name"  # how the user knows the session's dataset (an upload's own file name)
@@ -40,9 +57,6 @@ def user_errors(prefix: str = ""):
 def public(message: str) -> str:
     """``message`` on one line, with the session's dataset path replaced by the name the user knows it by (and any
 other cached upload by its file name)."""
-    from mlipdiv.paths import cache_dir
-    from mlipdiv.uploads import one_line, redact, redact_uploads
-
     return one_line(redact_uploads(redact(message, {dataset_path(): dataset_name()}), cache_dir()), limit=1000)
 
 
@@ -50,8 +64,6 @@ other cached upload by its file name)."""
 
 
 def default_dataset_path() -> Path:
-    from mlipdiv.paths import default_dataset
-
     return default_dataset()
 
 
@@ -85,17 +97,13 @@ def accept_upload(upload: Any) -> Any:
     The result is kept for the session, so reruns do not read the file again; an upload replaced by another one
     is deleted from the cache unless it is the session's dataset.
     """
-    from mlipdiv.paths import cache_dir
-    from mlipdiv.uploads import accept_upload as accept
-    from mlipdiv.uploads import discard_upload
-
     previous = st.session_state.get(UPLOAD_KEY)
     if previous is not None and previous[0] == upload.file_id:
         result = previous[1]
         if not result.ok or result.path.exists():
             return result
-    result = accept(upload.name, upload.getvalue(), cache_dir(), keep=[dataset_path()],
-                    max_bytes=MAX_UPLOAD_MB * 2**20)
+    result = uploads.accept_upload(upload.name, upload.getvalue(), cache_dir(), keep=[dataset_path()],
+                                    max_bytes=MAX_UPLOAD_MB * 2**20)
     if previous is not None and previous[1].ok and previous[1].path != result.path:
         if Path(previous[1].path).resolve() != dataset_path().resolve():
             discard_upload(previous[1].path, cache_dir())
@@ -105,15 +113,11 @@ def accept_upload(upload: Any) -> Any:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_dataset(path: str, mtime: float, size: int) -> Any:
-    from mlipdiv.io.load import load_dataset
-
     return load_dataset(path)
 
 
 def load(path: str | Path) -> Any:
     """Load (once per server process, per file version) a dataset; raises :class:`DatasetError`."""
-    from mlipdiv.errors import DatasetError
-
     p = Path(path)
     try:
         stat = p.stat()
@@ -155,9 +159,6 @@ def require_dataset() -> Any:
 
 @st.cache_resource(show_spinner=False)
 def _job_manager(home: str) -> Any:
-    from mlipdiv.jobs.manager import JobManager
-    from mlipdiv.jobs.store import RunStore
-
     with _MANAGER_LOCK:  # one manager per server process and run store, whatever the number of sessions
         return JobManager(RunStore(home))
 
@@ -167,8 +168,6 @@ def job_manager() -> Any:
 
     A store that cannot be opened (a damaged or foreign ``runs.db``) stops the page after one message saying what
     to do; nothing is written to it, so ``runs repair`` still finds it as it was."""
-    from mlipdiv.paths import home
-
     try:
         return _job_manager(str(home().resolve()))
     except MlipdivError as exc:
@@ -227,17 +226,13 @@ def fmt(value: Any, digits: int = 1, unit: str = "") -> str:
 
 def submit_plan(plan: Any) -> tuple[list[str], int]:
     """Queue a sweep plan on the server's job manager (see :func:`mlipdiv.jobs.sweep.submit_plan`)."""
-    from mlipdiv.jobs.sweep import submit_plan as submit
-
-    return submit(job_manager(), plan)
+    return sweep.submit_plan(job_manager(), plan)
 
 
 LAPTOP_PRESETS = ("laptop-fixed-budget", "laptop-fixed-molecules")
 
 
 def laptop_presets() -> list[Any]:
-    from mlipdiv.presets import get_preset
-
     return [get_preset(name) for name in LAPTOP_PRESETS]
 
 
@@ -249,8 +244,6 @@ def preset_title(preset: Any) -> str:
 def submit_point(molecules: int, conformers: int, model: str, epochs: int, seeds: int,
                  options: dict[str, Any]) -> tuple[list[str], int]:
     """Queue one (M, C) point x ``seeds`` seeds on the session's dataset."""
-    from mlipdiv.jobs.sweep import plan_point
-
     return submit_plan(plan_point(molecules, conformers, seeds=seeds, model=model, epochs=epochs,
                                   dataset=dataset_path(), options=options))
 
@@ -258,16 +251,12 @@ def submit_point(molecules: int, conformers: int, model: str, epochs: int, seeds
 def submit_experiment(experiment: str, points: int, budget: int | None, molecules: int | None, model: str,
                       epochs: int, seeds: int, options: dict[str, Any]) -> tuple[list[str], int]:
     """Queue a whole experiment (every grid point x seeds) as a sweep on the session's dataset."""
-    from mlipdiv.jobs.sweep import plan_sweep
-
     return submit_plan(plan_sweep(experiment, points=points, seeds=seeds, model=model, epochs=epochs, budget=budget,
                                   molecules=molecules, dataset=dataset_path().resolve(), options=options))
 
 
 def submit_preset(preset: Any) -> tuple[list[str], int]:
     """Plan every sweep of a preset on the session's dataset and queue it (see :func:`submit_plan`)."""
-    from mlipdiv.analysis.study import plan_preset
-
     ids, reused = [], 0
     for plan in plan_preset(preset, dataset_path()):
         got, n = submit_plan(plan)
@@ -284,12 +273,7 @@ def start_generation(entries: list[Any], conformers: int, parents: int) -> Any:
 
     The file goes to ``cache_dir()/generated/<hash of the request>.h5``; the same request again reuses it.
     """
-    import hashlib
-    import json
 
-    from mlipdiv.data.generate import Settings, generate
-    from mlipdiv.paths import cache_dir
-    from mlipdiv.viz.live import BackgroundTask
 
     settings = Settings(conformers=conformers, parents=parents)
     request = json.dumps({"smiles": [e.smiles for e in entries], "conformers": conformers, "parents": parents})
@@ -325,8 +309,6 @@ def version(path: str | Path) -> tuple[float, int]:
 
 @st.cache_data(show_spinner="Selecting the training set …", max_entries=32)
 def _split(path: str, file_version: tuple, spec: dict[str, Any]) -> dict[str, Any]:
-    from mlipdiv.selection import SplitSpec, make_split
-
     return make_split(load(path), SplitSpec.from_dict(spec)).to_dict()
 
 
@@ -338,8 +320,6 @@ def split_preview(spec: Any) -> dict[str, Any]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _map(path: str, file_version: tuple, kind: str, n_neighbors: int, min_dist: float, metric: str) -> dict:
-    from mlipdiv.embeddings import MapParams, cached_map
-
     m = cached_map(load(path), MapParams(kind, n_neighbors, min_dist, metric))
     return {"coords": m.coords, "global_ids": m.global_ids, "molecule_index": m.molecule_index,
             "method": m.method, "seconds": m.seconds, "from_cache": m.from_cache}
@@ -347,8 +327,6 @@ def _map(path: str, file_version: tuple, kind: str, n_neighbors: int, min_dist: 
 
 def embedding(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, metric: str | None = None) -> dict:
     """A UMAP map of the session's dataset (from disk when there; computed with a spinner otherwise)."""
-    from mlipdiv.embeddings import MapParams, is_cached
-
     params = MapParams(kind, n_neighbors, min_dist, metric)
     path = dataset_path()
     if is_cached(load(path), params):
@@ -358,17 +336,13 @@ def embedding(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, metric: s
 
 
 def embedding_ready(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, metric: str | None = None) -> bool:
-    from mlipdiv.embeddings import MapParams, is_cached
-
     return is_cached(load(dataset_path()), MapParams(kind, n_neighbors, min_dist, metric))
 
 
 @functools.lru_cache(maxsize=1)
 def model_names() -> tuple[str, ...]:
     """Registered models (importing them loads torch and PyG: seconds, so :func:`warm_up` does it at start)."""
-    from mlipdiv.models.registry import model_names as names
-
-    return tuple(names())
+    return tuple(registry.model_names())
 
 
 def warm_up() -> threading.Thread:
@@ -405,8 +379,6 @@ def remember_tradeoff(spec: Any) -> None:
 
 def tradeoff_spec(ds: Any) -> Any:
     """The trade-off chosen on Trade-off for this dataset, or the middle of a fixed-budget grid (B = 256 or less)."""
-    from mlipdiv.selection import SplitSpec, experiment_grid
-
     chosen = st.session_state.get(TRADEOFF_KEY)
     if chosen and chosen.get("dataset") == str(dataset_path().resolve()):
         return SplitSpec.from_dict(chosen)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from mlipdiv.data.molecules import Entry, check_smiles, dedupe
+from mlipdiv.diversity import conformational_diversity, structural_diversity
+from mlipdiv.style import mev
 from mlipdiv.viz import figures, molview, tables
 from mlipdiv.viz.live import BackgroundTask
-from mlipdiv.style import mev
 from pages import common
 
 MAX_SMILES = 20  # molecules per generation from the page (the CLI has no limit)
@@ -26,8 +28,6 @@ def molecule_table(path: str, version: tuple) -> list[dict]:
 
 @st.cache_data(show_spinner="Measuring the diversity of the whole set (first time only) …", max_entries=4)
 def whole_set_diversity(path: str, version: tuple) -> tuple[dict, dict]:
-    from mlipdiv.diversity import conformational_diversity, structural_diversity
-
     data = common.load(path)
     summary, _ = conformational_diversity(data)
     return structural_diversity(data), summary
@@ -163,8 +163,6 @@ with tab_generate:
             st.error(f"{len(lines)} molecules pasted; at most {MAX_SMILES} here (use `python -m mlipdiv generate` "
                      "for more).")
         else:
-            from mlipdiv.data.molecules import Entry, check_smiles, dedupe
-
             checked = dedupe([check_smiles(p[0], name=p[1].strip() if len(p) > 1 else "") for p in lines])
             entries = [e for e in checked if isinstance(e, Entry)]
             st.session_state["generate_rejected"] = [(e.input, e.reason) for e in checked if not isinstance(e, Entry)]

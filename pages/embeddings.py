@@ -8,8 +8,8 @@ import numpy as np
 import streamlit as st
 
 from mlipdiv.embeddings import METRICS
-from mlipdiv.viz import figures, live, maps, molview
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
+from mlipdiv.viz import figures, live, maps, molview
 from pages import common
 
 st.title("Embeddings")

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from mlipdiv.analysis.figures import study_figure
-from mlipdiv.viz import figures, live
 from mlipdiv.style import SPLIT_LABELS, mev
+from mlipdiv.viz import figures, live
 from pages import common
 
 st.title("Runs")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from mlipdiv.embeddings import background_status
 from mlipdiv.errors import InfeasibleRequest
 from mlipdiv.selection import STRATEGIES, SplitSpec, experiment_grid, reserve
-from mlipdiv.viz import figures, maps
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
+from mlipdiv.viz import figures, maps
 from pages import common
 
 MAX_GRID = 64  # slider positions at most
@@ -130,8 +131,6 @@ with common.user_errors("This point cannot be selected: "):
                                      color_title="split", height=460),
                 width="stretch", key=f"to_map_{kind}")
     else:
-        from mlipdiv.embeddings import background_status
-
         building = (background_status(common.dataset_path()) or {}).get("status") == "running"
         st.info("The UMAP maps of this dataset are being computed in the background (once; minutes for a large "
                 "dataset): reload this page in a while to see where the training set sits." if building else

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlipdiv.viz import figures, live, maps, molview, tables
 from mlipdiv.style import SPLIT_COLORS
+from mlipdiv.viz import figures, live, maps, molview, tables
 
 # ------------------------------------------------------------------------------------------------ 3D viewer
 
@@ -45,8 +45,9 @@ def test_3dmol_asset_is_the_documented_release():
 
 
 def test_xyz_block_round_trip():
-    from ase.io import read
     import io
+
+    from ase.io import read
 
     z = np.array([8, 1, 1])
     pos = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
@@ -267,8 +268,9 @@ def test_study_rows_groups_and_baselines():
     table = live.study_table(runs, "fixed-budget", 16)
     assert {r["run_id"] for r in table} == {"r0", "r1", "r2", "r3", "r4"}
     assert live.baseline_means(runs, ["r0", "r1"]) == {"test_conformers": 1.0, "test_molecules": 3.0}
-    from mlipdiv.analysis.figures import study_figure
     import pandas as pd
+
+    from mlipdiv.analysis.figures import study_figure
 
     fig = study_figure(pd.DataFrame(table), "fixed-budget")
     assert len(fig.data) == 2 and fig.layout.xaxis.type == "log"
