@@ -1,6 +1,6 @@
 """Display helpers for the app: Plotly figure builders, the 3D molecule viewer, polling and selection logic.
 
-Plain functions with no Streamlit import, so each is unit-tested on its own (``tests/test_viz.py``) and the pages
+Plain functions with no Streamlit import, so each is unit-tested on its own (``tests/viz/test_viz.py``) and the pages
 only lay them out. Units: the library works in eV and angstrom; these helpers convert to meV and meV/angstrom for
 display with :func:`mlipdiv.style.mev`.
 
