@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.analysis.fit import SPLITS, ErrorFit, ExtrapolationError
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 
 __all__ = ["Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
 
@@ -93,7 +93,7 @@ def recommend(
     """The admissible M x C <= ``budget`` minimising the weighted predicted error (see module docstring)."""
     _check_fits(fits)
     if not 0.0 <= weight <= 1.0:
-        raise MlipdivError(f"--weight must lie in [0, 1] (1 = only unseen molecules matter), got {weight}")
+        raise InvalidSetting(f"weight must lie in [0, 1] (1 = only unseen molecules matter), got {weight}", "weight")
     budget = int(budget)
     M, C = candidates(budget, max_molecules)
     f_mol, f_conf = fits["test_molecules"], fits["test_conformers"]

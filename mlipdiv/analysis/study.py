@@ -50,14 +50,14 @@ def shape_plan(plan: Any, preset: Any) -> Any:
 
     from mlipdiv.jobs.sweep import SweepRun, file_digest, run_key
 
-    from mlipdiv.selection.experiments import _spread
+    from mlipdiv.selection.experiments import spread
 
     cap = preset.max_conformers_per_molecule
     grid = [tuple(g) for g in plan.grid if cap is None or g[1] <= cap]
     if not grid:
         raise MlipdivError(f"preset {preset.name}: no grid point has C <= {cap}")
     # the same log-even choice experiment_grid makes, now among the points under the cap
-    grid = _spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == "fixed-molecules" else p[0])
+    grid = spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == Experiment.FIXED_MOLECULES else p[0])
     keep = [r for r in plan.runs if (r.molecules, r.conformers_per_molecule) in grid]
     largest = max(r.molecules * r.conformers_per_molecule for r in keep)
     digest = None

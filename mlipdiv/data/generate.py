@@ -34,7 +34,7 @@ from mlipdiv.data.molecules import Entry, Rejected
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 from mlipdiv.data.oracle import Oracle, OracleFailure
 from mlipdiv.io.validate import check_output, make_parent
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 
 SAMPLINGS = ("nms", "md")
 RELAXATIONS = ("xtb", "mmff")
@@ -54,15 +54,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.conformers < 1:
-            raise MlipdivError("--conformers must be at least 1")
+            raise InvalidSetting("conformers must be at least 1", "conformers")
         if self.parents < 1:
-            raise MlipdivError("--parents must be at least 1")
+            raise InvalidSetting("parents must be at least 1", "parents")
         if self.sampling not in SAMPLINGS:
-            raise MlipdivError(f"--sampling must be one of {', '.join(SAMPLINGS)}")
+            raise InvalidSetting(f"sampling must be one of {', '.join(SAMPLINGS)}", "sampling")
         if self.relax not in RELAXATIONS:
-            raise MlipdivError(f"--relax must be one of {', '.join(RELAXATIONS)}")
+            raise InvalidSetting(f"relax must be one of {', '.join(RELAXATIONS)}", "relax")
         if not self.temperature > 0:
-            raise MlipdivError("--temperature must be positive (kelvin)")
+            raise InvalidSetting("temperature must be positive (kelvin)", "temperature")
 
 
 @dataclass

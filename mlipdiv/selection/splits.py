@@ -52,7 +52,7 @@ import numpy as np
 from mlipdiv.io.atomic import atomic_write_text
 from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import dataset_digest, single_threaded_blas
-from mlipdiv.errors import InfeasibleRequest, InvalidSetting
+from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
 from mlipdiv.selection.strategies import get_strategy
 
 __all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]
@@ -99,17 +99,19 @@ class SplitSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Every option within its documented range, or :class:`InvalidSetting` naming it (and its flag)."""
+        """Every option within its documented range, or :class:`InvalidSetting` naming its field."""
         if self.molecule_split not in MOLECULE_SPLITS:
-            raise InvalidSetting(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}")
+            raise InvalidSetting(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}",
+                                 "molecule_split")
         if self.conformer_holdout not in CONFORMER_HOLDOUTS:
             raise InvalidSetting(
-                f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}"
+                f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}",
+                "conformer_holdout",
             )
         try:
             get_strategy(self.strategy)
-        except ValueError as exc:
-            raise InvalidSetting(f"{exc} (--strategy)") from exc
+        except UnknownName as exc:
+            raise UnknownName(exc.kind, exc.name, exc.known, field="strategy") from None
         if not (_whole(self.seed) and self.seed >= 0):
             raise InvalidSetting.out_of_range("seed", self.seed, "a whole number of at least 0")
         for name in ("budget", "molecules", "conformers_per_molecule"):

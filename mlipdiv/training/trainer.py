@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
+from mlipdiv.errors import InvalidSetting, TrainingCancelled, TrainingError
 from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json
 from mlipdiv.models.potential import Potential
 from mlipdiv.training.config import TrainConfig
@@ -76,7 +76,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise MlipdivError("--device cuda requested but no CUDA GPU is available to torch; use --device cpu or auto")
+        raise InvalidSetting("device cuda requested but no CUDA GPU is available to torch; use cpu or auto", "device")
     return torch.device(name)
 
 
