@@ -1,6 +1,6 @@
 """Names that are written to disk (JSON, CSV, SQLite) or typed by a user, defined once.
 
-Each is a :class:`enum.StrEnum`: a member *is* its string (``Split.TRAIN == "train"``, ``json.dumps`` and SQLite
+Each is a :class:`enum.StrEnum`: a member *is* its string (``SplitName.TRAIN == "train"``, ``json.dumps`` and SQLite
 store ``"train"``), so files written before these enums existed read back unchanged. Core module: standard library
 only.
 """
@@ -18,12 +18,12 @@ __all__ = [
     "STATUSES",
     "TEST_SPLITS",
     "Experiment",
-    "Split",
+    "SplitName",
     "Status",
 ]
 
 
-class Split(StrEnum):
+class SplitName(StrEnum):
     """The four parts of a split; the keys of ``split.json`` and of every per-split metric."""
 
     TRAIN = "train"
@@ -32,9 +32,9 @@ class Split(StrEnum):
     TEST_MOLECULES = "test_molecules"  # molecules never trained on
 
 
-SPLITS: tuple[Split, ...] = tuple(Split)
-EVAL_SPLITS: tuple[Split, ...] = (Split.VAL, Split.TEST_CONFORMERS, Split.TEST_MOLECULES)
-TEST_SPLITS: tuple[Split, ...] = (Split.TEST_CONFORMERS, Split.TEST_MOLECULES)
+SPLITS: tuple[SplitName, ...] = tuple(SplitName)
+EVAL_SPLITS: tuple[SplitName, ...] = (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES)
+TEST_SPLITS: tuple[SplitName, ...] = (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES)
 
 
 class Experiment(StrEnum):

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from mlipdiv.names import SplitName
 from mlipdiv.analysis import figures as afig
+from mlipdiv.analysis.cost import BUDGET_UNITS
 from mlipdiv.analysis.known_datasets import known_datasets, on_map
 from mlipdiv.errors import MlipdivError
 from mlipdiv.viz import live
@@ -137,7 +139,7 @@ if rec is not None:
     k[0].metric("Molecules M", f"{rec.n_molecules:,}", f"{spread[0]:,}–{spread[1]:,} ({lvl}%)" if spread else None,
                 delta_color="off", delta_arrow="off")
     k[1].metric("Conformers per molecule C", f"{rec.conformers_per_molecule:,}")
-    for col, split, label in ((k[2], "test_conformers", "unseen conformers"), (k[3], "test_molecules",
+    for col, split, label in ((k[2], SplitName.TEST_CONFORMERS, "unseen conformers"), (k[3], SplitName.TEST_MOLECULES,
                                                                               "unseen molecules")):
         p = rec.predicted[split]
         col.metric(f"Predicted error, {label}", f"{p['mean']:.1f} {p['unit']}",
@@ -146,7 +148,7 @@ if rec is not None:
         st.caption(f"Note: {note}")
     st.plotly_chart(afig.tradeoff_figure(rec, fits), width="stretch", key="budget_tradeoff")
     cols = st.columns(2)
-    for col, split in zip(cols, ("test_conformers", "test_molecules")):
+    for col, split in zip(cols, (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES)):
         col.plotly_chart(afig.error_surface_figure(fits[split]), width="stretch", key=f"budget_surface_{split}")
     with st.expander("Fit quality and parameters"):
         table = []

@@ -36,8 +36,10 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.units import S_TO_MS
 
-__all__ = ["BUDGET_UNITS", "CALIBRATION_FILE", "CostModel", "budget_in_conformers", "calibrate", "dataset_atom_counts", "load_calibration", "pipeline_cost_model",
+__all__ = ["BUDGET_UNITS", "CALIBRATION_FILE", "CostModel", "budget_in_conformers", "calibrate",
+           "dataset_atom_counts", "load_calibration", "pipeline_cost_model",
            "xtb_cost_model"]
 
 CALIBRATION_FILE = Path(__file__).with_name("cost_calibration.json")
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     cal = calibrate(repeats=args.repeats)
     args.out.write_text(json.dumps(cal, indent=2) + "\n")
     for p in cal["points"]:
-        print(f"{p['n_atoms']:4d} atoms  {1000 * p['cpu_s']:8.1f} ms CPU  {1000 * p['wall_s']:8.1f} ms wall  {p['smiles']}")
+        print(f"{p['n_atoms']:4d} atoms  {S_TO_MS * p['cpu_s']:8.1f} ms CPU  {S_TO_MS * p['wall_s']:8.1f} ms wall  "
+              f"{p['smiles']}")
     print(f"t = {cal['c']:.3g} s * n^{cal['p']:.2f}  (R^2 log-log {cal['r2_log']:.3f}) -> {args.out}")
     return 0
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import EVAL_SPLITS, TEST_SPLITS, SplitName
 from mlipdiv.errors import MlipdivError
+from mlipdiv.units import mev
 
 __all__ = [
     "DomainReport",
@@ -144,13 +146,13 @@ def applicability_domain(
     """
     ref_d = nn_distances(train, reference)
     thr = percentile_threshold(ref_d, percentile)
-    distances = {"val": ref_d, **{s: nn_distances(train, x) for s, x in tests.items()}}
+    distances = {SplitName.VAL: ref_d, **{s: nn_distances(train, x) for s, x in tests.items()}}
     errors: dict[str, np.ndarray] = {}
     ref_err = float("nan")
     err_thr = None
     if reference_errors is not None:
-        errors["val"] = np.asarray(reference_errors, float)
-        ref_err = float(np.mean(errors["val"]))
+        errors[SplitName.VAL] = np.asarray(reference_errors, float)
+        ref_err = float(np.mean(errors[SplitName.VAL]))
     if test_errors:
         errors.update({s: np.asarray(e, float) for s, e in test_errors.items()})
     if errors and np.isfinite(ref_err):
@@ -196,13 +198,13 @@ def domain_for_run(
 
     dataset, split, preds = load_run(run_dir, dataset)
     desc = conformer_descriptors(dataset)
-    train_pairs = split["train"]
+    train_pairs = split[SplitName.TRAIN]
     train = desc[global_ids(dataset, [p[0] for p in train_pairs], [p[1] for p in train_pairs])]
-    rows = {s: preds["split"] == s for s in ("val", "test_conformers", "test_molecules")}
+    rows = {s: preds["split"] == s for s in EVAL_SPLITS}
     x = {s: desc[global_ids(dataset, preds["mol_id"][r], preds["conf_idx"][r])] for s, r in rows.items()}
-    err = {s: 1000.0 * preds["forces_mae"][r] for s, r in rows.items()}
+    err = {s: mev(preds["forces_mae"][r]) for s, r in rows.items()}
     return applicability_domain(
-        train, x["val"], {s: x[s] for s in ("test_conformers", "test_molecules")},
-        reference_errors=err["val"], test_errors={s: err[s] for s in ("test_conformers", "test_molecules")},
+        train, x[SplitName.VAL], {s: x[s] for s in TEST_SPLITS},
+        reference_errors=err[SplitName.VAL], test_errors={s: err[s] for s in TEST_SPLITS},
         percentile=percentile, k=k,
     )

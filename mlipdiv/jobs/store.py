@@ -48,6 +48,8 @@ from typing import Any
 from urllib.parse import quote
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import ACTIVE_STATUSES, FINAL_STATUSES, Status
+from mlipdiv.names import STATUSES as _STATUSES
 from mlipdiv.paths import home
 
 __all__ = [
@@ -67,8 +69,8 @@ __all__ = [
     "interrupted_message",
 ]
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-ACTIVE = ("queued", "running")
+STATUSES = _STATUSES  # mlipdiv.names.Status: the values of the status column
+ACTIVE = ACTIVE_STATUSES
 DB_NAME = "runs.db"
 MARKER = "run.json"  # in every run folder: id, key, config, created (what `runs repair` rebuilds a row from)
 SCHEMA_VERSION = 2
@@ -76,16 +78,16 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_STALE_AFTER = 60.0  # seconds without a heartbeat before a running run counts as interrupted
 
 # Which statuses each transition may start from.
-_CLAIMABLE = ("queued", "interrupted")
-_REQUEUEABLE = ("interrupted", "cancelled", "failed", "done")
-_FINAL = ("done", "failed", "cancelled", "interrupted")
+_CLAIMABLE = (Status.QUEUED, Status.INTERRUPTED)
+_REQUEUEABLE = (Status.INTERRUPTED, Status.CANCELLED, Status.FAILED, Status.DONE)
+_FINAL = FINAL_STATUSES
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY,
     key              TEXT,
     config           TEXT NOT NULL,
-    status           TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    status           TEXT NOT NULL CHECK (status IN ({", ".join(repr(str(s)) for s in STATUSES)})),
     epoch            INTEGER NOT NULL DEFAULT 0,
     n_epochs         INTEGER,
     batch            INTEGER NOT NULL DEFAULT 0,
@@ -718,7 +720,7 @@ class RunStore:
         Ignored (returns False) when another attempt owns the run by now.
         """
         if status not in _FINAL:
-            raise ValueError(f"finish status must be one of {_FINAL}, not {status!r}")
+            raise ValueError(f"finish status must be one of {', '.join(_FINAL)}, not {status!r}")
         sets = ["status = :status", "finished = :now", "heartbeat = :now", "error = :error", "cancel_requested = 0"]
         params: dict[str, Any] = {"status": status, "now": time.time(), "error": error}
         if metrics is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import SPLITS, Split
+from mlipdiv.names import SPLITS, SplitName
 from mlipdiv.units import mev
 
 __all__ = [
@@ -53,7 +53,7 @@ def conformer_split_labels(dataset: Any, split: Any) -> np.ndarray:
 def molecule_split_labels(dataset: Any, split: Any) -> np.ndarray:
     """Per molecule: ``train`` (some conformers trained on), ``test_molecules`` (held out) or ``unused``."""
     labels = np.full(len(dataset), "unused", dtype=object)
-    for key in (Split.TEST_MOLECULES, Split.TRAIN):
+    for key in (SplitName.TEST_MOLECULES, SplitName.TRAIN):
         for mol_id, _ in _pairs(split, key):
             if mol_id in dataset:
                 labels[dataset.index_of(mol_id)] = key
