@@ -40,19 +40,19 @@ __all__ = [
 ]
 
 
-def nn_distances(reference: np.ndarray, query: np.ndarray, batch: int = 2048) -> np.ndarray:
-    """Euclidean distance from every row of ``query`` to its nearest row of ``reference``."""
+def nn_distances(reference: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Euclidean distance from every row of ``query`` to its nearest row of ``reference`` (a k-d tree: exact, and
+    without the n_query x n_reference distance matrix)."""
+    from scipy.spatial import cKDTree
+
     ref = np.asarray(reference, dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
     if len(ref) == 0:
         raise MlipdivError("the training set is empty: no distances to it")
-    ref_sq = (ref**2).sum(1)
-    out = np.empty(len(q))
-    for i in range(0, len(q), batch):
-        qb = q[i : i + batch]
-        d2 = (qb**2).sum(1)[:, None] + ref_sq[None] - 2 * qb @ ref.T
-        out[i : i + batch] = np.sqrt(np.maximum(d2.min(1), 0.0))
-    return out
+    if len(q) == 0:
+        return np.empty(0)
+    distances, _ = cKDTree(ref.reshape(len(ref), -1)).query(q.reshape(len(q), -1), k=1)
+    return np.asarray(distances, dtype=np.float64)
 
 
 def percentile_threshold(reference_distances: np.ndarray, q: float = 95.0) -> float:

@@ -580,7 +580,7 @@ def generate(
         "molecules": len(ok),
         "conformers": n_conf,
         "skipped": skipped,
-        "parents_per_molecule": {str(k): v for k, v in sorted(_count(done[i]["stats"].get("parents") for i in ok).items())},
+        "parents_per_molecule": {str(k): v for k, v in sorted(Counter(done[i]["stats"].get("parents") for i in ok).items())},
         "failed_samples_replaced": sum(done[i]["stats"].get("failed_samples", 0) for i in ok),
         "oracle_calls": calls,
         "wall_seconds_this_run": round(time.time() - started, 1),
@@ -615,9 +615,3 @@ def generate(
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
-
-def _count(values) -> dict[Any, int]:
-    out: dict[Any, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out

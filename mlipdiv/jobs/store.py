@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psutil
+
 from mlipdiv.errors import MlipdivError
 from mlipdiv.names import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from mlipdiv.names import STATUSES as _STATUSES
@@ -157,30 +159,34 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def _start_token(created: float) -> str:
+    """A process's start time as stored in ``proc_start``: clock ticks since boot, the string earlier versions read
+    from ``/proc/<pid>/stat``, so rows written by them still match."""
+    return str(round((created - psutil.boot_time()) * os.sysconf("SC_CLK_TCK")))
+
+
 def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), to tell a live process from a later one that reused its pid."""
+    """The start time of ``pid``, to tell a live process from a later one that reused its pid (None: unknown)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return _start_token(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError, ValueError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def pid_alive(pid: int, proc_start: str | None = None) -> bool:
     """Whether process ``pid`` on this host is alive (a zombie counts as dead; so does a reused pid)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        status, created = proc.status(), proc.create_time()
+    except psutil.ZombieProcess:
         return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True  # no /proc (not Linux): trust kill(0)
-    if fields[0] in ("Z", "X"):
+    except psutil.NoSuchProcess:
         return False
-    return proc_start is None or fields[19] == proc_start
+    except psutil.AccessDenied:
+        return True  # it exists; we may not look at it
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return False
+    return proc_start is None or _start_token(created) == proc_start
 
 
 _HOST = socket.gethostname()
