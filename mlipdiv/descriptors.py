@@ -32,6 +32,7 @@ import numpy as np
 
 from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import DatasetError
+from mlipdiv.units import BOHR_PER_ANGSTROM
 
 __all__ = [
     "FP_BITS",
@@ -50,7 +51,7 @@ __all__ = [
 
 FP_RADIUS = 2
 FP_BITS = 2048
-ANGSTROM_BOHR = 1.0 / 0.529177210903  # Coulomb matrix in atomic units, as in Rupp et al.
+ANGSTROM_BOHR = BOHR_PER_ANGSTROM  # Coulomb matrix in atomic units, as in Rupp et al.
 _VERSION = 1  # bump when a descriptor's definition changes: old cache files are then ignored
 _MEMORY: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _MEMORY_SIZE = 8

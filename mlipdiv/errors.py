@@ -24,12 +24,41 @@ class TrainingCancelled(MlipdivError):
 
 
 class InvalidSetting(MlipdivError, ValueError):
-    """A number or choice outside its documented range; the message names the setting (and its command-line flag).
+    """A number or choice outside its documented range. The message names the setting by its field name (``lr``),
+    as the library and the app know it; ``field`` carries that name so that the CLI can show its flag (``--lr``)
+    instead (see :func:`mlipdiv.cli.user_message`).
 
     Also a ``ValueError``, so callers that caught the plain ``ValueError`` of earlier versions still catch it."""
 
+    def __init__(self, message: str, field: str | None = None, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.fields: tuple[str, ...] = fields or ((field,) if field else ())
+
+    def __reduce__(self) -> tuple:  # survives pickling (worker processes, Ray) with its fields
+        return (InvalidSetting._rebuild, (type(self), self.args, self.__dict__))
+
+    @staticmethod
+    def _rebuild(cls: type, args: tuple, state: dict) -> InvalidSetting:
+        exc = Exception.__new__(cls)
+        exc.args = args
+        exc.__dict__.update(state)
+        return exc
+
     @classmethod
     def out_of_range(cls, name: str, value: object, rule: str, why: str = "") -> InvalidSetting:
-        """``--lr 1000000.0 is out of range: lr must be in (0, 1]; why``: the flag for the CLI, the name for the app."""
-        flag = f"--{name.replace('_', '-')}"
-        return cls(f"{flag} {value!r} is out of range: {name} must be {rule}" + (f"; {why}" if why else ""))
+        """``lr 1000000.0 is out of range: lr must be in (0, 1]; why`` (the CLI shows ``--lr 1000000.0 ...``)."""
+        return cls(f"{name} {value!r} is out of range: {name} must be {rule}" + (f"; {why}" if why else ""), name)
+
+
+class UnknownName(InvalidSetting):
+    """A name that is not in a registry (model, strategy, QM engine, experiment); the message lists the known ones.
+
+    ``field`` is set by whoever knows which setting held the name (e.g. ``strategy``); a bare lookup leaves it
+    ``None``."""
+
+    def __init__(self, kind: str, name: object, known: list[str] | tuple[str, ...], field: str | None = None) -> None:
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(map(str, known))}", field)
+        self.kind = kind
+        self.name = name
+        self.known = list(known)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlipdiv.names import Experiment
 from mlipdiv.errors import MlipdivError
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
@@ -87,7 +88,7 @@ class Preset:
         return self.points * self.seeds * len(self.models) * len(self.strategies)
 
     def describe(self) -> str:
-        size = f"B = {self.budget}" if self.experiment == "fixed-budget" else f"M = {self.molecules}"
+        size = f"B = {self.budget}" if self.experiment == Experiment.FIXED_BUDGET else f"M = {self.molecules}"
         return (
             f"{self.name}: {self.experiment} ({size}), {self.points} points x {self.seeds} seeds x "
             f"{'/'.join(self.models)} x {'/'.join(self.strategies)} = {self.n_runs} runs, {self.epochs} epochs, "
@@ -105,38 +106,40 @@ PRESETS: dict[str, Preset] = {
     for p in (
         # The laptop presets are the SchNet part of the docs presets (same runs), so docs/RESULTS.md times them.
         Preset("laptop-fixed-budget", "Fixed budget of 128 conformers, from many molecules to many conformers each",
-               "fixed-budget", points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
+               Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
                expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)", **_SMALL),
         Preset("laptop-fixed-molecules", "8 molecules, 1 to 16 conformers each, equal optimiser steps",
-               "fixed-molecules", points=4, seeds=3, models=("schnet",), epochs=10, molecules=8,
+               Experiment.FIXED_MOLECULES, points=4, seeds=3, models=("schnet",), epochs=10, molecules=8,
                max_conformers_per_molecule=16, match_steps=True,
                expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)", **_SMALL),
         # docs/RESULTS.md: the two experiments with two architectures, and random vs diverse selection (SchNet)
         Preset("docs-fixed-budget", "docs/RESULTS.md: B = 128, SchNet and PaiNN, random selection",
-               "fixed-budget", points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=128,
+               Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=128,
                expected="measured time in docs/RESULTS.md", **_SMALL),
         Preset("docs-fixed-molecules", "docs/RESULTS.md: M = 8, C = 1..16, SchNet and PaiNN, equal optimiser steps",
-               "fixed-molecules", points=4, seeds=3, models=("schnet", "painn"), epochs=10, molecules=8,
+               Experiment.FIXED_MOLECULES, points=4, seeds=3, models=("schnet", "painn"), epochs=10, molecules=8,
                max_conformers_per_molecule=16, match_steps=True, expected="measured time in docs/RESULTS.md",
                **_SMALL),
         Preset("docs-diverse", "docs/RESULTS.md: B = 128 with diverse (max-min) selection, SchNet",
-               "fixed-budget", points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
+               Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
                strategies=("diverse",), expected="measured time in docs/RESULTS.md", **_SMALL),
         Preset("docs-fixed-budget-512", "docs/RESULTS.md: B = 512 (does the balance move with budget?)",
-               "fixed-budget", points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=512,
+               Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=512,
                expected="measured time in docs/RESULTS.md", **_SMALL),
         Preset("gpu-fixed-budget", "Fixed budget of 4096 conformers on a GPU, three architectures",
-               "fixed-budget", points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200, budget=4096,
+               Experiment.FIXED_BUDGET, points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200, budget=4096,
                strategies=("random", "diverse"), expected="sized for one GPU (hours on a CPU)", **_GPU),
         Preset("gpu-fixed-molecules", "128 molecules, C from 1 up, on a GPU, equal optimiser steps",
-               "fixed-molecules", points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200, molecules=128,
+               Experiment.FIXED_MOLECULES, points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200,
+               molecules=128,
                match_steps=True, expected="sized for one GPU (hours on a CPU)", **_GPU),
         Preset("ray-fixed-budget", "Fixed budget of 4096 conformers as Ray tasks on a cluster",
-               "fixed-budget", points=8, seeds=5, models=("schnet", "painn", "mace"), epochs=300, budget=4096,
+               Experiment.FIXED_BUDGET, points=8, seeds=5, models=("schnet", "painn", "mace"), epochs=300, budget=4096,
                strategies=("random", "diverse"), backend="ray", expected="one Ray task per run (GPU or CPU share)",
                **_GPU),
         Preset("ray-fixed-molecules", "128 molecules, C from 1 up, as Ray tasks on a cluster, equal optimiser steps",
-               "fixed-molecules", points=8, seeds=5, models=("schnet", "painn", "mace"), epochs=300, molecules=128,
+               Experiment.FIXED_MOLECULES, points=8, seeds=5, models=("schnet", "painn", "mace"), epochs=300,
+               molecules=128,
                strategies=("random", "diverse"), match_steps=True, backend="ray",
                expected="one Ray task per run (GPU or CPU share)", **_GPU),
     )

@@ -3,12 +3,16 @@
 Used by the app's figures (:mod:`mlipdiv.viz`) and the study figures (:mod:`mlipdiv.analysis.figures`), hence one
 layer below both.
 
-Conversions from the library's units (eV, eV/angstrom) to display units happen here and nowhere else.
+Conversions from the library's units (eV, eV/angstrom) to display units live in :mod:`mlipdiv.units` (re-exported
+here as ``EV_TO_MEV`` and ``mev`` for the charts).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from mlipdiv.names import SplitName
+from mlipdiv.units import EV_TO_MEV, mev
 
 __all__ = [
     "EV_TO_MEV",
@@ -21,33 +25,25 @@ __all__ = [
     "mev",
 ]
 
-EV_TO_MEV = 1000.0
 FONT_SIZE = 18  # base font in px; titles and ticks scale from it
 # Okabe & Ito (2008): distinguishable with the common colour-vision deficiencies and in greyscale print.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
-SPLIT_ORDER = ["train", "val", "test_conformers", "test_molecules", "unused"]
+SPLIT_ORDER = [SplitName.TRAIN, SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES, "unused"]
 SPLIT_LABELS = {
-    "train": "training set",
-    "val": "validation",
-    "test_conformers": "unseen conformers",
-    "test_molecules": "unseen molecules",
+    SplitName.TRAIN: "training set",
+    SplitName.VAL: "validation",
+    SplitName.TEST_CONFORMERS: "unseen conformers",
+    SplitName.TEST_MOLECULES: "unseen molecules",
     "unused": "not used",
 }
 SPLIT_COLORS = {
-    "train": "#0072B2",
-    "val": "#56B4E9",
-    "test_conformers": "#E69F00",
-    "test_molecules": "#D55E00",
+    SplitName.TRAIN: "#0072B2",
+    SplitName.VAL: "#56B4E9",
+    SplitName.TEST_CONFORMERS: "#E69F00",
+    SplitName.TEST_MOLECULES: "#D55E00",
     "unused": "#C8C8C8",
 }
-
-
-def mev(values: Any) -> Any:
-    """eV -> meV (or eV/angstrom -> meV/angstrom); works on scalars, arrays and pandas objects; None stays None."""
-    if values is None:
-        return None
-    return values * EV_TO_MEV
 
 
 def apply_style(fig: Any, height: int | None = 480, legend_top: bool = True) -> Any:

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from mlipdiv.names import SplitName
 from mlipdiv.analysis import figures as afig
+from mlipdiv.analysis.cost import BUDGET_UNITS
 from mlipdiv.analysis.known_datasets import known_datasets, on_map
 from mlipdiv.errors import MlipdivError
 from mlipdiv.viz import live
@@ -68,7 +70,7 @@ c = st.columns(4)
 common.default("p_budget_unit", "conformers")
 common.default("p_budget_value", 10_000.0)
 common.default("p_budget_weight", 0.5)
-unit = c[0].radio("Unit", ["conformers", "cpu-hours"], key="p_budget_unit",
+unit = c[0].radio("Unit", list(BUDGET_UNITS), key="p_budget_unit",
                   format_func={"conformers": "conformers", "cpu-hours": "CPU-hours"}.get)
 value = c[1].number_input("Budget", min_value=1.0, step=100.0, format="%g", key="p_budget_value")
 weight = c[2].slider("Weight", 0.0, 1.0, step=0.05, key="p_budget_weight",
@@ -82,7 +84,7 @@ qm = st.radio("QM method for the cost", ["xtb", "dft"], horizontal=True, key="p_
                            "dft": "DFT (scaled from GFN2-xTB by your factor)"}.get)
 n_conf = None
 with common.user_errors("Cannot convert the budget: "):
-    from mlipdiv.analysis.cost import xtb_cost_model
+    from mlipdiv.analysis.cost import budget_in_conformers, xtb_cost_model
 
     cost = xtb_cost_model()
     if qm == "dft":
@@ -94,12 +96,7 @@ with common.user_errors("Cannot convert the budget: "):
         exponent = k[1].number_input("DFT scaling exponent", min_value=1.0, max_value=7.0, key="p_budget_exp")
         cost = cost.scaled(factor, exponent)
     atoms = np.array([m.n_atoms for m in ds]) if ds is not None else np.array([20.0])
-    if unit == "cpu-hours":
-        n_conf = cost.conformers_for(value, atoms)
-        if n_conf < 1:
-            raise MlipdivError(f"{value:g} CPU-hours do not pay for one conformer with {cost.label}")
-    else:
-        n_conf = int(value)
+    n_conf = budget_in_conformers(value, unit, cost, atoms)
     st.caption(f"{n_conf:,} conformers ≈ {cost.cpu_hours_for(n_conf, atoms):,.3g} CPU-hours with {cost.label}, for "
                f"molecules the size of this dataset's (mean {atoms.mean():.1f} atoms).")
 
@@ -123,7 +120,7 @@ else:
     strategy = k[1].selectbox("Selection strategy", strategies, key="p_budget_strategy")
     try:
         fits = fit(df, metric, model, strategy)
-    except (MlipdivError, ValueError, RuntimeError) as exc:
+    except MlipdivError as exc:
         st.warning(f"The error model cannot be fitted to these runs yet: {exc}. It needs finished runs at several "
                    f"(M, C) points of both experiments.", icon=":material/warning:")
     if fits is not None:
@@ -142,7 +139,7 @@ if rec is not None:
     k[0].metric("Molecules M", f"{rec.n_molecules:,}", f"{spread[0]:,}–{spread[1]:,} ({lvl}%)" if spread else None,
                 delta_color="off", delta_arrow="off")
     k[1].metric("Conformers per molecule C", f"{rec.conformers_per_molecule:,}")
-    for col, split, label in ((k[2], "test_conformers", "unseen conformers"), (k[3], "test_molecules",
+    for col, split, label in ((k[2], SplitName.TEST_CONFORMERS, "unseen conformers"), (k[3], SplitName.TEST_MOLECULES,
                                                                               "unseen molecules")):
         p = rec.predicted[split]
         col.metric(f"Predicted error, {label}", f"{p['mean']:.1f} {p['unit']}",
@@ -151,7 +148,7 @@ if rec is not None:
         st.caption(f"Note: {note}")
     st.plotly_chart(afig.tradeoff_figure(rec, fits), width="stretch", key="budget_tradeoff")
     cols = st.columns(2)
-    for col, split in zip(cols, ("test_conformers", "test_molecules")):
+    for col, split in zip(cols, (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES)):
         col.plotly_chart(afig.error_surface_figure(fits[split]), width="stretch", key=f"budget_surface_{split}")
     with st.expander("Fit quality and parameters"):
         table = []

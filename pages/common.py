@@ -29,9 +29,11 @@ from mlipdiv.jobs.manager import JobManager
 from mlipdiv.jobs.store import RunStore
 from mlipdiv.jobs.sweep import plan_point, plan_sweep
 from mlipdiv.models import registry
+from mlipdiv.names import Experiment
 from mlipdiv.paths import cache_dir, default_dataset, home
 from mlipdiv.presets import get_preset
 from mlipdiv.selection import SplitSpec, experiment_grid, make_split
+from mlipdiv.selection import default_budget as selection_default_budget
 from mlipdiv.uploads import discard_upload, one_line, redact, redact_uploads
 from mlipdiv.viz.live import BackgroundTask
 
@@ -46,11 +48,11 @@ _MANAGER_LOCK = threading.Lock()
 
 @contextmanager
 def user_errors(prefix: str = ""):
-    """Show a library error (or a bad value) as a red box with its message instead of a traceback; the server path
+    """Show a library error (:class:`~mlipdiv.errors.MlipdivError`, incl. a setting out of range) as a red box with its message instead of a traceback; the server path
     of the session's dataset (an upload's cached copy) is shown as the user's name for it."""
     try:
         yield
-    except (MlipdivError, ValueError) as exc:
+    except MlipdivError as exc:  # a bug's ValueError or KeyError is a bug: it is not dressed up as a user message
         st.error(f"{prefix}{public(str(exc))}", icon=":material/error:")
 
 
@@ -383,25 +385,11 @@ def tradeoff_spec(ds: Any) -> Any:
     if chosen and chosen.get("dataset") == str(dataset_path().resolve()):
         return SplitSpec.from_dict(chosen)
     spec = SplitSpec(seed=0)
-    grid = experiment_grid(ds, "fixed-budget", 64, budget=default_budget(ds, spec), spec=spec)
+    grid = experiment_grid(ds, Experiment.FIXED_BUDGET, 64, budget=default_budget(ds, spec), spec=spec)
     m, c = grid[len(grid) // 2]
     return SplitSpec(molecules=m, conformers_per_molecule=c, seed=0)
 
 
 def default_budget(ds: Any, spec: Any, largest: int = 256) -> int:
-    """The first budget in 256, 128, 64, ... whose fixed-budget grid has at least three points (a slider worth
-    moving), else the largest the data allows."""
-    from mlipdiv.errors import InfeasibleRequest
-    from mlipdiv.selection import experiment_grid, reserve
-
-    best = reserve(ds, spec).max_budget()[0]
-    budget = largest
-    while budget >= 4:
-        if budget <= best:
-            try:
-                if len(experiment_grid(ds, "fixed-budget", 64, budget=budget, spec=spec)) >= 3:
-                    return budget
-            except InfeasibleRequest:
-                pass
-        budget //= 2
-    return max(best, 1)
+    """See :func:`mlipdiv.selection.default_budget` (the choice lives in the library, with its tests)."""
+    return selection_default_budget(ds, spec, largest)

@@ -92,9 +92,7 @@ else:
         pred = {k: npz[k] for k in ("mol_id", "conf_idx", "forces_mae")}
     err = mev(maps.prediction_errors(ds, pred))
     mol_index = emb["conformers"]["molecule_index"]
-    per_mol = np.full(len(ds), np.nan)
-    for i in np.unique(mol_index[np.isfinite(err)]):
-        per_mol[i] = np.nanmean(err[mol_index == i])
+    per_mol = maps.per_molecule_mean(err, mol_index, len(ds))
     colouring["structures"] = {"color": per_mol, "categorical": False, "color_title": "force MAE (meV/Å)"}
     colouring["conformers"] = {"color": err, "categorical": False, "color_title": "force MAE (meV/Å)",
                                "priority": np.isfinite(err)}

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from mlipdiv.names import SPLITS, Experiment, SplitName
 from mlipdiv.analysis.figures import study_figure
 from mlipdiv.style import SPLIT_LABELS, mev
 from mlipdiv.viz import figures, live
@@ -93,7 +94,7 @@ else:
     run = by_id[run_id]
     metrics = run.metrics
     table = []
-    for split in ("train", "val", "test_conformers", "test_molecules"):
+    for split in SPLITS:
         s, b = metrics["splits"].get(split) or {}, (metrics.get("baselines") or {}).get(split) or {}
         table.append({
             "split": SPLIT_LABELS.get(split, split), "conformers": s.get("n"),
@@ -109,7 +110,8 @@ else:
     if pred_path.exists():
         with np.load(pred_path, allow_pickle=False) as npz:
             pred = {k: npz[k] for k in npz.files}
-        splits = [s for s in ("test_conformers", "test_molecules", "val") if np.any(pred["split"] == s)]
+        splits = [s.value for s in (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES, SplitName.VAL)
+                  if np.any(pred["split"] == s)]
         cols = st.columns(2)
         with cols[0]:
             split = st.radio("Parity plot of", splits, horizontal=True, key="runs_parity_split",
@@ -125,16 +127,16 @@ else:
 
 # -------------------------------------------------------------------------------------------------- the study
 st.subheader("The study: held-out error across the trade-off")
-experiment = st.radio("Experiment", ["fixed-budget", "fixed-molecules"], horizontal=True, key="runs_experiment",
-                      format_func={"fixed-budget": "Fixed budget: error against M",
-                                   "fixed-molecules": "Fixed molecular set: error against C"}.get)
+experiment = st.radio("Experiment", [e.value for e in Experiment], horizontal=True, key="runs_experiment",
+                      format_func={Experiment.FIXED_BUDGET: "Fixed budget: error against M",
+                                   Experiment.FIXED_MOLECULES: "Fixed molecular set: error against C"}.get)
 rows = live.study_rows(runs, experiment=experiment)
 groups = live.study_groups(rows, experiment)
 if not groups:
     st.info("The study plot needs finished runs at two or more points of one experiment (same budget, or same "
             "number of molecules). The presets on **Home** queue exactly that.", icon=":material/info:")
 else:
-    what = "Budget B" if experiment == "fixed-budget" else "Molecules M"
+    what = "Budget B" if experiment == Experiment.FIXED_BUDGET else "Molecules M"
     group = st.selectbox(what, groups, key=f"runs_group_{experiment}")
     series = pd.DataFrame(live.study_table(runs, experiment, group))
     cols = st.columns(2)

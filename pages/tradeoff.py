@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mlipdiv.embeddings import background_status
+from mlipdiv.names import Experiment
 from mlipdiv.errors import InfeasibleRequest
 from mlipdiv.selection import STRATEGIES, SplitSpec, experiment_grid, reserve
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
@@ -23,17 +24,17 @@ st.markdown("Choose how a training set spends its conformers: **many molecules w
 # ---------------------------------------------------------------------------------------------- the experiment
 left, right = st.columns([3, 2])
 with left:
-    common.default("p_to_experiment", "fixed-budget")
+    common.default("p_to_experiment", Experiment.FIXED_BUDGET.value)
     common.default("p_to_strategy", "random")
-    experiment = st.radio("Experiment", ["fixed-budget", "fixed-molecules"], horizontal=True, key="p_to_experiment",
-                          format_func={"fixed-budget": "Fixed budget (M × C = B)",
-                                       "fixed-molecules": "Fixed molecular set (M fixed, C varies)"}.get)
+    experiment = st.radio("Experiment", [e.value for e in Experiment], horizontal=True, key="p_to_experiment",
+                          format_func={Experiment.FIXED_BUDGET: "Fixed budget (M × C = B)",
+                                       Experiment.FIXED_MOLECULES: "Fixed molecular set (M fixed, C varies)"}.get)
     strategy = st.selectbox("Selection strategy", sorted(STRATEGIES), key="p_to_strategy",
                             format_func=lambda s: f"{s}: {STRATEGIES[s].description}")
     base_spec = SplitSpec(strategy=strategy, seed=0)
     res = reserve(ds, base_spec)
     best_b, best_m, best_c = res.max_budget()
-    if experiment == "fixed-budget":
+    if experiment == Experiment.FIXED_BUDGET:
         common.default("p_to_budget", common.default_budget(ds, base_spec))
         budget = int(st.number_input(
             "Budget B (training conformers)", min_value=1, max_value=max(best_b, 1),
@@ -52,7 +53,8 @@ with left:
         st.error(str(exc), icon=":material/error:")
         st.stop()
     if len(grid) > 1:
-        ends = ("many molecules, few conformers", "few molecules, many conformers") if experiment == "fixed-budget" \
+        fixed_budget = experiment == Experiment.FIXED_BUDGET
+        ends = ("many molecules, few conformers", "few molecules, many conformers") if fixed_budget \
             else ("few conformers per molecule", "many conformers per molecule")
         st.caption(f"← {ends[0]}  ·  {ends[1]} →")
         key = f"p_to_point_{experiment}"  # an index into the grid (a tuple value would read as a range)

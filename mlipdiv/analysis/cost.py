@@ -35,12 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.units import S_TO_MS
 
-__all__ = ["CALIBRATION_FILE", "CostModel", "calibrate", "dataset_atom_counts", "load_calibration", "pipeline_cost_model",
+__all__ = ["BUDGET_UNITS", "CALIBRATION_FILE", "CostModel", "budget_in_conformers", "calibrate",
+           "dataset_atom_counts", "load_calibration", "pipeline_cost_model",
            "xtb_cost_model"]
 
 CALIBRATION_FILE = Path(__file__).with_name("cost_calibration.json")
+BUDGET_UNITS = ("conformers", "cpu-hours")  # how a user may state a QM budget
 
 # Molecules spanning 5 to ~80 atoms (with hydrogens), common organic chemistry, elements H C N O S.
 CALIBRATION_SMILES = [
@@ -116,6 +119,24 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> dict[str, Any]:
     if not path.exists():
         raise MlipdivError(f"{path}: no cost calibration; run `python -m mlipdiv.analysis.cost --calibrate`")
     return json.loads(path.read_text())
+
+
+def budget_in_conformers(value: float, unit: str, cost: CostModel, n_atoms: float | np.ndarray) -> int:
+    """A QM budget stated in ``unit`` (one of :data:`BUDGET_UNITS`) as a number of conformers: CPU-hours are
+    converted with ``cost`` for molecules of ``n_atoms`` atoms (one size or the dataset's sizes).
+
+    Raises:
+        InvalidSetting: an unknown unit.
+        MlipdivError: a CPU-hour budget too small to pay for one conformer.
+    """
+    if unit == "conformers":
+        return int(value)
+    if unit == "cpu-hours":
+        n = cost.conformers_for(value, n_atoms)
+        if n < 1:
+            raise MlipdivError(f"{value:g} CPU-hours do not pay for one conformer with {cost.label}")
+        return n
+    raise InvalidSetting(f"unit must be one of {', '.join(BUDGET_UNITS)}, not {unit!r}", "unit")
 
 
 def xtb_cost_model(path: Path = CALIBRATION_FILE) -> CostModel:
@@ -265,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     cal = calibrate(repeats=args.repeats)
     args.out.write_text(json.dumps(cal, indent=2) + "\n")
     for p in cal["points"]:
-        print(f"{p['n_atoms']:4d} atoms  {1000 * p['cpu_s']:8.1f} ms CPU  {1000 * p['wall_s']:8.1f} ms wall  {p['smiles']}")
+        print(f"{p['n_atoms']:4d} atoms  {S_TO_MS * p['cpu_s']:8.1f} ms CPU  {S_TO_MS * p['wall_s']:8.1f} ms wall  "
+              f"{p['smiles']}")
     print(f"t = {cal['c']:.3g} s * n^{cal['p']:.2f}  (R^2 log-log {cal['r2_log']:.3f}) -> {args.out}")
     return 0
 

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import EVAL_SPLITS, TEST_SPLITS, SplitName
 from mlipdiv.errors import MlipdivError
+from mlipdiv.units import mev
 
 __all__ = [
     "DomainReport",
@@ -38,19 +40,19 @@ __all__ = [
 ]
 
 
-def nn_distances(reference: np.ndarray, query: np.ndarray, batch: int = 2048) -> np.ndarray:
-    """Euclidean distance from every row of ``query`` to its nearest row of ``reference``."""
+def nn_distances(reference: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Euclidean distance from every row of ``query`` to its nearest row of ``reference`` (a k-d tree: exact, and
+    without the n_query x n_reference distance matrix)."""
+    from scipy.spatial import cKDTree
+
     ref = np.asarray(reference, dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
     if len(ref) == 0:
         raise MlipdivError("the training set is empty: no distances to it")
-    ref_sq = (ref**2).sum(1)
-    out = np.empty(len(q))
-    for i in range(0, len(q), batch):
-        qb = q[i : i + batch]
-        d2 = (qb**2).sum(1)[:, None] + ref_sq[None] - 2 * qb @ ref.T
-        out[i : i + batch] = np.sqrt(np.maximum(d2.min(1), 0.0))
-    return out
+    if len(q) == 0:
+        return np.empty(0)
+    distances, _ = cKDTree(ref.reshape(len(ref), -1)).query(q.reshape(len(q), -1), k=1)
+    return np.asarray(distances, dtype=np.float64)
 
 
 def percentile_threshold(reference_distances: np.ndarray, q: float = 95.0) -> float:
@@ -144,13 +146,13 @@ def applicability_domain(
     """
     ref_d = nn_distances(train, reference)
     thr = percentile_threshold(ref_d, percentile)
-    distances = {"val": ref_d, **{s: nn_distances(train, x) for s, x in tests.items()}}
+    distances = {SplitName.VAL: ref_d, **{s: nn_distances(train, x) for s, x in tests.items()}}
     errors: dict[str, np.ndarray] = {}
     ref_err = float("nan")
     err_thr = None
     if reference_errors is not None:
-        errors["val"] = np.asarray(reference_errors, float)
-        ref_err = float(np.mean(errors["val"]))
+        errors[SplitName.VAL] = np.asarray(reference_errors, float)
+        ref_err = float(np.mean(errors[SplitName.VAL]))
     if test_errors:
         errors.update({s: np.asarray(e, float) for s, e in test_errors.items()})
     if errors and np.isfinite(ref_err):
@@ -196,13 +198,13 @@ def domain_for_run(
 
     dataset, split, preds = load_run(run_dir, dataset)
     desc = conformer_descriptors(dataset)
-    train_pairs = split["train"]
+    train_pairs = split[SplitName.TRAIN]
     train = desc[global_ids(dataset, [p[0] for p in train_pairs], [p[1] for p in train_pairs])]
-    rows = {s: preds["split"] == s for s in ("val", "test_conformers", "test_molecules")}
+    rows = {s: preds["split"] == s for s in EVAL_SPLITS}
     x = {s: desc[global_ids(dataset, preds["mol_id"][r], preds["conf_idx"][r])] for s, r in rows.items()}
-    err = {s: 1000.0 * preds["forces_mae"][r] for s, r in rows.items()}
+    err = {s: mev(preds["forces_mae"][r]) for s, r in rows.items()}
     return applicability_domain(
-        train, x["val"], {s: x[s] for s in ("test_conformers", "test_molecules")},
-        reference_errors=err["val"], test_errors={s: err[s] for s in ("test_conformers", "test_molecules")},
+        train, x[SplitName.VAL], {s: x[s] for s in TEST_SPLITS},
+        reference_errors=err[SplitName.VAL], test_errors={s: err[s] for s in TEST_SPLITS},
         percentile=percentile, k=k,
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.analysis.fit import METRICS, ErrorFit
 from mlipdiv.analysis.known_datasets import KnownDataset, on_map
 from mlipdiv.analysis.recommend import Recommendation
@@ -63,7 +64,7 @@ def summarise(df: Any, metric: str) -> Any:
 
 
 def study_figure(
-    df: Any, experiment: str, metric: str = "forces_mae", splits: Sequence[str] = ("test_conformers", "test_molecules"),
+    df: Any, experiment: str, metric: str = "forces_mae", splits: Sequence[str] = TEST_SPLITS,
     baselines: dict[str, float] | None = None, title: str | None = None,
 ) -> Any:
     """Held-out error (mean ± std over seeds) against M (fixed budget) or C (fixed molecules), log x axis.
@@ -76,12 +77,12 @@ def study_figure(
 
     s = summarise(df[df["experiment"] == experiment], metric)
     s = s[s["split"].isin(splits)]
-    x_col = "n_molecules" if experiment == "fixed-budget" else "conformers_per_molecule"
+    x_col = "n_molecules" if experiment == Experiment.FIXED_BUDGET else "conformers_per_molecule"
     # one line per budget (fixed budget) or molecule count (fixed molecular set): never join points of two of them
     s = s.assign(series=s["n_molecules"] * s["conformers_per_molecule"] if experiment == "fixed-budget"
                  else s["n_molecules"])
     several = s["series"].nunique() > 1
-    series_name = "B" if experiment == "fixed-budget" else "M"
+    series_name = "B" if experiment == Experiment.FIXED_BUDGET else "M"
     models = sorted(s["model"].unique()) or [""]
     fig = make_subplots(rows=1, cols=len(models), shared_yaxes=True, subplot_titles=models,
                         horizontal_spacing=0.04)
@@ -113,13 +114,13 @@ def study_figure(
             if split in splits:
                 fig.add_hline(y=value, line={"color": SPLIT_COLORS.get(split), "dash": "dot", "width": 2},
                               row=1, col=col)
-    if experiment == "fixed-budget":
+    if experiment == Experiment.FIXED_BUDGET:
         xt = "molecules M (C = B/M)" if several or not len(s) else f"molecules M (C = {int(s['series'].iloc[0])}/M)"
     else:
         xt = "conformers per molecule C" + ("" if several or not len(s) else f" (M = {int(s['series'].iloc[0])})")
     fig.update_xaxes(type="log", title=xt, tickvals=sorted(s[x_col].unique()))
     fig.update_yaxes(title=metric_label(metric), row=1, col=1)
-    default = "Fixed budget" if experiment == "fixed-budget" else "Fixed molecular set"
+    default = "Fixed budget" if experiment == Experiment.FIXED_BUDGET else "Fixed molecular set"
     fig.update_layout(title=title or f"{default}: held-out error, mean ± std over seeds")
     return _legend_below(apply_style(fig, height=560, legend_top=False))
 
@@ -131,7 +132,7 @@ def tradeoff_figure(rec: Recommendation, fits: dict[str, ErrorFit]) -> Any:
     M = np.array([r["n_molecules"] for r in t])
     order = np.argsort(M)
     fig = go.Figure()
-    for split in ("test_conformers", "test_molecules"):
+    for split in (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
         y = np.array([r[split] for r in t])[order]
         fig.add_trace(go.Scatter(x=M[order], y=y, mode="lines", name=f"{SPLIT_LABELS[split]} (fit)",
                                  line={"color": SPLIT_COLORS[split], "width": 3}))
@@ -174,7 +175,7 @@ def budget_map_figure(
     xs = [d.n_molecules for d in known]
     ys = [d.conformers_per_molecule for d in known]
     if fits:
-        f = fits["test_molecules"]
+        f = fits[SplitName.TEST_MOLECULES]
         xs += list(f.points.M)
         ys += list(f.points.C)
     x_lo, x_hi = 10 ** np.floor(np.log10(min(xs))), 10 ** np.ceil(np.log10(max(xs)) + 0.3)
@@ -203,7 +204,7 @@ def budget_map_figure(
                       "%{customdata[0]}<br>%{customdata[1]}, forces %{customdata[2]}<br>%{customdata[3]}<extra></extra>",
     ))
     if fits:
-        f = fits["test_molecules"]
+        f = fits[SplitName.TEST_MOLECULES]
         fig.add_trace(go.Scatter(x=f.points.M, y=f.points.C, mode="markers", name="our runs (fitted)",
                                  marker={"size": 9, "color": PALETTE[2], "symbol": "x"}))
     if path:
@@ -261,7 +262,7 @@ def domain_figure(distances: dict[str, np.ndarray], errors: dict[str, np.ndarray
     """Per-conformer error against distance to the training set, with the deployed threshold."""
     go = _go()
     fig = go.Figure()
-    for split in ("val", "test_conformers", "test_molecules"):
+    for split in (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
         if split in distances and split in errors:
             fig.add_trace(go.Scatter(x=distances[split], y=errors[split], mode="markers",
                                      name=SPLIT_LABELS.get(split, split),

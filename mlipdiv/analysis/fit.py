@@ -48,6 +48,8 @@ import numpy as np
 
 from mlipdiv.errors import MlipdivError
 from mlipdiv.jobs.sweep import RESULT_COLUMNS  # the sweep table's columns (what load_results reads)
+from mlipdiv.names import SplitName
+from mlipdiv.units import EV_TO_MEV
 
 __all__ = [
     "FORMS",
@@ -66,11 +68,11 @@ __all__ = [
     "results_folders",
 ]
 
-SPLITS = ("test_molecules", "test_conformers")
+SPLITS = (SplitName.TEST_MOLECULES, SplitName.TEST_CONFORMERS)
 METRICS = {  # results.csv column -> (display unit, factor from the stored eV unit)
-    "forces_mae": ("meV/Å", 1000.0),
-    "energy_mae_per_atom": ("meV/atom", 1000.0),
-    "energy_mae": ("meV", 1000.0),
+    "forces_mae": ("meV/Å", EV_TO_MEV),
+    "energy_mae_per_atom": ("meV/atom", EV_TO_MEV),
+    "energy_mae": ("meV", EV_TO_MEV),
 }
 DEFAULT_MAX_FACTOR = 2.0
 

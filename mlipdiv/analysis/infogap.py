@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import SplitName
 from mlipdiv.errors import MlipdivError
 
 __all__ = [
@@ -212,9 +213,9 @@ def gap_for_run(run_dir: Any, dataset: Any = None, **kwargs: Any) -> dict[str, G
     from mlipdiv.analysis.domain import load_run
 
     dataset, split, preds = load_run(run_dir, dataset)
-    train = structures_from_pairs(dataset, split["train"])
+    train = structures_from_pairs(dataset, split[SplitName.TRAIN])
     out = {}
-    for name in ("val", "test_conformers", "test_molecules"):
+    for name in (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
         rows = preds["split"] == name
         if rows.any():
             out[name] = information_gap(

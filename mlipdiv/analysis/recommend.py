@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import SplitName
 from mlipdiv.analysis.fit import SPLITS, ErrorFit, ExtrapolationError
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 
 __all__ = ["Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
 
@@ -93,10 +94,10 @@ def recommend(
     """The admissible M x C <= ``budget`` minimising the weighted predicted error (see module docstring)."""
     _check_fits(fits)
     if not 0.0 <= weight <= 1.0:
-        raise MlipdivError(f"--weight must lie in [0, 1] (1 = only unseen molecules matter), got {weight}")
+        raise InvalidSetting(f"weight must lie in [0, 1] (1 = only unseen molecules matter), got {weight}", "weight")
     budget = int(budget)
     M, C = candidates(budget, max_molecules)
-    f_mol, f_conf = fits["test_molecules"], fits["test_conformers"]
+    f_mol, f_conf = fits[SplitName.TEST_MOLECULES], fits[SplitName.TEST_CONFORMERS]
     factor = np.array([max(f_mol.extrapolation(m, c), f_conf.extrapolation(m, c)) for m, c in zip(M, C)])
     limit = min(f_mol.max_factor, f_conf.max_factor) * (1 + 1e-9)
     ok = np.ones_like(factor, bool) if allow_extrapolation else factor <= limit
@@ -149,8 +150,8 @@ def recommend(
     for fit in (f_mol, f_conf):
         notes += [f"{fit.split}: {w}" for w in fit.warnings]
     table = [
-        {"n_molecules": float(m), "conformers_per_molecule": float(c), "test_molecules": float(a),
-         "test_conformers": float(b), "objective": float(o), "extrapolation": float(f)}
+        {"n_molecules": float(m), "conformers_per_molecule": float(c), SplitName.TEST_MOLECULES: float(a),
+         SplitName.TEST_CONFORMERS: float(b), "objective": float(o), "extrapolation": float(f)}
         for m, c, a, b, o, f in zip(M, C, e_mol, e_conf, obj, factor)
     ]
     return Recommendation(
@@ -183,7 +184,7 @@ def optimum_path(
 
 def budget_grid(fits: dict[str, ErrorFit], n: int = 25) -> np.ndarray:
     """Budgets (conformers) spanning the fitted runs, a factor ``max_factor`` either side (for optimum paths)."""
-    f = fits["test_molecules"]
+    f = fits[SplitName.TEST_MOLECULES]
     mc = f.points.M * f.points.C
     lo, hi = mc.min() / f.max_factor, mc.max() * f.max_factor
     return np.unique(np.round(np.geomspace(max(lo, 1), hi, n))).astype(int)

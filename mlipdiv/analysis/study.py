@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
+from mlipdiv.units import mev
 
 __all__ = ["analyse", "collect", "plan_preset", "run_presets", "shape_plan", "summary_table"]
 
-SPLITS = ("test_conformers", "test_molecules")
+SPLITS = TEST_SPLITS
 
 
 def _log(msg: str) -> None:
@@ -50,14 +52,14 @@ def shape_plan(plan: Any, preset: Any) -> Any:
 
     from mlipdiv.jobs.sweep import SweepRun, file_digest, run_key
 
-    from mlipdiv.selection.experiments import _spread
+    from mlipdiv.selection.experiments import spread
 
     cap = preset.max_conformers_per_molecule
     grid = [tuple(g) for g in plan.grid if cap is None or g[1] <= cap]
     if not grid:
         raise MlipdivError(f"preset {preset.name}: no grid point has C <= {cap}")
     # the same log-even choice experiment_grid makes, now among the points under the cap
-    grid = _spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == "fixed-molecules" else p[0])
+    grid = spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == Experiment.FIXED_MOLECULES else p[0])
     keep = [r for r in plan.runs if (r.molecules, r.conformers_per_molecule) in grid]
     largest = max(r.molecules * r.conformers_per_molecule for r in keep)
     digest = None
@@ -115,7 +117,7 @@ def run_presets(
 
             def report(r: Any, plan: Any = plan, folder: Path = folder) -> None:
                 m = (r.metrics or {}).get("splits", {})
-                errs = ", ".join(f"{s} {1000 * m[s]['forces_mae']:.0f} meV/Å" for s in SPLITS if s in m)
+                errs = ", ".join(f"{s} {mev(m[s]['forces_mae']):.0f} meV/Å" for s in SPLITS if s in m)
                 took = f"{r.finished - r.started:.0f} s" if r.finished and r.started else ""
                 log(f"    {r.status} M={r.config.get('molecules')} C={r.config.get('conformers_per_molecule')} "
                     f"seed={r.config.get('seed')} {took} {errs} {r.error or ''}")
@@ -175,10 +177,10 @@ def collect(out: Path, store: Any = None) -> Any:
 def summary_table(df: Any) -> Any:
     """Mean and std over seeds (meV/Å, meV/atom) per experiment, model, strategy, (M, C) and split."""
     d = df.copy()
-    d["forces"] = 1000 * d["forces_mae"]
-    d["energy"] = 1000 * d["energy_mae_per_atom"]
-    d["base_forces"] = 1000 * d["baseline_forces_mae"]
-    d["base_energy"] = 1000 * d["baseline_energy_mae_per_atom"]
+    d["forces"] = mev(d["forces_mae"])
+    d["energy"] = mev(d["energy_mae_per_atom"])
+    d["base_forces"] = mev(d["baseline_forces_mae"])
+    d["base_energy"] = mev(d["baseline_energy_mae_per_atom"])
     keys = ["experiment", "model", "strategy", "n_molecules", "conformers_per_molecule", "split"]
     g = d.groupby(keys).agg(
         forces_mean=("forces", "mean"), forces_std=("forces", "std"), energy_mean=("energy", "mean"),
@@ -220,17 +222,17 @@ def claims(df: Any) -> dict[str, Any]:
     """Measured answers to the questions the study's abstract and our issue ask."""
     s = summary_table(df)
     out: dict[str, Any] = {}
-    fb = s[s["experiment"] == "fixed-budget"]
+    fb = s[s["experiment"] == Experiment.FIXED_BUDGET]
     # 1. unseen molecules harder than unseen conformers at every fixed-budget point (force MAE, mean over seeds)
     harder = []
     for (model, strat, m, c), g in fb.groupby(["model", "strategy", "n_molecules", "conformers_per_molecule"]):
         by = {r["split"]: r for _, r in g.iterrows()}
         if all(k in by for k in SPLITS):
             harder.append({"model": model, "strategy": strat, "M": int(m), "C": int(c),
-                           "test_molecules": by["test_molecules"]["forces_mean"],
-                           "test_conformers": by["test_conformers"]["forces_mean"],
-                           "molecules_harder": bool(by["test_molecules"]["forces_mean"] >
-                                                    by["test_conformers"]["forces_mean"])})
+                           SplitName.TEST_MOLECULES: by[SplitName.TEST_MOLECULES]["forces_mean"],
+                           SplitName.TEST_CONFORMERS: by[SplitName.TEST_CONFORMERS]["forces_mean"],
+                           "molecules_harder": bool(by[SplitName.TEST_MOLECULES]["forces_mean"] >
+                                                    by[SplitName.TEST_CONFORMERS]["forces_mean"])})
     out["unseen_molecules_harder"] = {"all": all(h["molecules_harder"] for h in harder) if harder else None,
                                       "points": harder}
     # 2. balance point at fixed budget: the measured M minimising each split and their mean
@@ -260,7 +262,7 @@ def claims(df: Any) -> dict[str, Any]:
                          "in_pooled_std": (d["forces_mean"] - r["forces_mean"]) / pooled})
     out["random_vs_diverse"] = comp
     # 4. fixed molecules: does more conformers per molecule help each split?
-    fm = s[(s["experiment"] == "fixed-molecules") & s["split"].isin(SPLITS)]
+    fm = s[(s["experiment"] == Experiment.FIXED_MOLECULES) & s["split"].isin(SPLITS)]
     trend = []
     for (model, strat, split), g in fm.groupby(["model", "strategy", "split"]):
         g = g.sort_values("conformers_per_molecule")
@@ -308,7 +310,7 @@ def _gap_rows(df: Any, dataset: Any, store: Any) -> Any:
             rows.append({"run_id": run_id, "model": e["model"], "strategy": e["strategy"],
                          "experiment": e["experiment"], "n_molecules": e["n_molecules"],
                          "conformers_per_molecule": e["conformers_per_molecule"], "seed": e["seed"], "split": split,
-                         "forces_mae": 1000 * e["forces_mae"], "energy_mae_per_atom": 1000 * e["energy_mae_per_atom"],
+                         "forces_mae": mev(e["forces_mae"]), "energy_mae_per_atom": mev(e["energy_mae_per_atom"]),
                          **rep.as_dict()})
     return pd.DataFrame(rows)
 
@@ -340,13 +342,13 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
         for m, g in df.groupby("model")
     }
     result["baselines"] = {
-        split: {"forces_mae": float(1000 * g["baseline_forces_mae"].mean()),
-                "energy_mae_per_atom": float(1000 * g["baseline_energy_mae_per_atom"].mean())}
+        split: {"forces_mae": float(mev(g["baseline_forces_mae"].mean())),
+                "energy_mae_per_atom": float(mev(g["baseline_energy_mae_per_atom"].mean()))}
         for split, g in df.groupby("split")
     }
 
     fits, recs, paths = {}, {}, {}
-    fb = df[df["experiment"] == "fixed-budget"]
+    fb = df[df["experiment"] == Experiment.FIXED_BUDGET]
     budgets = sorted({int(b) for b in fb["n_molecules"] * fb["conformers_per_molecule"]})
     for model in sorted(df["model"].unique()):
         f = _fits(df, model)
@@ -403,7 +405,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
                              "split": split, "threshold": rep.threshold, "error_threshold": rep.error_threshold,
                              **row})
             # the example run for the figure: the fixed-budget run with the most balanced point, first seed
-            if dom_report is None and e["experiment"] == "fixed-budget" and e["seed"] == 0 and \
+            if dom_report is None and e["experiment"] == Experiment.FIXED_BUDGET and e["seed"] == 0 and \
                     e["strategy"] == "random":
                 dom_report = (run_id, rep)
         import pandas as pd
@@ -472,7 +474,7 @@ def report(result: dict[str, Any]) -> str:
                   "optimal M over the bootstrap |", "|---|---|---|---|---|---|---|"]
         for key, r in recs.items():
             w = key.split("W=")[1]
-            pm, pc = r["predicted"]["test_molecules"], r["predicted"]["test_conformers"]
+            pm, pc = r["predicted"][SplitName.TEST_MOLECULES], r["predicted"][SplitName.TEST_CONFORMERS]
             rng = r["n_molecules_range"]
             lines.append(f"| {r['budget_conformers']} | {w} | {r['n_molecules']} | {r['conformers_per_molecule']} | "
                          f"{pm['mean']:.1f} [{pm['low']:.1f}, {pm['high']:.1f}] | {pc['mean']:.1f} [{pc['low']:.1f}, "
@@ -492,7 +494,7 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", f"### Applicability domain (mean over {d.get('n_runs', 0)} runs)", "",
                   "| split | flagged (beyond 95th pct of val) | force MAE flagged | force MAE not flagged | "
                   "Spearman (distance, error) |", "|---|---|---|---|---|"]
-        for split in ("val", "test_conformers", "test_molecules"):
+        for split in (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
             v = d.get(split)
             if v:
                 lines.append(f"| {split} | {v.get('flagged_fraction', float('nan')):.3f} | "
@@ -518,7 +520,7 @@ def _figures(out: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: Any, 
     figdir.mkdir(parents=True, exist_ok=True)
     figs = {}
     for exp in sorted(df["experiment"].unique()):
-        tag = "fixed_budget" if exp == "fixed-budget" else "fixed_molecules"
+        tag = "fixed_budget" if exp == Experiment.FIXED_BUDGET else "fixed_molecules"
         figs[f"{tag}_forces"] = F.study_figure(df, exp, "forces_mae")
         figs[f"{tag}_energy"] = F.study_figure(df, exp, "energy_mae_per_atom")
     for model, f in fits.items():

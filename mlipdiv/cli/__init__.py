@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 
 # Order in `--help`; verbs not listed here follow alphabetically.
 _ORDER = ["generate", "info", "split", "train", "runs", "sweep", "budget"]
@@ -42,12 +42,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_parsed(build_parser().parse_args(argv))
 
 
+def flag_for(field: str) -> str:
+    """The command-line flag of a setting: every flag is its field name with dashes (``batch_size`` ->
+    ``--batch-size``)."""
+    return f"--{field.replace('_', '-')}"
+
+
+def user_message(exc: MlipdivError) -> str:
+    """``exc``'s message as the CLI shows it: a setting the library names by its field is named by its flag
+    (``lr 2.0 is out of range: ...`` -> ``--lr 2.0 is out of range: ...``); a message that does not start with the
+    field gets the flags appended (``... (--energy-weight, --forces-weight)``)."""
+    message = str(exc)
+    fields = exc.fields if isinstance(exc, InvalidSetting) else ()
+    if not fields:
+        return message
+    if len(fields) == 1 and message.startswith(fields[0]) and message[len(fields[0]):][:1] in (" ", ":", ""):
+        return flag_for(fields[0]) + message[len(fields[0]):]
+    return f"{message} ({', '.join(map(flag_for, fields))})"
+
+
 def run_parsed(args: argparse.Namespace) -> int:
     """Run the command ``args._run`` and turn the ways a command can end into exit codes and one-line messages."""
     try:
         return int(args._run(args) or 0)
     except MlipdivError as exc:  # a user-facing problem: say what and how to fix it, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; work done so far is kept", file=sys.stderr)

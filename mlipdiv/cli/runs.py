@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from typing import Any
+from mlipdiv.units import mev
 
 HELP = "list, inspect, cancel or resume stored training runs (store: MLIPDIV_HOME, default ./runs)"
 
@@ -125,8 +126,8 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         print("metrics   split             energy MAE (meV/atom)   forces MAE (meV/A)   n")
         for split, m in r.metrics["splits"].items():
             e, f = m.get("energy_mae_per_atom"), m.get("forces_mae")
-            e_txt = f"{1000 * e:10.2f}" if e is not None else "-"
-            f_txt = f"{1000 * f:10.2f}" if f is not None else "-"
+            e_txt = f"{mev(e):10.2f}" if e is not None else "-"
+            f_txt = f"{mev(f):10.2f}" if f is not None else "-"
             print(f"          {split:<17} {e_txt:>21}   {f_txt:>18}   {m.get('n', '-')}")
     return 0
 
@@ -134,9 +135,9 @@ def _show(store: Any, args: argparse.Namespace) -> int:
 def _mae_text(energy: float | None, forces: float | None, label: str) -> str:
     parts = []
     if energy is not None:
-        parts.append(f"{label} energy MAE {1000 * energy:.1f} meV")
+        parts.append(f"{label} energy MAE {mev(energy):.1f} meV")
     if forces is not None:
-        parts.append(f"{label} forces MAE {1000 * forces:.1f} meV/A")
+        parts.append(f"{label} forces MAE {mev(forces):.1f} meV/A")
     return (", " + ", ".join(parts)) if parts else ""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from typing import Any
+from mlipdiv.names import TEST_SPLITS
+from mlipdiv.units import mev
 
 HELP = "train every point x seed of a trade-off experiment (here or on Ray) and write DIR/results.csv"
 
@@ -70,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if r.status == "done" and r.metrics:
             splits = r.metrics.get("splits", {})
             line += "".join(
-                f"; {s} forces MAE {1000 * splits[s]['forces_mae']:.0f} meV/A"
-                for s in ("test_conformers", "test_molecules")
+                f"; {s} forces MAE {mev(splits[s]['forces_mae']):.0f} meV/A"
+                for s in TEST_SPLITS
                 if s in splits and splits[s].get("forces_mae") is not None
             )
         elif r.error:

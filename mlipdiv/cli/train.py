@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlipdiv.cli.split import add_selection_arguments, selection_options
+from mlipdiv.units import mev
 
 HELP = "train an interatomic potential (energy + forces) on an M x C split and report per-split errors"
 
@@ -111,7 +112,7 @@ class _ProgressBar:
             self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val, refresh=False)
         else:
             if p.val_forces_mae is not None:
-                self._val = f", val E {1e3 * p.val_energy_mae:.0f} meV, F {1e3 * p.val_forces_mae:.0f} meV/A"
+                self._val = f", val E {mev(p.val_energy_mae):.0f} meV, F {mev(p.val_forces_mae):.0f} meV/A"
             self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val)
 
     _val = ""
@@ -134,7 +135,7 @@ def report(metrics: dict, out: str) -> str:
             lines.append(f"{name:<16}{0:>6}  (empty)")
             continue
         lines.append(
-            f"{name:<16}{m['n']:>6}{1e3 * m['energy_mae']:>12.1f}{1e3 * b['energy_mae']:>10.1f}"
-            f"{1e3 * m['energy_mae_per_atom']:>10.2f}{1e3 * m['forces_mae']:>13.1f}{1e3 * b['forces_mae']:>10.1f}"
+            f"{name:<16}{m['n']:>6}{mev(m['energy_mae']):>12.1f}{mev(b['energy_mae']):>10.1f}"
+            f"{mev(m['energy_mae_per_atom']):>10.2f}{mev(m['forces_mae']):>13.1f}{mev(b['forces_mae']):>10.1f}"
         )
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from mlipdiv.data.molecules import Entry, Rejected
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 from mlipdiv.data.oracle import Oracle, OracleFailure
 from mlipdiv.io.validate import check_output, make_parent
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 
 SAMPLINGS = ("nms", "md")
 RELAXATIONS = ("xtb", "mmff")
@@ -54,15 +54,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.conformers < 1:
-            raise MlipdivError("--conformers must be at least 1")
+            raise InvalidSetting("conformers must be at least 1", "conformers")
         if self.parents < 1:
-            raise MlipdivError("--parents must be at least 1")
+            raise InvalidSetting("parents must be at least 1", "parents")
         if self.sampling not in SAMPLINGS:
-            raise MlipdivError(f"--sampling must be one of {', '.join(SAMPLINGS)}")
+            raise InvalidSetting(f"sampling must be one of {', '.join(SAMPLINGS)}", "sampling")
         if self.relax not in RELAXATIONS:
-            raise MlipdivError(f"--relax must be one of {', '.join(RELAXATIONS)}")
+            raise InvalidSetting(f"relax must be one of {', '.join(RELAXATIONS)}", "relax")
         if not self.temperature > 0:
-            raise MlipdivError("--temperature must be positive (kelvin)")
+            raise InvalidSetting("temperature must be positive (kelvin)", "temperature")
 
 
 @dataclass
@@ -580,7 +580,7 @@ def generate(
         "molecules": len(ok),
         "conformers": n_conf,
         "skipped": skipped,
-        "parents_per_molecule": {str(k): v for k, v in sorted(_count(done[i]["stats"].get("parents") for i in ok).items())},
+        "parents_per_molecule": {str(k): v for k, v in sorted(Counter(done[i]["stats"].get("parents") for i in ok).items())},
         "failed_samples_replaced": sum(done[i]["stats"].get("failed_samples", 0) for i in ok),
         "oracle_calls": calls,
         "wall_seconds_this_run": round(time.time() - started, 1),
@@ -615,9 +615,3 @@ def generate(
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
-
-def _count(values) -> dict[Any, int]:
-    out: dict[Any, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out

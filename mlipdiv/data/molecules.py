@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlipdiv.io.dataset import molecule_id
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import InvalidSetting, MlipdivError
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 
 # H C N O F S Cl: what the shipped pool allows and what the pipeline accepts from users.
@@ -146,9 +146,9 @@ def build_pool(
     The NCI pool (``pool="nci"``) is pre-filtered, so its unusable entries are not reported; a user's SMILES
     (``smiles``, ``smiles_file``) are reported one by one. ``max_molecules`` keeps the first K usable molecules.
     """
-    for flag, value in (("--max-molecules", max_molecules), ("--max-heavy-atoms", max_heavy_atoms)):
+    for field, value in (("max_molecules", max_molecules), ("max_heavy_atoms", max_heavy_atoms)):
         if value is not None and value < 1:
-            raise MlipdivError(f"{flag} must be at least 1 (got {value})")
+            raise InvalidSetting(f"{field} must be at least 1 (got {value})", field)
     items: list[Entry | Rejected] = []
     if pool:
         if pool.lower() != "nci":

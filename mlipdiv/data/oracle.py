@@ -13,10 +13,12 @@ from typing import Protocol
 import numpy as np
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.registry import Registry
+from mlipdiv.units import ANGSTROM_PER_BOHR, EV_PER_HARTREE
 
-# CODATA 2018. ASE's ase.units are CODATA 2014: 8e-9 relative apart, up to 1e-5 eV on these total energies.
-HARTREE_EV = 27.211386245988
-BOHR_ANGSTROM = 0.529177210903
+# CODATA 2018 (mlipdiv.units). ASE's ase.units are CODATA 2014: 8e-9 relative apart, up to 1e-5 eV on these totals.
+HARTREE_EV = EV_PER_HARTREE
+BOHR_ANGSTROM = ANGSTROM_PER_BOHR
 
 
 class OracleFailure(MlipdivError):
@@ -71,11 +73,10 @@ class GFN2xTB:
         return Label(energy=energy, forces=forces.astype(np.float64))
 
 
-ORACLES: dict[str, type] = {"gfn2-xtb": GFN2xTB}
+ORACLES: Registry[type] = Registry("QM engine", normalize=str.lower)
+ORACLES.register("gfn2-xtb", GFN2xTB)
 
 
 def get_oracle(name: str = "gfn2-xtb") -> Oracle:
-    try:
-        return ORACLES[name.lower()]()
-    except KeyError:
-        raise MlipdivError(f"unknown QM engine {name!r}; available: {', '.join(ORACLES)}") from None
+    """A new engine called ``name`` (case-insensitive); :class:`~mlipdiv.errors.UnknownName` lists the known ones."""
+    return ORACLES.get(name)()

@@ -83,7 +83,6 @@ class JobManager:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._controls: dict[str, _Control] = {}
-        self._running: set[str] = set()
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, args=(slot,), name=f"mlipdiv-job-{slot}", daemon=True)
@@ -138,15 +137,6 @@ class JobManager:
 
     # -- watching ------------------------------------------------------------------------------------------------
 
-    def running(self) -> list[str]:
-        """Ids of the runs this manager's threads are training right now."""
-        with self._lock:
-            return sorted(self._running)
-
-    def pending(self) -> int:
-        """Runs waiting in this manager's queue."""
-        return self._queue.qsize()
-
     def wait(self, run_ids: Iterable[str], timeout: float | None = None, poll: float = 0.1) -> list[Run]:
         """Block until every run in ``run_ids`` has left ``queued``/``running``; returns them.
 
@@ -196,7 +186,6 @@ class JobManager:
                 return
             with self._lock:
                 control = self._controls.setdefault(run_id, _Control())
-                self._running.add(run_id)
             try:
                 if control.stop.is_set():
                     continue  # cancelled while queued: the store says so already
@@ -212,7 +201,6 @@ class JobManager:
                 log.exception("run %s could not be executed", run_id)
             finally:
                 with self._lock:
-                    self._running.discard(run_id)
                     self._controls.pop(run_id, None)
 
     def _configure_torch(self, slot: int) -> None:

@@ -47,7 +47,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psutil
+
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import ACTIVE_STATUSES, FINAL_STATUSES, Status
+from mlipdiv.names import STATUSES as _STATUSES
 from mlipdiv.paths import home
 
 __all__ = [
@@ -67,8 +71,8 @@ __all__ = [
     "interrupted_message",
 ]
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
-ACTIVE = ("queued", "running")
+STATUSES = _STATUSES  # mlipdiv.names.Status: the values of the status column
+ACTIVE = ACTIVE_STATUSES
 DB_NAME = "runs.db"
 MARKER = "run.json"  # in every run folder: id, key, config, created (what `runs repair` rebuilds a row from)
 SCHEMA_VERSION = 2
@@ -76,16 +80,16 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_STALE_AFTER = 60.0  # seconds without a heartbeat before a running run counts as interrupted
 
 # Which statuses each transition may start from.
-_CLAIMABLE = ("queued", "interrupted")
-_REQUEUEABLE = ("interrupted", "cancelled", "failed", "done")
-_FINAL = ("done", "failed", "cancelled", "interrupted")
+_CLAIMABLE = (Status.QUEUED, Status.INTERRUPTED)
+_REQUEUEABLE = (Status.INTERRUPTED, Status.CANCELLED, Status.FAILED, Status.DONE)
+_FINAL = FINAL_STATUSES
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY,
     key              TEXT,
     config           TEXT NOT NULL,
-    status           TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    status           TEXT NOT NULL CHECK (status IN ({", ".join(repr(str(s)) for s in STATUSES)})),
     epoch            INTEGER NOT NULL DEFAULT 0,
     n_epochs         INTEGER,
     batch            INTEGER NOT NULL DEFAULT 0,
@@ -155,30 +159,34 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def _start_token(created: float) -> str:
+    """A process's start time as stored in ``proc_start``: clock ticks since boot, the string earlier versions read
+    from ``/proc/<pid>/stat``, so rows written by them still match."""
+    return str(round((created - psutil.boot_time()) * os.sysconf("SC_CLK_TCK")))
+
+
 def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), to tell a live process from a later one that reused its pid."""
+    """The start time of ``pid``, to tell a live process from a later one that reused its pid (None: unknown)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return _start_token(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError, ValueError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def pid_alive(pid: int, proc_start: str | None = None) -> bool:
     """Whether process ``pid`` on this host is alive (a zombie counts as dead; so does a reused pid)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        status, created = proc.status(), proc.create_time()
+    except psutil.ZombieProcess:
         return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True  # no /proc (not Linux): trust kill(0)
-    if fields[0] in ("Z", "X"):
+    except psutil.NoSuchProcess:
         return False
-    return proc_start is None or fields[19] == proc_start
+    except psutil.AccessDenied:
+        return True  # it exists; we may not look at it
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return False
+    return proc_start is None or _start_token(created) == proc_start
 
 
 _HOST = socket.gethostname()
@@ -718,7 +726,7 @@ class RunStore:
         Ignored (returns False) when another attempt owns the run by now.
         """
         if status not in _FINAL:
-            raise ValueError(f"finish status must be one of {_FINAL}, not {status!r}")
+            raise ValueError(f"finish status must be one of {', '.join(_FINAL)}, not {status!r}")
         sets = ["status = :status", "finished = :now", "heartbeat = :now", "error = :error", "cancel_requested = 0"]
         params: dict[str, Any] = {"status": status, "now": time.time(), "error": error}
         if metrics is not None:

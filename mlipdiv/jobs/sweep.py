@@ -24,6 +24,7 @@ from mlipdiv.io.atomic import atomic_write_json, atomic_write_text
 from mlipdiv.jobs.manager import JobManager
 from mlipdiv.jobs.ray_backend import check_address, run_on_ray
 from mlipdiv.jobs.store import ACTIVE, Run, RunStore
+from mlipdiv.names import SPLITS  # re-exported: the split names, defined once
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -51,7 +52,6 @@ RESULT_COLUMNS = (
     "forces_mae",
     "run_id",
 )
-SPLITS = ("train", "val", "test_conformers", "test_molecules")
 BACKENDS = ("local", "ray")
 
 

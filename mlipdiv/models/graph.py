@@ -20,6 +20,7 @@ updated; ``vec = pos[edge_index[1]] - pos[edge_index[0]]``, ``dist = |vec|``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -149,6 +150,12 @@ def radius_pairs(pos: Tensor, batch: Tensor, cutoff: float, num_graphs: int | No
     return pairs[:, torch.argsort(pairs[0] * n + pairs[1])]
 
 
+def cosine_cutoff(d: Tensor, cutoff: float) -> Tensor:
+    """The cosine envelope ``(cos(pi d / r_c) + 1) / 2`` (Behler 2011): 1 at d = 0, 0 with zero slope at the cutoff,
+    so an atom crossing the cutoff changes energies and forces smoothly. Shared by SchNet and PaiNN."""
+    return 0.5 * (torch.cos(d * math.pi / cutoff) + 1.0)
+
+
 def build_graph(
     z: Tensor, pos: Tensor, batch: Tensor, num_graphs: int, pairs: Tensor, cutoff: float | None
 ) -> Graph:
@@ -196,5 +203,7 @@ class RadiusInteractionGraph(torch.nn.Module):
             return edge_index, torch.linalg.vector_norm(pos[dst] - pos[src], dim=-1)
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
         pairs = radius_pairs(pos, batch, self.cutoff, num_graphs)
-        g = build_graph(batch, pos, batch, num_graphs, pairs, self.cutoff)
+        # only the edges and their lengths are asked for: no atomic numbers are known here, so ``z`` is left empty
+        no_z = torch.empty(0, dtype=torch.long, device=pos.device)
+        g = build_graph(no_z, pos, batch, num_graphs, pairs, self.cutoff)
         return g.edge_index, g.dist

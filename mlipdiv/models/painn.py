@@ -18,7 +18,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import scatter
 
 from mlipdiv.limits import EMBEDDING_MAX_Z
-from mlipdiv.models.graph import Graph
+from mlipdiv.models.graph import Graph, cosine_cutoff
 from mlipdiv.models.registry import register
 
 
@@ -32,7 +32,7 @@ class RadialBasis(torch.nn.Module):
 
     def forward(self, d: Tensor) -> tuple[Tensor, Tensor]:
         rbf = torch.sin(d.unsqueeze(-1) * self.freq) / d.unsqueeze(-1)
-        envelope = 0.5 * (torch.cos(d * math.pi / self.cutoff) + 1.0)
+        envelope = cosine_cutoff(d, self.cutoff)
         return rbf, envelope
 
 

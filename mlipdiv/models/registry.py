@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlipdiv.errors import MlipdivError
+from mlipdiv.errors import MlipdivError, UnknownName
 from mlipdiv.limits import MAX_Z
+from mlipdiv.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,14 @@ class ModelSpec:
     max_z: int = MAX_Z  # largest atomic number the model's element table holds
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+def _load_builtin(name: str) -> None:
+    """Import a built-in model's module on first use; importing registers it (heavy dependencies load in the
+    builder)."""
+    if name in BUILTIN:
+        importlib.import_module(f"mlipdiv.models.{name}")
+
+
+_REGISTRY: Registry[ModelSpec] = Registry("model", loader=_load_builtin)
 
 
 def register(
@@ -50,7 +58,7 @@ def register(
     its element table holds, and its hyperparameter defaults."""
 
     def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = ModelSpec(name, description, lr, dict(defaults), builder, max_z)
+        _REGISTRY.register(name, ModelSpec(name, description, lr, dict(defaults), builder, max_z))
         return builder
 
     return wrap
@@ -58,15 +66,15 @@ def register(
 
 def model_names() -> list[str]:
     """Model names: the built-in ones, then any registered elsewhere."""
-    return list(dict.fromkeys([*BUILTIN, *_REGISTRY]))
+    return list(dict.fromkeys([*BUILTIN, *_REGISTRY.names()]))
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name in BUILTIN and name not in _REGISTRY:
-        importlib.import_module(f"mlipdiv.models.{name}")  # registers it (heavy dependencies load in the builder)
-    if name not in _REGISTRY:
-        raise MlipdivError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
-    return _REGISTRY[name]
+    """The model called ``name``; :class:`~mlipdiv.errors.UnknownName` (listing :func:`model_names`) if none."""
+    try:
+        return _REGISTRY.get(name)
+    except UnknownName:  # list the built-ins not imported yet too
+        raise UnknownName("model", name, model_names()) from None
 
 
 def check_elements(name: str, elements: Any) -> None:

@@ -11,7 +11,6 @@ as compiled kernels on CPU (tests check the whole against ``net(z, pos, batch)``
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from torch_geometric.utils import scatter
 
 from mlipdiv.limits import EMBEDDING_MAX_Z
 from mlipdiv.models.cfconv import cfconv
-from mlipdiv.models.graph import Graph, RadiusInteractionGraph
+from mlipdiv.models.graph import Graph, RadiusInteractionGraph, cosine_cutoff
 from mlipdiv.models.registry import register
 
 
@@ -47,7 +46,7 @@ class SchNetModel(torch.nn.Module):
         net, n_half = self.net, g.n_half
         d = g.dist[:n_half]
         attr = net.distance_expansion(d)
-        envelope = (0.5 * (torch.cos(d * math.pi / self.cutoff) + 1.0)).unsqueeze(-1)
+        envelope = cosine_cutoff(d, self.cutoff).unsqueeze(-1)
         h = net.embedding(g.z)
         for block in net.interactions:
             conv = block.conv

@@ -5,7 +5,7 @@ training conformers and held-out sets that do not depend on M or C; ``experiment
 the fixed-budget and fixed-molecules experiments. See :mod:`mlipdiv.selection.splits` for the exact semantics.
 """
 
-from mlipdiv.selection.experiments import EXPERIMENTS, experiment_grid, experiment_specs
+from mlipdiv.selection.experiments import EXPERIMENTS, default_budget, experiment_grid
 from mlipdiv.selection.splits import Reservation, Split, SplitSpec, load_split, make_split, reserve, resolve_point
 from mlipdiv.selection.strategies import STRATEGIES, Strategy, get_strategy, register
 
@@ -16,8 +16,8 @@ __all__ = [
     "Split",
     "SplitSpec",
     "Strategy",
+    "default_budget",
     "experiment_grid",
-    "experiment_specs",
     "get_strategy",
     "load_split",
     "make_split",

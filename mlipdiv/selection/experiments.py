@@ -13,17 +13,15 @@ test data.
 from __future__ import annotations
 
 import numbers
-from dataclasses import replace
-
+from collections.abc import Callable
 import numpy as np
 
 from mlipdiv.io.dataset import Dataset
-from mlipdiv.errors import InfeasibleRequest, InvalidSetting
+from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
+from mlipdiv.names import EXPERIMENTS, Experiment
 from mlipdiv.selection.splits import SplitSpec, reserve
 
-__all__ = ["EXPERIMENTS", "experiment_grid", "experiment_specs"]
-
-EXPERIMENTS = ("fixed-budget", "fixed-molecules")
+__all__ = ["EXPERIMENTS", "Experiment", "default_budget", "experiment_grid", "spread"]
 
 
 def experiment_grid(
@@ -53,9 +51,9 @@ def experiment_grid(
     res = reserve(dataset, spec)
     n_train = len(res.trainable)
     best_b, best_m, best_c = res.max_budget()
-    if experiment == "fixed-budget":
+    if experiment == Experiment.FIXED_BUDGET:
         if budget is None or budget < 1:
-            raise InfeasibleRequest("the fixed-budget experiment needs a budget of at least 1 (--budget)")
+            raise InvalidSetting("the fixed-budget experiment needs a budget of at least 1", "budget")
         feasible = [
             (m, budget // m)
             for m in range(min(budget, n_train), 0, -1)
@@ -66,10 +64,10 @@ def experiment_grid(
                 f"no way to train on {budget} conformers: at most {n_train} molecules can be trained on and the "
                 f"largest budget is {best_b} ({best_m} molecules x {best_c})"
             )
-        return _spread(feasible, points, key=lambda p: p[0])
-    if experiment == "fixed-molecules":
+        return spread(feasible, points, key=lambda p: p[0])
+    if experiment == Experiment.FIXED_MOLECULES:
         if molecules is None or molecules < 1:
-            raise InfeasibleRequest("the fixed-molecules experiment needs a number of molecules (--molecules)")
+            raise InvalidSetting("the fixed-molecules experiment needs a number of molecules", "molecules")
         if molecules > n_train:
             raise InfeasibleRequest(
                 f"{molecules} molecules requested but at most {n_train} can be trained on "
@@ -79,25 +77,13 @@ def experiment_grid(
         if max_c < 1:
             raise InfeasibleRequest(f"no conformers left to train {molecules} molecules on")
         powers = [(molecules, 2**k) for k in range(int(np.log2(max_c)) + 1)]
-        return _spread(powers, points, key=lambda p: p[1])
-    raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+        return spread(powers, points, key=lambda p: p[1])
+    raise UnknownName("experiment", experiment, EXPERIMENTS, field="experiment")
 
 
-def experiment_specs(
-    dataset: Dataset,
-    experiment: str,
-    points: int = 5,
-    budget: int | None = None,
-    molecules: int | None = None,
-    spec: SplitSpec | None = None,
-) -> list[SplitSpec]:
-    """One :class:`SplitSpec` per grid point, sharing every other setting of ``spec``."""
-    spec = spec if spec is not None else SplitSpec()
-    grid = experiment_grid(dataset, experiment, points, budget=budget, molecules=molecules, spec=spec)
-    return [replace(spec, budget=m * c, molecules=m, conformers_per_molecule=c) for m, c in grid]
-
-
-def _spread(candidates: list[tuple[int, int]], k: int, key) -> list[tuple[int, int]]:
+def spread(
+    candidates: list[tuple[int, int]], k: int, key: Callable[[tuple[int, int]], float]
+) -> list[tuple[int, int]]:
     """At most ``k`` of ``candidates`` (kept in their order), roughly evenly spaced in log(key), ends included."""
     if len(candidates) <= k:
         return list(candidates)
@@ -107,3 +93,21 @@ def _spread(candidates: list[tuple[int, int]], k: int, key) -> list[tuple[int, i
         free = [i for i in range(len(candidates)) if i not in chosen]
         chosen.add(min(free, key=lambda i: (abs(logs[i] - target), i)))
     return [candidates[i] for i in sorted(chosen)]
+
+
+def default_budget(dataset: Dataset, spec: SplitSpec | None = None, largest: int = 256) -> int:
+    """The first budget in ``largest``, ``largest/2``, ... (down to 4) whose fixed-budget grid has at least three
+    points, else the largest budget the data allows (at least 1): a starting budget whose trade-off slider is worth
+    moving, and small enough to train in minutes."""
+    spec = spec if spec is not None else SplitSpec()
+    best = reserve(dataset, spec).max_budget()[0]
+    budget = largest
+    while budget >= 4:
+        if budget <= best:
+            try:
+                if len(experiment_grid(dataset, Experiment.FIXED_BUDGET, 64, budget=budget, spec=spec)) >= 3:
+                    return budget
+            except InfeasibleRequest:
+                pass
+        budget //= 2
+    return max(best, 1)

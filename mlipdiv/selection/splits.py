@@ -49,10 +49,11 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import SPLITS, SplitName
 from mlipdiv.io.atomic import atomic_write_text
 from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import dataset_digest, single_threaded_blas
-from mlipdiv.errors import InfeasibleRequest, InvalidSetting
+from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
 from mlipdiv.selection.strategies import get_strategy
 
 __all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]
@@ -99,17 +100,19 @@ class SplitSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Every option within its documented range, or :class:`InvalidSetting` naming it (and its flag)."""
+        """Every option within its documented range, or :class:`InvalidSetting` naming its field."""
         if self.molecule_split not in MOLECULE_SPLITS:
-            raise InvalidSetting(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}")
+            raise InvalidSetting(f"molecule_split must be one of {MOLECULE_SPLITS}, not {self.molecule_split!r}",
+                                 "molecule_split")
         if self.conformer_holdout not in CONFORMER_HOLDOUTS:
             raise InvalidSetting(
-                f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}"
+                f"conformer_holdout must be one of {CONFORMER_HOLDOUTS}, not {self.conformer_holdout!r}",
+                "conformer_holdout",
             )
         try:
             get_strategy(self.strategy)
-        except ValueError as exc:
-            raise InvalidSetting(f"{exc} (--strategy)") from exc
+        except UnknownName as exc:
+            raise UnknownName(exc.kind, exc.name, exc.known, field="strategy") from None
         if not (_whole(self.seed) and self.seed >= 0):
             raise InvalidSetting.out_of_range("seed", self.seed, "a whole number of at least 0")
         for name in ("budget", "molecules", "conformers_per_molecule"):
@@ -255,7 +258,7 @@ def reserve(dataset: Dataset, spec: SplitSpec) -> Reservation:
     if spec.molecule_split == "scaffold":
         held = set(_scaffold_holdout(dataset, ids, k, seed))
     else:
-        held = {ids[i] for i in _rng(seed, "test_molecules").permutation(len(ids))[:k]}
+        held = {ids[i] for i in _rng(seed, SplitName.TEST_MOLECULES).permutation(len(ids))[:k]}
     trainable = [m for m in ids if m not in held]
     order = [trainable[i] for i in _rng(seed, "train_molecules").permutation(len(trainable))]
     test, val, available, fallback = {}, {}, {}, []
@@ -268,7 +271,7 @@ def reserve(dataset: Dataset, spec: SplitSpec) -> Reservation:
             fallback.append(m)
         rest = np.setdiff1d(np.arange(mol.n_conformers), t)
         n_val = min(spec.val_per_molecule, max(0, len(rest) - 1))
-        v = np.sort(_rng(seed, "val", m).choice(rest, size=n_val, replace=False))
+        v = np.sort(_rng(seed, SplitName.VAL, m).choice(rest, size=n_val, replace=False))
         rest = np.setdiff1d(rest, v)
         test[m], val[m] = t, v
         available[m] = rest[_rng(seed, "train_conformers", m).permutation(len(rest))]
@@ -374,10 +377,10 @@ class Split:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "train": [list(p) for p in self.train],
-            "val": [list(p) for p in self.val],
-            "test_conformers": [list(p) for p in self.test_conformers],
-            "test_molecules": [list(p) for p in self.test_molecules],
+            SplitName.TRAIN: [list(p) for p in self.train],
+            SplitName.VAL: [list(p) for p in self.val],
+            SplitName.TEST_CONFORMERS: [list(p) for p in self.test_conformers],
+            SplitName.TEST_MOLECULES: [list(p) for p in self.test_molecules],
             "spec": {**self.spec.to_dict(), "dataset": self.dataset},
             "counts": dict(self.counts),
             "diversity": _rounded(self.diversity),
@@ -387,7 +390,7 @@ class Split:
         """Deterministic JSON: sorted keys, one pair per line, floats to 6 significant digits."""
         parts = []
         for key, value in sorted(self.to_dict().items()):
-            if key in ("train", "val", "test_conformers", "test_molecules"):
+            if key in SPLITS:
                 body = ",\n".join(f"  {json.dumps(p)}" for p in value)
                 text = f"[\n{body}\n ]" if value else "[]"
             else:
@@ -404,10 +407,10 @@ class Split:
         dataset = spec.pop("dataset", {})
         return cls(
             spec=SplitSpec.from_dict(spec),
-            train=[(str(m), int(c)) for m, c in data["train"]],
-            val=[(str(m), int(c)) for m, c in data["val"]],
-            test_conformers=[(str(m), int(c)) for m, c in data["test_conformers"]],
-            test_molecules=[(str(m), int(c)) for m, c in data["test_molecules"]],
+            train=[(str(m), int(c)) for m, c in data[SplitName.TRAIN]],
+            val=[(str(m), int(c)) for m, c in data[SplitName.VAL]],
+            test_conformers=[(str(m), int(c)) for m, c in data[SplitName.TEST_CONFORMERS]],
+            test_molecules=[(str(m), int(c)) for m, c in data[SplitName.TEST_MOLECULES]],
             counts=dict(data.get("counts", {})),
             diversity=dict(data.get("diversity", {})),
             dataset=dict(dataset),
@@ -456,12 +459,12 @@ def make_split(dataset: Dataset, spec: SplitSpec, diversity: bool = True) -> Spl
         raise RuntimeError(f"strategy {spec.strategy!r} returned {len(train)} conformers, expected {m} x {c}")
 
     counts = {
-        "train": len(train),
+        SplitName.TRAIN: len(train),
         "train_molecules": m,
         "conformers_per_molecule": c,
-        "val": len(val),
-        "test_conformers": len(test_conf),
-        "test_molecules": len(test_mol),
+        SplitName.VAL: len(val),
+        SplitName.TEST_CONFORMERS: len(test_conf),
+        SplitName.TEST_MOLECULES: len(test_mol),
         "test_molecule_count": len(res.test_molecules),
         "trainable_molecules": len(res.trainable),
         "eligible_molecules": len(res.eligible(c)),

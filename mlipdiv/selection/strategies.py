@@ -20,24 +20,22 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mlipdiv.io.dataset import Dataset, Molecule
+from mlipdiv.registry import Registry
 from mlipdiv.descriptors import conformer_features, molecule_fingerprints, tanimoto_similarity
 
 __all__ = ["STRATEGIES", "DiverseStrategy", "RandomStrategy", "Strategy", "get_strategy", "greedy_max_min", "register"]
 
-STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy available by its ``name`` (CLI ``--strategy``, app menus)."""
-    STRATEGIES[cls.name] = cls
-    return cls
+    return STRATEGIES.register(cls.name, cls)
 
 
 def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]()
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
+    """A new instance of the strategy called ``name``; :class:`~mlipdiv.errors.UnknownName` lists the known ones."""
+    return STRATEGIES.get(name)()
 
 
 class Strategy:

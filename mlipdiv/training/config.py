@@ -97,7 +97,7 @@ class TrainConfig:
         :class:`~mlipdiv.selection.SplitSpec` checks them; the one place a training configuration is checked.
 
         Raises:
-            InvalidSetting: naming flag and field, e.g. ``--lr 1000000.0 is out of range: lr must be in (0, 1]``.
+            InvalidSetting: naming the field, e.g. ``lr 1000000.0 is out of range: lr must be in (0, 1]``.
         """
         for name in INTEGERS:
             value = getattr(self, name)
@@ -112,10 +112,10 @@ class TrainConfig:
         if self.energy_weight == 0 and self.forces_weight == 0:
             raise InvalidSetting(
                 "energy_weight and forces_weight are both 0: the loss would be zero; give at least one a positive "
-                "weight (--energy-weight, --forces-weight)"
+                "weight", fields=("energy_weight", "forces_weight")
             )
         if self.device not in DEVICES:
-            raise InvalidSetting(f"device must be one of {', '.join(DEVICES)}, not {self.device!r} (--device)")
+            raise InvalidSetting(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}", "device")
         if not _is_integer(self.seed) or self.seed < 0:
             raise _invalid("seed", self.seed, "a whole number of at least 0")
         self.split_spec()  # budget, test_molecules, ...: SplitSpec's own checks, so they live in one place

@@ -41,8 +41,9 @@ class Batch:
 class PackedSplit:
     """One split's conformers on a device.
 
-    Host-side (numpy): ``mol_id``, ``conf_idx``, ``energy`` (float64 total eV), ``counts`` (conformers x elements
-    composition matrix over ``elements``). Device-side: the atom arrays, ``n_atoms``, ``atom_start`` and, once
+    Host-side (numpy): ``mol_id``, ``conf_idx``, ``energy`` (float64 total eV), ``n_atoms_host`` and
+    ``atom_z_host`` (each conformer's atomic numbers, from which the reference fit builds its composition matrix).
+    Device-side: the atom arrays, ``n_atoms``, ``atom_start`` and, once
     :meth:`set_reference` has run, ``residual`` (float32).
     """
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
+from mlipdiv.errors import InvalidSetting, TrainingCancelled, TrainingError
 from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json
 from mlipdiv.models.potential import Potential
 from mlipdiv.training.config import TrainConfig
@@ -39,9 +39,8 @@ from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
 from mlipdiv.io.runlock import run_lock
 from mlipdiv.training.reference import composition, fit_element_energies
+from mlipdiv.names import EVAL_SPLITS, SPLITS, SplitName  # re-exported: the split names, defined once
 
-SPLITS = ("train", "val", "test_conformers", "test_molecules")
-EVAL_SPLITS = ("val", "test_conformers", "test_molecules")
 CHECKPOINT_VERSION = 1
 OUTPUTS = ("checkpoint.pt", "model.pt", "metrics.json", "predictions.npz", "summary.json", "split.json")
 
@@ -76,7 +75,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise MlipdivError("--device cuda requested but no CUDA GPU is available to torch; use --device cpu or auto")
+        raise InvalidSetting("device cuda requested but no CUDA GPU is available to torch; use cpu or auto", "device")
     return torch.device(name)
 
 
@@ -212,7 +211,7 @@ def _prepare(cfg: TrainConfig, device: torch.device, out_dir: Path) -> _Setup:
         keep = [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]
         excluded[name] = len(pairs) - len(keep)
         packed[name] = pack(dataset, keep, name, device, cfg.cutoff)
-    train = packed["train"]
+    train = packed[SplitName.TRAIN]
     energies = fit_element_energies(composition(train.atom_z_host, elements), train.energy)
     for p in packed.values():
         p.set_reference(composition(p.atom_z_host, elements) @ energies if len(p) else np.zeros(0))
@@ -298,7 +297,7 @@ def _train(
         }
         pot = Potential(cfg.model, hparams, setup.element_energies.tolist(), setup.energy_scale).to(device)
         optimizer = make_optimizer(pot, cfg)
-        train_split, val_split = setup.packed["train"], setup.packed["val"]
+        train_split, val_split = setup.packed[SplitName.TRAIN], setup.packed[SplitName.VAL]
         steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mlipdiv.names import ACTIVE_STATUSES, TEST_SPLITS, Experiment, SplitName
 from mlipdiv.style import mev
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "study_rows",
 ]
 
-ACTIVE = ("queued", "running")
+ACTIVE = ACTIVE_STATUSES  # defined once, in mlipdiv.names
 POLL_SECONDS = 2.0  # how often the Runs page refreshes while something trains
 
 
@@ -101,10 +102,12 @@ def run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
             "seed": c.get("seed", 0),
             "strategy": c.get("strategy", ""),
             "device": m.get("device", ""),
-            "force MAE unseen conformers (meV/Å)": mev(_split_metric(m, "test_conformers", "forces_mae")),
-            "force MAE unseen molecules (meV/Å)": mev(_split_metric(m, "test_molecules", "forces_mae")),
-            "energy MAE unseen conformers (meV/atom)": mev(_split_metric(m, "test_conformers", "energy_mae_per_atom")),
-            "energy MAE unseen molecules (meV/atom)": mev(_split_metric(m, "test_molecules", "energy_mae_per_atom")),
+            "force MAE unseen conformers (meV/Å)": mev(_split_metric(m, SplitName.TEST_CONFORMERS, "forces_mae")),
+            "force MAE unseen molecules (meV/Å)": mev(_split_metric(m, SplitName.TEST_MOLECULES, "forces_mae")),
+            "energy MAE unseen conformers (meV/atom)":
+                mev(_split_metric(m, SplitName.TEST_CONFORMERS, "energy_mae_per_atom")),
+            "energy MAE unseen molecules (meV/atom)":
+                mev(_split_metric(m, SplitName.TEST_MOLECULES, "energy_mae_per_atom")),
             "error": r.error or "",
         })
     return rows
@@ -115,8 +118,8 @@ def finished_with_metrics(runs: Iterable[Any]) -> list[Any]:
     return [r for r in runs if r.status == "done" and (r.metrics or {}).get("splits")]
 
 
-def study_rows(runs: Iterable[Any], splits: Sequence[str] = ("test_conformers", "test_molecules"),
-               experiment: str = "fixed-budget") -> list[dict]:
+def study_rows(runs: Iterable[Any], splits: Sequence[str] = TEST_SPLITS,
+               experiment: str = Experiment.FIXED_BUDGET) -> list[dict]:
     """One row per finished run and split, in the columns of a sweep's ``results.csv`` (eV, eV/angstrom), plus
     ``budget`` (M x C) and ``strategy``; ``experiment`` labels every row (runs do not record one)."""
     rows = []
@@ -145,11 +148,11 @@ def study_rows(runs: Iterable[Any], splits: Sequence[str] = ("test_conformers", 
     return rows
 
 
-def study_groups(rows: Iterable[Mapping[str, Any]], experiment: str = "fixed-budget") -> list[int]:
+def study_groups(rows: Iterable[Mapping[str, Any]], experiment: str = Experiment.FIXED_BUDGET) -> list[int]:
     """The budgets (fixed-budget: M x C) or molecule counts (fixed-molecules: M) of study rows that have at least
     two trade-off points, most points first (ties: larger first): what a study plot can be drawn for."""
-    varying = "n_molecules" if experiment == "fixed-budget" else "conformers_per_molecule"
-    fixed = "budget" if experiment == "fixed-budget" else "n_molecules"
+    varying = "n_molecules" if experiment == Experiment.FIXED_BUDGET else "conformers_per_molecule"
+    fixed = "budget" if experiment == Experiment.FIXED_BUDGET else "n_molecules"
     points: dict[int, set[int]] = {}
     for row in rows:
         points.setdefault(int(row[fixed]), set()).add(int(row[varying]))
@@ -159,7 +162,7 @@ def study_groups(rows: Iterable[Mapping[str, Any]], experiment: str = "fixed-bud
 def study_table(runs: Iterable[Any], experiment: str, group: int) -> list[dict[str, Any]]:
     """Study rows of one fixed-budget (``group`` = B) or fixed-molecules (``group`` = M) series, labelled with the
     experiment (the analysis figures select on it)."""
-    fixed = "budget" if experiment == "fixed-budget" else "n_molecules"
+    fixed = "budget" if experiment == Experiment.FIXED_BUDGET else "n_molecules"
     return [r for r in study_rows(runs, experiment=experiment) if int(r[fixed]) == int(group)]
 
 

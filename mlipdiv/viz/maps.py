@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.names import SPLITS, SplitName
+from mlipdiv.units import mev
+
 __all__ = [
     "MAX_MAP_POINTS",
     "SPLIT_KEYS",
@@ -19,10 +22,11 @@ __all__ = [
     "display_subset",
     "hover_texts",
     "molecule_split_labels",
+    "per_molecule_mean",
     "prediction_errors",
 ]
 
-SPLIT_KEYS = ("train", "val", "test_conformers", "test_molecules")
+SPLIT_KEYS = SPLITS
 
 
 def _pairs(split: Any, key: str) -> list[tuple[str, int]]:
@@ -49,7 +53,7 @@ def conformer_split_labels(dataset: Any, split: Any) -> np.ndarray:
 def molecule_split_labels(dataset: Any, split: Any) -> np.ndarray:
     """Per molecule: ``train`` (some conformers trained on), ``test_molecules`` (held out) or ``unused``."""
     labels = np.full(len(dataset), "unused", dtype=object)
-    for key in ("test_molecules", "train"):
+    for key in (SplitName.TEST_MOLECULES, SplitName.TRAIN):
         for mol_id, _ in _pairs(split, key):
             if mol_id in dataset:
                 labels[dataset.index_of(mol_id)] = key
@@ -65,7 +69,7 @@ def hover_texts(dataset: Any, kind: str) -> list[str]:
             title = f"<b>{m.name}</b> {m.smiles}" if m.name else f"<b>{m.smiles}</b>"
             out.append(f"{title}<br>{m.n_atoms} atoms, {m.n_conformers} conformers")
         else:  # many points: keep the text short (it travels to the browser with every redraw)
-            rel = (m.energy - m.energy.min()) * 1000.0
+            rel = mev(m.energy - m.energy.min())
             title = f"<b>{m.name or m.smiles}</b>"
             out += [f"{title}<br>conformer {j}: {rel[j]:.0f} meV above lowest" for j in range(m.n_conformers)]
     return out
@@ -97,6 +101,23 @@ def prediction_errors(dataset: Any, predictions: Mapping[str, np.ndarray], key: 
         mol_id = str(mol_id)
         if mol_id in dataset:
             out[offsets[dataset.index_of(mol_id)] + int(conf)] = value
+    return out
+
+
+def per_molecule_mean(values: np.ndarray, molecule_index: np.ndarray, n_molecules: int) -> np.ndarray:
+    """Per molecule: the mean of ``values`` (one per conformer, NaN = not evaluated) over its evaluated conformers;
+    NaN for a molecule with none, so the structure map greys it out instead of calling it perfect.
+
+    Args:
+        values: per conformer, e.g. :func:`prediction_errors`.
+        molecule_index: per conformer, the index of its molecule (0 .. n_molecules - 1).
+        n_molecules: number of molecules (length of the result).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    molecule_index = np.asarray(molecule_index)
+    out = np.full(n_molecules, np.nan)
+    for i in np.unique(molecule_index[np.isfinite(values)]):
+        out[i] = np.nanmean(values[molecule_index == i])
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlipdiv.units import mev
 
 __all__ = ["THREEDMOL_JS", "depiction_data_uri", "depiction_svg", "view_html", "xyz_block"]
 
@@ -101,7 +102,7 @@ def view_html(
         if largest > 0:
             data["positions"] = np.round(pos, 3).tolist()
             data["forces"] = np.round(f * (1.2 / largest), 3).tolist()
-            force_note = f"QM forces (longest: {largest * 1000:.0f} meV/Å)"
+            force_note = f"QM forces (longest: {mev(largest):.0f} meV/Å)"
     controls = []
     if n > 1:
         controls += [

@@ -333,7 +333,7 @@ def test_cli_bad_output_and_input_files_are_messages(tmp_path: Path, capsys) -> 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    with pytest.raises(MlipdivError, match="--max-molecules"):
+    with pytest.raises(MlipdivError, match="max_molecules"):
         build_pool(smiles=["CCO", "CCN"], max_molecules=-1)  # used to drop the last molecule silently
 
 

@@ -254,9 +254,9 @@ def test_split_spec_and_grid_refuse_out_of_range_values(tiny_dataset) -> None:
     for bad in (float("nan"), float("inf"), -0.1, 1.5, True):
         with pytest.raises(InvalidSetting, match="test_molecules"):
             SplitSpec(budget=16, molecules=8, test_molecules=bad)
-    with pytest.raises(InvalidSetting, match="--budget 16.5 is out of range: budget must be a whole number"):
+    with pytest.raises(InvalidSetting, match="^budget 16.5 is out of range: budget must be a whole number"):
         SplitSpec(budget=16.5, molecules=8)
-    with pytest.raises(InvalidSetting, match="--points"):
+    with pytest.raises(InvalidSetting, match="^points "):
         experiment_grid(tiny_dataset, "fixed-budget", 0, budget=16)
     assert SplitSpec(test_molecules=0).test_molecules == 0 and SplitSpec(test_molecules=3).test_molecules == 3
 

@@ -228,11 +228,13 @@ def test_molecules_beyond_the_training_size_limit_are_refused(cfg: TrainConfig, 
     ],
 )
 def test_config_refuses_out_of_range_values(cfg: TrainConfig, field: str, value: object, flag: str) -> None:
+    from mlipdiv.cli import user_message
     from mlipdiv.errors import InvalidSetting
 
-    with pytest.raises(InvalidSetting, match=flag):
+    with pytest.raises(InvalidSetting, match=rf"^{field} ") as info:  # the library names the field ...
         replace(cfg, **{field: value})
-    with pytest.raises(InvalidSetting, match=flag):  # a config.json written by hand is checked the same way
+    assert info.value.field == field and user_message(info.value).startswith(f"{flag} ")  # ... the CLI its flag
+    with pytest.raises(InvalidSetting, match=rf"^{field} "):  # a config.json written by hand is checked the same way
         TrainConfig.from_dict({**cfg.to_dict(), field: value})
 
 
