@@ -38,8 +38,8 @@ def _without_seconds(metrics: dict) -> dict:
 def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
     events: list[Progress] = []
     metrics = train(cfg, tmp_path, on_progress=events.append)
-    assert set(metrics) == {"model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits",
-                            "baselines", "curve"}
+    assert set(metrics) == {"version", "model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds",
+                            "splits", "baselines", "curve"}
     assert (metrics["model"], metrics["n_molecules"], metrics["conformers_per_molecule"]) == ("schnet", 8, 2)
     assert metrics["device"] == "cpu"
     for table in ("splits", "baselines"):
