@@ -20,14 +20,14 @@ from typing import Any
 from mlipdiv.errors import DatasetError
 
 __all__ = [
-    "METRICS_VERSION",
-    "SPLITS",
-    "METRIC_KEYS",
     "CURVE_KEYS",
-    "MetricsError",
-    "SplitErrors",
+    "METRICS_VERSION",
+    "METRIC_KEYS",
+    "SPLITS",
     "CurvePoint",
+    "MetricsError",
     "RunMetrics",
+    "SplitErrors",
 ]
 
 METRICS_VERSION = 1

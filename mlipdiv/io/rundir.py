@@ -30,11 +30,23 @@ from typing import IO, Any
 
 import numpy as np
 
-from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from mlipdiv.io.atomic import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+)
 from mlipdiv.io.metrics import MetricsError, RunMetrics
-from mlipdiv.io.runlock import LOCK_NAME, ForeignFolder, RunFolderBusy, busy_error, lock_holder, run_lock
+from mlipdiv.io.runlock import (
+    LOCK_NAME,
+    ForeignFolder,
+    RunFolderBusy,
+    busy_error,
+    lock_holder,
+    run_lock,
+)
 
-__all__ = ["RunDir", "check_run_folder", "ForeignFolder", "RunFolderBusy", "MetricsError"]
+__all__ = ["ForeignFolder", "MetricsError", "RunDir", "RunFolderBusy", "check_run_folder"]
 
 CONFIG = "config.json"
 SPLIT = "split.json"

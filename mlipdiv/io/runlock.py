@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlipdiv.errors import MlipdivError
 
-__all__ = ["LOCK_NAME", "RunFolderBusy", "ForeignFolder", "run_lock", "lock_holder", "busy_error"]
+__all__ = ["LOCK_NAME", "ForeignFolder", "RunFolderBusy", "busy_error", "lock_holder", "run_lock"]
 
 LOCK_NAME = ".lock"
 

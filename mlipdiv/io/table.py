@@ -18,7 +18,7 @@ from typing import Any
 
 from mlipdiv.io.metrics import SPLITS, RunMetrics
 
-__all__ = ["RESULT_COLUMNS", "STUDY_COLUMNS", "EXTRA_COLUMNS", "RunRecord", "runs_to_table", "extra_columns"]
+__all__ = ["EXTRA_COLUMNS", "RESULT_COLUMNS", "STUDY_COLUMNS", "RunRecord", "extra_columns", "runs_to_table"]
 
 # the columns of a sweep's results.csv, in order (the docs' and the analysis' tables depend on them)
 RESULT_COLUMNS = (
@@ -90,7 +90,7 @@ def extra_columns(metrics: RunMetrics | None, split: str) -> dict[str, float]:
     base = metrics.baselines.get(split) if metrics is not None else None
     errs = metrics.split(split) if metrics is not None else None
 
-    def num(x: float | int | None) -> float:
+    def num(x: float | None) -> float:
         return math.nan if x is None else x
 
     return {

@@ -13,7 +13,13 @@ import pytest
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.metrics import CurvePoint, MetricsError, RunMetrics, SplitErrors
 from mlipdiv.io.rundir import RunDir
-from mlipdiv.io.table import EXTRA_COLUMNS, RESULT_COLUMNS, RunRecord, extra_columns, runs_to_table
+from mlipdiv.io.table import (
+    EXTRA_COLUMNS,
+    RESULT_COLUMNS,
+    RunRecord,
+    extra_columns,
+    runs_to_table,
+)
 
 
 def _metrics(m: int = 8, c: int = 2, seed: int = 0) -> RunMetrics:

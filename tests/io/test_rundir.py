@@ -67,13 +67,13 @@ def test_clear_training_outputs_keeps_everything_else(tmp_path: Path) -> None:
 
 def test_lock_is_exclusive_across_threads_and_reentrant_within_one(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "new")
-    errors: list[BaseException] = []
+    errors: list[RunFolderBusy] = []
 
     def other() -> None:
         try:
             with RunDir(tmp_path / "new").lock():
                 pass
-        except BaseException as exc:
+        except RunFolderBusy as exc:
             errors.append(exc)
 
     with run.lock() as held:
