@@ -21,6 +21,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.rundir import RunDir
 from mlipdiv.limits import MAX_ATOMS_CALCULATOR
 from mlipdiv.models.potential import Potential
 
@@ -37,10 +38,10 @@ class MLIPCalculator(Calculator):
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> MLIPCalculator:
-        """Load ``run_dir/model.pt`` (with ``weights_only=True``)."""
-        path = Path(run_dir) / "model.pt"
+        """Load the run folder's ``model.pt`` (:attr:`RunDir.model_path`, with ``weights_only=True``)."""
+        path = RunDir(run_dir).model_path
         if not path.exists():
-            raise MlipdivError(f"{run_dir}: no model.pt; is this a finished training run?")
+            raise MlipdivError(f"{run_dir}: no {path.name}; is this a finished training run?")
         return cls(Potential.load(path), device=device)
 
     @property

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import DatasetError
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.units import BOHR_PER_ANGSTROM
 
 __all__ = [

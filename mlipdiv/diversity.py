@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.io.dataset import Dataset, Molecule
 from mlipdiv.descriptors import (
     cached_array,
     conformer_features,
@@ -38,6 +37,7 @@ from mlipdiv.descriptors import (
     single_threaded_blas,
     tanimoto_similarity,
 )
+from mlipdiv.io.dataset import Dataset, Molecule
 
 __all__ = [
     "CONFORMER_LENGTH_SCALE",

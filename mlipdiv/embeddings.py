@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import save_array
+from mlipdiv.io.dataset import Dataset
 
 __all__ = [
     "DEFAULT_METRICS",

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlipdiv.names import Experiment
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import Experiment
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
 

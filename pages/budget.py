@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mlipdiv.names import SplitName
 from mlipdiv.analysis import figures as afig
 from mlipdiv.analysis.cost import BUDGET_UNITS
 from mlipdiv.analysis.known_datasets import known_datasets, on_map
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import SplitName
 from mlipdiv.viz import live
 from pages import common
 

@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from mlipdiv.embeddings import METRICS
+from mlipdiv.io.rundir import RunDir
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
 from mlipdiv.viz import figures, live, maps, molview
 from pages import common
@@ -78,7 +79,7 @@ elif colour == "energy":
 else:
     store = common.store()
     finished = [r for r in live.finished_with_metrics(store.list())
-                if (Path(r.run_dir) / "predictions.npz").exists()]
+                if RunDir(r.run_dir).predictions_path.exists()]
     same_data = [r for r in finished if Path(str(r.config.get("dataset") or common.default_dataset_path())).resolve()
                  == common.dataset_path().resolve()]
     if not same_data:
@@ -88,8 +89,7 @@ else:
     by_id = {r.id: r for r in same_data}
     run_id = st.selectbox("Run", [r.id for r in reversed(same_data)], key="p_emb_run",
                           format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
-    with np.load(Path(by_id[run_id].run_dir) / "predictions.npz", allow_pickle=False) as npz:
-        pred = {k: npz[k] for k in ("mol_id", "conf_idx", "forces_mae")}
+    pred = RunDir(by_id[run_id].run_dir).read_predictions(("mol_id", "conf_idx", "forces_mae"))
     err = mev(maps.prediction_errors(ds, pred))
     mol_index = emb["conformers"]["molecule_index"]
     per_mol = maps.per_molecule_mean(err, mol_index, len(ds))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mlipdiv.names import SPLITS, Experiment, SplitName
 from mlipdiv.analysis.figures import study_figure
+from mlipdiv.io.metrics import SplitErrors
+from mlipdiv.io.rundir import RunDir
+from mlipdiv.names import SPLITS, Experiment, SplitName
 from mlipdiv.style import SPLIT_LABELS, mev
 from mlipdiv.viz import figures, live
 from pages import common
@@ -92,24 +92,25 @@ else:
     run_id = st.selectbox("Run", [r.id for r in reversed(finished)], key="runs_finished",
                           format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
     run = by_id[run_id]
-    metrics = run.metrics
+    metrics = live.run_metrics(run)  # finished_with_metrics: decodable, with splits
+    assert metrics is not None
     table = []
     for split in SPLITS:
-        s, b = metrics["splits"].get(split) or {}, (metrics.get("baselines") or {}).get(split) or {}
+        s, b = metrics.split(split) or SplitErrors(), metrics.baselines.get(split) or SplitErrors()
         table.append({
-            "split": SPLIT_LABELS.get(split, split), "conformers": s.get("n"),
-            "force MAE (meV/Å)": mev(s.get("forces_mae")), "baseline force MAE (meV/Å)": mev(b.get("forces_mae")),
-            "energy MAE (meV/atom)": mev(s.get("energy_mae_per_atom")),
-            "baseline energy MAE (meV/atom)": mev(b.get("energy_mae_per_atom")),
+            "split": SPLIT_LABELS.get(split, split), "conformers": s.n,
+            "force MAE (meV/Å)": mev(s.forces_mae), "baseline force MAE (meV/Å)": mev(b.forces_mae),
+            "energy MAE (meV/atom)": mev(s.energy_mae_per_atom),
+            "baseline energy MAE (meV/atom)": mev(b.energy_mae_per_atom),
         })
     st.dataframe(pd.DataFrame(table), hide_index=True,
                  column_config={k: st.column_config.NumberColumn(format="%.1f") for k in table[0] if "MAE" in k})
     st.caption(f"Baseline: a per-element linear energy fit and zero forces, i.e. a model that learns nothing "
-               f"geometric. Trained on {metrics.get('device', '?')} in {metrics.get('seconds', 0):.0f} s.")
-    pred_path = Path(run.run_dir) / "predictions.npz"
+               f"geometric. Trained on {metrics.device or '?'} in {metrics.seconds:.0f} s.")
+    folder = RunDir(run.run_dir)
+    pred_path = folder.predictions_path
     if pred_path.exists():
-        with np.load(pred_path, allow_pickle=False) as npz:
-            pred = {k: npz[k] for k in npz.files}
+        pred = folder.read_predictions()
         splits = [s.value for s in (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES, SplitName.VAL)
                   if np.any(pred["split"] == s)]
         cols = st.columns(2)

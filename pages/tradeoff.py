@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from mlipdiv.embeddings import background_status
-from mlipdiv.names import Experiment
 from mlipdiv.errors import InfeasibleRequest
+from mlipdiv.names import Experiment
 from mlipdiv.selection import STRATEGIES, SplitSpec, experiment_grid, reserve
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
 from mlipdiv.viz import figures, maps

@@ -21,9 +21,9 @@ def make_tiny_dataset(
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
+    from mlipdiv.data.oracle import GFN2xTB
     from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
     from mlipdiv.io.hdf5 import write_hdf5
-    from mlipdiv.data.oracle import GFN2xTB
 
     rng = np.random.default_rng(seed)
     oracle = GFN2xTB()

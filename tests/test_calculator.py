@@ -11,8 +11,8 @@ from ase import Atoms
 from ase.optimize import BFGS
 
 from mlipdiv.calculator import MLIPCalculator
-from mlipdiv.io.hdf5 import read_hdf5
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.hdf5 import read_hdf5
 from mlipdiv.models import Potential
 from mlipdiv.training import TrainConfig, train
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mlipdiv import descriptors as D
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import DatasetError
+from mlipdiv.io.dataset import Dataset
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import tanimoto_similarity
 from mlipdiv.diversity import (
     conformational_diversity,
@@ -18,6 +17,7 @@ from mlipdiv.diversity import (
     training_set_diversity,
     vendi_score,
 )
+from mlipdiv.io.dataset import Dataset
 
 
 @pytest.fixture(autouse=True)

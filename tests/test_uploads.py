@@ -111,9 +111,9 @@ def test_discard_upload_touches_only_the_upload_folder(tmp_path):
 
 
 def test_results_folders_are_found_under_the_roots_only(tmp_path):
-    from synthetic_sweeps import results_table
-
     from mlipdiv.analysis.fit import results_folders
+
+    from synthetic_sweeps import results_table
 
     store = tmp_path / "runs"
     (store / "sweeps" / "a").mkdir(parents=True)
@@ -136,9 +136,9 @@ def test_results_folders_are_found_under_the_roots_only(tmp_path):
 
 
 def test_an_uploaded_results_table_is_read_or_refused_in_one_line():
-    from synthetic_sweeps import results_table
-
     from mlipdiv.analysis.fit import read_results_upload
+
+    from synthetic_sweeps import results_table
 
     good = results_table().to_csv(index=False).encode()
     df = read_results_upload("results.csv", good)

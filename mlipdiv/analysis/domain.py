@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import EVAL_SPLITS, TEST_SPLITS, SplitName
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.rundir import RunDir
+from mlipdiv.names import EVAL_SPLITS, TEST_SPLITS, SplitName
 from mlipdiv.units import mev
 
 __all__ = [
@@ -166,21 +167,17 @@ def applicability_domain(
 
 
 def load_run(run_dir: str | Path, dataset: Any = None) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
-    """A finished run's dataset, split (``split.json``) and per-conformer predictions (``predictions.npz``)."""
-    import json
-
+    """A finished run's dataset, split and per-conformer predictions (read through :class:`RunDir`)."""
     from mlipdiv.io.load import load_dataset
 
-    run_dir = Path(run_dir)
-    missing = [f for f in ("split.json", "predictions.npz", "config.json") if not (run_dir / f).exists()]
+    run = RunDir(run_dir)
+    missing = run.missing(run.split_path, run.predictions_path, run.config_path)
     if missing:
-        raise MlipdivError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
-    split = json.loads((run_dir / "split.json").read_text())
+        raise MlipdivError(f"{run.path}: not a finished run (missing {', '.join(missing)})")
+    split = run.read_split()
     if dataset is None:
-        dataset = load_dataset(json.loads((run_dir / "config.json").read_text()).get("dataset"))
-    with np.load(run_dir / "predictions.npz") as npz:
-        preds = {k: npz[k] for k in npz.files}
-    return dataset, split, preds
+        dataset = load_dataset(run.read_config().get("dataset"))
+    return dataset, split, run.read_predictions()
 
 
 def global_ids(dataset: Any, mol_ids: Any, conf_idx: Any) -> np.ndarray:

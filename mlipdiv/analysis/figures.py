@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.analysis.fit import METRICS, ErrorFit
 from mlipdiv.analysis.known_datasets import KnownDataset, on_map
 from mlipdiv.analysis.recommend import Recommendation
+from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, apply_style
 
 __all__ = [

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import SplitName
 from mlipdiv.errors import MlipdivError
+from mlipdiv.names import SplitName
 
 __all__ = [
     "DEFAULT_BANDWIDTH",

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import SplitName
 from mlipdiv.analysis.fit import SPLITS, ErrorFit, ExtrapolationError
 from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.names import SplitName
 
 __all__ = ["Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
 

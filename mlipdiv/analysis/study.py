@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.metrics import RunMetrics
+from mlipdiv.io.table import EXTRA_COLUMNS, extra_columns
 from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.units import mev
 
@@ -51,7 +53,6 @@ def shape_plan(plan: Any, preset: Any) -> Any:
     from dataclasses import replace
 
     from mlipdiv.jobs.sweep import SweepRun, file_digest, run_key
-
     from mlipdiv.selection.experiments import spread
 
     cap = preset.max_conformers_per_molecule
@@ -116,8 +117,9 @@ def run_presets(
                 f"{sorted({r.config['epochs'] for r in plan.runs})}")
 
             def report(r: Any, plan: Any = plan, folder: Path = folder) -> None:
-                m = (r.metrics or {}).get("splits", {})
-                errs = ", ".join(f"{s} {mev(m[s]['forces_mae']):.0f} meV/Å" for s in SPLITS if s in m)
+                m = r.run_metrics() if r.status == "done" else None
+                errs = ", ".join(f"{s} {mev(m.splits[s].forces_mae):.0f} meV/Å" for s in SPLITS
+                                 if m is not None and s in m.splits and m.splits[s].forces_mae is not None)
                 took = f"{r.finished - r.started:.0f} s" if r.finished and r.started else ""
                 log(f"    {r.status} M={r.config.get('molecules')} C={r.config.get('conformers_per_molecule')} "
                     f"seed={r.config.get('seed')} {took} {errs} {r.error or ''}")
@@ -153,20 +155,14 @@ def collect(out: Path, store: Any = None) -> Any:
     # presets may share runs (same config, same key): each run once per experiment
     df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["experiment", "run_id", "split"])
     df = df.reset_index(drop=True)
-    base_f, base_e, seconds, n_eval = [], [], [], []
-    cache: dict[str, Any] = {}
+    cache: dict[str, RunMetrics | None] = {}
+    extras = []
     for run_id, split in zip(df["run_id"], df["split"]):
         if run_id not in cache:
-            cache[run_id] = store.get(run_id).metrics or {}
-        b = cache[run_id].get("baselines", {}).get(split, {})
-        base_f.append(b.get("forces_mae", math.nan))
-        base_e.append(b.get("energy_mae_per_atom", math.nan))
-        seconds.append(cache[run_id].get("seconds", math.nan))
-        n_eval.append(cache[run_id].get("splits", {}).get(split, {}).get("n", math.nan))
-    df["baseline_forces_mae"] = base_f
-    df["baseline_energy_mae_per_atom"] = base_e
-    df["seconds"] = seconds
-    df["n_eval"] = n_eval
+            cache[run_id] = store.get(run_id).run_metrics()
+        extras.append(extra_columns(cache[run_id], split))
+    for column in EXTRA_COLUMNS:
+        df[column] = [e[column] for e in extras]
     df.to_csv(out / "results.csv", index=False)
     return df
 
@@ -369,8 +365,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
 
     dataset = None
     if infogap or domain:
-        path = dataset_path or json.loads((Path(store.get(df["run_id"].iloc[0]).run_dir) / "config.json")
-                                          .read_text()).get("dataset")
+        path = dataset_path or store.get(df["run_id"].iloc[0]).folder.read_config().get("dataset")
         dataset = load_dataset(path)
     gap = None
     if infogap:

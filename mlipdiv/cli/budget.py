@@ -120,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
 
     from mlipdiv.analysis.cost import dataset_atom_counts
-    from mlipdiv.limits import MAX_BUDGET_CONFORMERS
     from mlipdiv.analysis.fit import fit_results, load_results, select
     from mlipdiv.analysis.recommend import recommend
+    from mlipdiv.limits import MAX_BUDGET_CONFORMERS
 
     cost = _cost_model(args)
     atoms: Any = None

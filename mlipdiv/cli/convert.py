@@ -18,11 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mlipdiv.errors import MlipdivError
+    from mlipdiv.io.extxyz import write_extxyz
     from mlipdiv.io.hdf5 import write_hdf5
     from mlipdiv.io.load import load_dataset
-    from mlipdiv.io.extxyz import write_extxyz
     from mlipdiv.io.validate import check_output, make_parent
-    from mlipdiv.errors import MlipdivError
 
     target = Path(args.target)
     if target.suffix.lower() not in (*_XYZ, ".h5", ".hdf5"):

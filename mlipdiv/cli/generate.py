@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # small molecules: threads cost more than they give
     from mlipdiv.errors import MlipdivError
-
     from mlipdiv.io.validate import check_output, make_parent
 
     out = Path(args.out)
@@ -77,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export_extxyz:
         check_output(args.export_extxyz, "--export-extxyz", overwrite=args.overwrite)
     if args.from_extxyz:
-        from mlipdiv.io.hdf5 import write_hdf5
         from mlipdiv.io.extxyz import read_extxyz
+        from mlipdiv.io.hdf5 import write_hdf5
 
         check_output(out, "--out", overwrite=args.overwrite)
         ds = read_extxyz(args.from_extxyz)  # every check runs here, before anything is written
@@ -119,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {report['molecules']} molecules, {report['conformers']} conformers "
           f"({len(report['skipped'])} skipped; see {out.name}.report.json)")
     if args.export_extxyz:
-        from mlipdiv.io.hdf5 import read_hdf5
         from mlipdiv.io.extxyz import write_extxyz
+        from mlipdiv.io.hdf5 import read_hdf5
 
         write_extxyz(read_hdf5(out), args.export_extxyz)
         print(f"wrote {args.export_extxyz}")

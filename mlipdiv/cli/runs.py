@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from typing import Any
+
 from mlipdiv.units import mev
 
 HELP = "list, inspect, cancel or resume stored training runs (store: MLIPDIV_HOME, default ./runs)"
@@ -154,10 +155,8 @@ def _resume(store: Any, args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from mlipdiv.jobs.worker import execute
-
     from mlipdiv.errors import MlipdivError
-    from mlipdiv.jobs.worker import make_config
+    from mlipdiv.jobs.worker import execute, make_config
 
     # everything is checked before the store changes: a refused resume leaves the run exactly as it was
     if args.epochs is not None and args.epochs < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from typing import Any
+
 from mlipdiv.names import TEST_SPLITS
 from mlipdiv.units import mev
 

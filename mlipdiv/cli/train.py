@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mlipdiv.cli.split import add_selection_arguments, selection_options
+from mlipdiv.io.metrics import RunMetrics
 from mlipdiv.units import mev
 
 HELP = "train an interatomic potential (energy + forces) on an M x C split and report per-split errors"
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if any)")
     opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is much faster when "
                      "other processes share the cores)")
-    parser.add_argument("--out", help="run folder to write (config.json, metrics.json, model.pt, predictions.npz)")
+    parser.add_argument("--out", help="run folder to write (its config, metrics, model and predictions)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an --out that holds other files (those training writes are replaced)")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from mlipdiv.models.registry import get_spec
 
     get_spec(cfg.model)  # unknown names fail before the data is loaded
-    from mlipdiv.io.runlock import check_run_folder
+    from mlipdiv.io.rundir import RunDir, check_run_folder
 
     # before anything is written: a user's folder is never touched without --overwrite (train() locks the folder)
     check_run_folder(args.out, cfg.to_dict(), overwrite=args.overwrite, resume=args.resume)
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(report(metrics, args.out))
+    print(report(RunMetrics.from_dict(metrics, RunDir(args.out).metrics_path), args.out))
     return 0
 
 
@@ -122,20 +123,20 @@ class _ProgressBar:
             self.bar.close()
 
 
-def report(metrics: dict, out: str) -> str:
+def report(metrics: RunMetrics, out: str) -> str:
     """A table of the per-split errors next to the baseline (meV per molecule, meV/atom and meV/A)."""
     lines = [
-        f"{metrics['model']}: {metrics['n_molecules']} molecules x {metrics['conformers_per_molecule']} conformers, "
-        f"seed {metrics['seed']}, {metrics['device']}, {metrics['seconds']:.0f} s -> {out}",
+        f"{metrics.model}: {metrics.n_molecules} molecules x {metrics.conformers_per_molecule} conformers, "
+        f"seed {metrics.seed}, {metrics.device}, {metrics.seconds:.0f} s -> {out}",
         f"{'split':<16}{'n':>6}{'E MAE meV':>12}{'baseline':>10}{'meV/atom':>10}{'F MAE meV/A':>13}{'baseline':>10}",
     ]
-    for name, m in metrics["splits"].items():
-        b = metrics["baselines"][name]
-        if not m["n"]:
+    for name, m in metrics.splits.items():
+        b = metrics.baselines[name]
+        if not m.n:
             lines.append(f"{name:<16}{0:>6}  (empty)")
             continue
         lines.append(
-            f"{name:<16}{m['n']:>6}{mev(m['energy_mae']):>12.1f}{mev(b['energy_mae']):>10.1f}"
-            f"{mev(m['energy_mae_per_atom']):>10.2f}{mev(m['forces_mae']):>13.1f}{mev(b['forces_mae']):>10.1f}"
+            f"{name:<16}{m.n:>6}{mev(m.energy_mae):>12.1f}{mev(b.energy_mae):>10.1f}"
+            f"{mev(m.energy_mae_per_atom):>10.2f}{mev(m.forces_mae):>13.1f}{mev(b.forces_mae):>10.1f}"
         )
     return "\n".join(lines)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.io.validate import check_molecule, shown
 from mlipdiv.errors import DatasetError
+from mlipdiv.io.validate import check_molecule, shown
 
 PER_CONFORMER = ("positions", "energy", "forces", "parent", "temperature", "method")
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.errors import DatasetError
 from mlipdiv.io.atomic import atomic_path
 from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
 from mlipdiv.io.validate import check_atomic_numbers, check_geometry, check_molecule_id
-from mlipdiv.errors import DatasetError
 
 
 def write_extxyz(dataset: Dataset, path: str | Path, pairs: list[tuple[str, int]] | None = None) -> Path:

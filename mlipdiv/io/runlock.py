@@ -7,23 +7,22 @@ about to lock it) and holds the pid of the last holder, for the message.
 
 The lock is re-entrant within one thread (the store worker locks the folder, then :func:`mlipdiv.training.train`
 locks it again) but not across threads or processes. Standard library only: training, the store's worker and the
-CLI all import it without importing each other.
+CLI all import it without importing each other. Which files a run folder holds, and whether a folder may be
+trained into, is :mod:`mlipdiv.io.rundir`'s business.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from mlipdiv.errors import MlipdivError
 
-__all__ = ["LOCK_NAME", "RunFolderBusy", "ForeignFolder", "run_lock", "check_run_folder"]
+__all__ = ["LOCK_NAME", "ForeignFolder", "RunFolderBusy", "busy_error", "lock_holder", "run_lock"]
 
 LOCK_NAME = ".lock"
 
@@ -48,7 +47,7 @@ def _holder(path: Path) -> str:
     return f"pid {pid}" if pid.isdigit() else "pid unknown"
 
 
-def _busy(run_dir: Path, who: str) -> RunFolderBusy:
+def busy_error(run_dir: Path, who: str) -> RunFolderBusy:
     return RunFolderBusy(f"{run_dir} is being written by another process ({who}); wait for it or choose another --out")
 
 
@@ -67,7 +66,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         held = _held.get(key)
         if held is not None:
             if held[0] != me:
-                raise _busy(run_dir, f"pid {os.getpid()}, another thread")
+                raise busy_error(run_dir, f"pid {os.getpid()}, another thread")
             _held[key] = (me, held[1] + 1, held[2])
     if held is not None:  # re-entered by the thread that holds it
         try:
@@ -84,14 +83,14 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise _busy(run_dir, _holder(lock_path)) from None
+        raise busy_error(run_dir, _holder(lock_path)) from None
     except BaseException:
         os.close(fd)
         raise
     with _held_guard:
         if key in _held:  # another thread of ours got there between our check and flock (flock is per open file)
             os.close(fd)
-            raise _busy(run_dir, f"pid {os.getpid()}, another thread")
+            raise busy_error(run_dir, f"pid {os.getpid()}, another thread")
         _held[key] = (me, 1, fd)
     try:
         os.ftruncate(fd, 0)
@@ -103,7 +102,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         os.close(fd)  # releases the flock
 
 
-def _busy_now(run_dir: Path) -> str | None:
+def lock_holder(run_dir: Path) -> str | None:
     """The holder (``pid N``) when some process holds ``run_dir``'s lock right now, else None. Creates nothing."""
     lock_path = run_dir / LOCK_NAME
     if not lock_path.exists():
@@ -122,41 +121,3 @@ def _busy_now(run_dir: Path) -> str | None:
     finally:
         os.close(fd)
     return None
-
-
-def check_run_folder(
-    out: str | Path, config: Mapping[str, Any], *, overwrite: bool = False, resume: bool = False
-) -> None:
-    """Refuse to train into ``out`` when that would replace files that are not this run's.
-
-    Accepted without ``overwrite``: a missing or empty folder, or a run folder whose ``config.json`` is ``config``
-    (training it again gives the same result, so nothing is lost). ``resume`` needs a run folder; whether its
-    checkpoint matches is training's check. Never creates or changes anything.
-
-    Raises:
-        RunFolderBusy: another process is writing ``out`` right now.
-        ForeignFolder: ``out`` is a file, or holds other files, and ``overwrite`` is false.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ForeignFolder(f"{out} is a file, not a run folder; choose another --out")
-    who = _busy_now(out) if out.is_dir() else None
-    if who is not None:
-        raise _busy(out, who)
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise ForeignFolder(f"cannot resume: {out} has no checkpoint.pt (is it a run folder?); leave out --resume")
-    if overwrite or resume or not out.is_dir():
-        return
-    entries = [p.name for p in out.iterdir() if p.name != LOCK_NAME]
-    if not entries:
-        return
-    try:
-        saved = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
-        saved = None
-    if saved == json.loads(json.dumps(dict(config))):  # as config.json holds it (tuples as lists, ...)
-        return
-    what = "a run of another configuration" if saved is not None else "files that are not a training run"
-    raise ForeignFolder(
-        f"{out} already exists and holds {what}; delete it, choose another --out, or pass --overwrite"
-    )

@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlipdiv.jobs.store import DB_NAME, MARKER, RunStore, StoreError, interrupted_message
+from mlipdiv.io.rundir import RunDir
+from mlipdiv.jobs.store import DB_NAME, RunStore, StoreError, interrupted_message
 from mlipdiv.paths import home
 
 __all__ = ["RepairReport", "repair_store"]
@@ -92,13 +93,14 @@ def _recomputed_key(config: dict[str, Any]) -> str | None:
 
 def _record(folder: Path) -> dict[str, Any] | str:
     """The row a run folder stands for, or why it is not one."""
-    marker = _read_json(folder / MARKER)
+    run = RunDir(folder)
+    marker = _read_json(run.marker_path)
     marker = marker if isinstance(marker, dict) else None
     config = marker.get("config") if marker else None
     if not isinstance(config, dict):
-        config = _read_json(folder / "config.json")
+        config = _read_json(run.config_path)
     if not isinstance(config, dict):
-        return "no run.json or config.json"
+        return f"no {run.marker_path.name} or {run.config_path.name}"
     # run.json holds the key the store gave it (a resumed run's differs from its config's); else recompute it
     key = marker.get("key") if marker else _recomputed_key(config)
     created = _created(folder, marker)
@@ -108,17 +110,19 @@ def _record(folder: Path) -> dict[str, Any] | str:
         "n_epochs": epochs, "created": created, "finished": None, "error": None, "metrics": None, "curve": "[]",
         "run_dir": folder.name,
     }
-    metrics = _read_json(folder / "metrics.json")
+    # copied into the row as the folder holds it (the table stores JSON; readers decode it with Run.run_metrics)
+    metrics = _read_json(run.metrics_path)
     if isinstance(metrics, dict):
         curve = metrics.get("curve") if isinstance(metrics.get("curve"), list) else []
         row.update(status="done", metrics=json.dumps(metrics), curve=json.dumps(curve),
                    epoch=int(curve[-1].get("epoch", len(curve))) if curve else 0,
-                   finished=(folder / "metrics.json").stat().st_mtime)
-    elif (folder / "error.log").exists():
-        lines = [ln for ln in (folder / "error.log").read_text(errors="replace").splitlines() if ln.strip()]
-        last = lines[-1] if lines else "see error.log"
-        row.update(status="failed", finished=(folder / "error.log").stat().st_mtime,
-                   error=f"training failed: {last} (rebuilt from {folder.name}/error.log)")
+                   finished=run.metrics_path.stat().st_mtime)
+    elif run.error_log_path.exists():
+        log_name = run.error_log_path.name
+        lines = [ln for ln in run.read_error_log().splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"see {log_name}"
+        row.update(status="failed", finished=run.error_log_path.stat().st_mtime,
+                   error=f"training failed: {last} (rebuilt from {folder.name}/{log_name})")
     else:
         row.update(status="interrupted", error=interrupted_message(
             folder.name, "rebuilt by `runs repair` from a folder without results"))
@@ -172,6 +176,6 @@ def _unmarked(store: RunStore) -> list[Path]:
     out = []
     for p in sorted(store.root.iterdir()):
         if (p.is_dir() and p.name not in known and len(p.name) == 22 and p.name[8] == "-"
-                and not (p / MARKER).exists() and not (p / "config.json").exists()):
+                and not RunDir(p).is_run_folder()):
             out.append(p)
     return out

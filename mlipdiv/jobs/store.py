@@ -4,7 +4,7 @@ Layout::
 
     MLIPDIV_HOME/
         runs.db                  # this table; WAL mode, so readers never block the writer
-        <run id>/                # the run's folder: config.json, checkpoint.pt, metrics.json, predictions (training)
+        <run id>/                # the run's folder (mlipdiv.io.rundir.RunDir): written by training, plus run.json
 
 Every call opens its own short-lived connection, so a store object can be shared by threads and survives ``fork``;
 SQLite serializes writers (``BEGIN IMMEDIATE`` plus a busy timeout) while any number of readers proceed.
@@ -50,6 +50,8 @@ from urllib.parse import quote
 import psutil
 
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.metrics import RunMetrics
+from mlipdiv.io.rundir import RunDir
 from mlipdiv.names import ACTIVE_STATUSES, FINAL_STATUSES, Status
 from mlipdiv.names import STATUSES as _STATUSES
 from mlipdiv.paths import home
@@ -74,7 +76,6 @@ __all__ = [
 STATUSES = _STATUSES  # mlipdiv.names.Status: the values of the status column
 ACTIVE = ACTIVE_STATUSES
 DB_NAME = "runs.db"
-MARKER = "run.json"  # in every run folder: id, key, config, created (what `runs repair` rebuilds a row from)
 SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_STALE_AFTER = 60.0  # seconds without a heartbeat before a running run counts as interrupted
@@ -244,6 +245,21 @@ class Run:
     def active(self) -> bool:
         """Queued or running."""
         return self.status in ACTIVE
+
+    @property
+    def folder(self) -> RunDir:
+        """The run's folder, through which its files are read."""
+        return RunDir(self.run_dir)
+
+    def run_metrics(self) -> RunMetrics | None:
+        """``metrics`` decoded (None while the run has none).
+
+        Raises:
+            MetricsError: the stored metrics are not the ``metrics.json`` contract (names the run).
+        """
+        if not self.metrics:
+            return None
+        return RunMetrics.from_dict(self.metrics, f"metrics of run {self.id}")
 
     @property
     def fraction(self) -> float:
@@ -474,7 +490,7 @@ class RunStore:
 
     def _unknown(self, run_id: str) -> UnknownRun:
         folder = self.root / run_id
-        if run_id and ((folder / MARKER).exists() or (folder / "config.json").exists()):
+        if run_id and RunDir(folder).is_run_folder():
             return UnknownRun(
                 f"no run {run_id!r} in the table of {self.root}, but its folder is there; "
                 "`python -m mlipdiv runs repair` adds it back"
@@ -513,7 +529,7 @@ class RunStore:
         except OSError:
             return []
         return [p for p in entries if p.is_dir() and p.name not in known
-                and ((p / MARKER).exists() or (p / "config.json").exists())]
+                and RunDir(p).is_run_folder()]
 
     def owner_gone(self, run: Run, now: float | None = None) -> str | None:
         """Why ``run``'s owner is gone (a sentence), or ``None`` while it may still be alive."""
@@ -718,10 +734,13 @@ class RunStore:
         status: str,
         *,
         error: str | None = None,
-        metrics: Mapping[str, Any] | None = None,
+        metrics: RunMetrics | Mapping[str, Any] | None = None,
         curve: Sequence[Mapping[str, Any]] | None = None,
     ) -> bool:
         """Final status of attempt ``attempt`` (``done``, ``failed``, ``cancelled`` or ``interrupted``).
+
+        ``metrics`` is stored as JSON (the table keeps what it is given; readers decode it with
+        :meth:`Run.run_metrics`).
 
         Ignored (returns False) when another attempt owns the run by now.
         """
@@ -731,7 +750,7 @@ class RunStore:
         params: dict[str, Any] = {"status": status, "now": time.time(), "error": error}
         if metrics is not None:
             sets.append("metrics = :metrics")
-            params["metrics"] = json.dumps(metrics)
+            params["metrics"] = json.dumps(metrics.to_dict() if isinstance(metrics, RunMetrics) else metrics)
         if curve is not None:
             sets.append("curve = :curve")
             params["curve"] = json.dumps(list(curve))
@@ -871,11 +890,8 @@ def _folder_checked(run: Run) -> Run:
 
 def _write_marker(run: Run) -> None:
     """``RUN/run.json``: what the table knows of a run that its folder does not, for `runs repair`."""
-    from mlipdiv.io.atomic import atomic_write_json
-
     try:
-        atomic_write_json(run.run_dir / MARKER, {"id": run.id, "key": run.key, "config": run.config,
-                                                 "created": run.created})
+        run.folder.write_marker({"id": run.id, "key": run.key, "config": run.config, "created": run.created})
     except OSError:  # the table is what counts; repair falls back to config.json
         pass
 

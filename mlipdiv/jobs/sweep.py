@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlipdiv.io.atomic import atomic_write_json, atomic_write_text
+from mlipdiv.io.table import RESULT_COLUMNS, RunRecord, runs_to_table
 from mlipdiv.jobs.manager import JobManager
 from mlipdiv.jobs.ray_backend import check_address, run_on_ray
 from mlipdiv.jobs.store import ACTIVE, Run, RunStore
@@ -40,18 +41,6 @@ __all__ = [
     "write_results",
 ]
 
-RESULT_COLUMNS = (
-    "experiment",
-    "n_molecules",
-    "conformers_per_molecule",
-    "seed",
-    "model",
-    "split",
-    "energy_mae",
-    "energy_mae_per_atom",
-    "forces_mae",
-    "run_id",
-)
 BACKENDS = ("local", "ray")
 
 
@@ -259,31 +248,20 @@ def _wait(store: RunStore, run_ids: list[str], on_finish: Callable[[Run], None] 
 
 
 def results_rows(plan: SweepPlan, runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One row per finished run and split (runs that did not end ``done`` have none)."""
-    rows = []
-    for item, run in zip(plan.runs, runs, strict=True):
-        if run.status != "done" or not run.metrics:
-            continue
-        splits = run.metrics.get("splits", {})
-        for split in SPLITS:
-            if split not in splits:
-                continue
-            m = splits[split]
-            rows.append(
-                {
-                    "experiment": plan.experiment,
-                    "n_molecules": item.molecules,
-                    "conformers_per_molecule": item.conformers_per_molecule,
-                    "seed": item.seed,
-                    "model": plan.model,
-                    "split": split,
-                    "energy_mae": m.get("energy_mae"),
-                    "energy_mae_per_atom": m.get("energy_mae_per_atom"),
-                    "forces_mae": m.get("forces_mae"),
-                    "run_id": run.id,
-                }
-            )
-    return rows
+    """One row per finished run and split (runs that did not end ``done`` have none), as
+    :func:`mlipdiv.io.table.runs_to_table` makes them.
+
+    Raises:
+        MetricsError: a done run's stored metrics are not the ``metrics.json`` contract.
+    """
+    if len(plan.runs) != len(runs):
+        raise ValueError(f"{len(runs)} runs for a plan of {len(plan.runs)}")
+    records = []
+    for run in runs:
+        metrics = run.run_metrics() if run.status == "done" else None
+        if metrics is not None:
+            records.append(RunRecord(run.id, metrics, run.config))
+    return runs_to_table(records, plan.experiment)
 
 
 def write_results(out: str | Path, plan: SweepPlan, runs: Sequence[Run]) -> Path:

@@ -23,18 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled
+from mlipdiv.io.metrics import CurvePoint, RunMetrics
+from mlipdiv.io.rundir import RunDir
 from mlipdiv.jobs.store import Run, RunStore, interrupted_message, process_owner
-from mlipdiv.io.runlock import run_lock
 
-__all__ = ["CHECKPOINT", "TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config"]
+__all__ = ["TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"  # written by training after every epoch; its presence means a run can resume
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeats (also how often a cancel from another process is noticed)
 PROGRESS_EVERY = 0.5  # seconds between batch-level progress writes (epoch ends are always written)
 
-TrainFn = Callable[..., Mapping[str, Any]]
+# what a train_fn returns: the run's metrics (``train`` gives the metrics.json object; RunMetrics is accepted too)
+TrainFn = Callable[..., RunMetrics | Mapping[str, Any]]
 ProgressFn = Callable[[Any], None]
 
 
@@ -69,17 +70,14 @@ class _Heartbeat(threading.Thread):
 
 
 def curve_entry(p: Any) -> dict[str, Any] | None:
-    """The learning-curve entry (the keys of ``metrics.json``'s ``curve``) of an ``epoch`` progress event."""
+    """The learning-curve entry (a :class:`~mlipdiv.io.metrics.CurvePoint`, as ``metrics.json``'s ``curve`` holds
+    it) of an ``epoch`` progress event."""
     if p.event != "epoch":
         return None
-    return {
-        "epoch": p.epoch,
-        "lr": p.lr,
-        "train_loss": p.loss,
-        "val_energy_mae": p.val_energy_mae,
-        "val_forces_mae": p.val_forces_mae,
-        "seconds": round(p.seconds, 3),
-    }
+    return CurvePoint(
+        epoch=p.epoch, lr=p.lr, train_loss=p.loss, val_energy_mae=p.val_energy_mae, val_forces_mae=p.val_forces_mae,
+        seconds=round(p.seconds, 3),
+    ).to_dict()
 
 
 class _ProgressWriter:
@@ -113,7 +111,7 @@ class _ProgressWriter:
 
 def checkpoint_curve(run_dir: str | Path) -> list[dict[str, Any]] | None:
     """The learning curve saved in a run's checkpoint (the epochs a resume will not repeat), or None."""
-    path = Path(run_dir) / CHECKPOINT
+    path = RunDir(run_dir).checkpoint_path
     if not path.exists():
         return None
     import torch
@@ -167,26 +165,25 @@ def execute(
     stop = stop if stop is not None else threading.Event()
     interrupted = interrupted if interrupted is not None else threading.Event()
     train_fn = train_fn if train_fn is not None else _real_train()
-    run_dir = Path(store.get(run_id).run_dir)
+    run_dir = RunDir(store.get(run_id).run_dir)
     if resume is None:
-        resume = (run_dir / CHECKPOINT).exists()
+        resume = run_dir.checkpoint_path.exists()
     # a resumed run shows exactly the checkpoint's epochs: none lost, none to be repeated
-    run = store.claim(run_id, curve=checkpoint_curve(run_dir) if resume else [], owner=process_owner())
+    run = store.claim(run_id, curve=checkpoint_curve(run_dir.path) if resume else [], owner=process_owner())
     heart = _Heartbeat(store, run, stop, heartbeat_every)
     heart.start()
     status, error, metrics, curve = "failed", None, None, None
     try:
         cfg = make_config(run.config)
-        with run_lock(run.run_dir):  # the lock train() takes too (re-entrant): any train_fn gets one writer
-            metrics = dict(
-                train_fn(
-                    cfg,
-                    run.run_dir,
-                    on_progress=_ProgressWriter(store, run, stop, progress_every, also_progress),
-                    should_stop=stop.is_set,
-                    resume=resume,
-                )
+        with RunDir(run.run_dir).lock():  # the lock train() takes too (re-entrant): any train_fn gets one writer
+            result = train_fn(
+                cfg,
+                run.run_dir,
+                on_progress=_ProgressWriter(store, run, stop, progress_every, also_progress),
+                should_stop=stop.is_set,
+                resume=resume,
             )
+        metrics = result.to_dict() if isinstance(result, RunMetrics) else dict(result)
         status, curve = "done", metrics.get("curve")
     except TrainingCancelled:
         status = "interrupted" if interrupted.is_set() else "cancelled"
@@ -211,7 +208,7 @@ def execute(
 def _write_error_log(run_dir: Path, exc: BaseException) -> None:
     try:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        Path(run_dir, "error.log").write_text(text)
+        RunDir(run_dir).write_error_log(text)
     except OSError:
         pass
 

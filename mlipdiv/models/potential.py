@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from mlipdiv.errors import MlipdivError
-from mlipdiv.models.graph import build_graph, radius_pairs
 from mlipdiv.limits import MAX_Z
+from mlipdiv.models.graph import build_graph, radius_pairs
 from mlipdiv.models.registry import build_model, check_elements, complete_hparams
 
 FORMAT = "mlipdiv-model"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+
 import numpy as np
 
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.names import EXPERIMENTS, Experiment
 from mlipdiv.selection.splits import SplitSpec, reserve
 

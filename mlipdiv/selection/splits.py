@@ -49,11 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from mlipdiv.names import SPLITS, SplitName
-from mlipdiv.io.atomic import atomic_write_text
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.descriptors import dataset_digest, single_threaded_blas
 from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
+from mlipdiv.io.atomic import atomic_write_text
+from mlipdiv.io.dataset import Dataset
+from mlipdiv.names import SPLITS, SplitName
 from mlipdiv.selection.strategies import get_strategy
 
 __all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]

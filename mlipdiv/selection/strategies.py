@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from mlipdiv.descriptors import conformer_features, molecule_fingerprints, tanimoto_similarity
 from mlipdiv.io.dataset import Dataset, Molecule
 from mlipdiv.registry import Registry
-from mlipdiv.descriptors import conformer_features, molecule_fingerprints, tanimoto_similarity
 
 __all__ = ["STRATEGIES", "DiverseStrategy", "RandomStrategy", "Strategy", "get_strategy", "greedy_max_min", "register"]
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mlipdiv.io.dataset import Dataset
 from mlipdiv.errors import TrainingError
+from mlipdiv.io.dataset import Dataset
 from mlipdiv.limits import MAX_ATOMS_TRAIN
 from mlipdiv.models.graph import radius_pairs, ranges
 

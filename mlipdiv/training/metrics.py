@@ -1,8 +1,7 @@
 """Per-split error metrics (units: eV, eV/angstrom), from per-conformer error sums.
 
-Keys (the ``metrics.json`` contract): ``energy_mae`` (eV per molecule), ``energy_mae_per_atom`` (eV/atom),
-``energy_rmse`` (eV per molecule), ``forces_mae`` and ``forces_rmse`` (eV/angstrom, over Cartesian components), ``n``
-(conformers). An empty split gives ``None`` for every error and ``n = 0``.
+Keys: those of :class:`mlipdiv.io.metrics.SplitErrors` (the ``metrics.json`` contract). An empty split gives
+``None`` for every error and ``n = 0``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METRIC_KEYS = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse", "n")
+from mlipdiv.io.metrics import METRIC_KEYS
+
+__all__ = ["METRIC_KEYS", "ConformerErrors", "summarize"]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The training loop: split -> packed device tensors -> reference fit -> AdamW on energies and forces -> metrics.
 
-Files written in ``out_dir`` (all through temp-file-and-rename, so readers never see a torn file):
+Files written in ``out_dir`` through :class:`mlipdiv.io.rundir.RunDir` (atomic, so readers never see a torn file):
 
 - ``config.json``: the :class:`TrainConfig`.
 - ``split.json``: the training / val / test pairs (:meth:`mlipdiv.selection.Split.save`).
@@ -10,9 +10,8 @@ Files written in ``out_dir`` (all through temp-file-and-rename, so readers never
   :meth:`mlipdiv.models.Potential.load`).
 - ``predictions.npz``: per conformer of ``val``, ``test_conformers``, ``test_molecules``: ``mol_id``, ``conf_idx``,
   ``split``, ``E_true``, ``E_pred``, ``E_baseline`` (eV), ``n_atoms``, ``forces_mae`` (eV/angstrom).
-- ``metrics.json``: ``model``, ``n_molecules``, ``conformers_per_molecule``, ``seed``, ``device``, ``seconds``,
-  ``splits`` and ``baselines`` (per split, keys of :mod:`mlipdiv.training.metrics`), ``curve`` (per epoch: ``epoch``,
-  ``lr``, ``train_loss``, ``val_energy_mae``, ``val_forces_mae``, ``seconds``).
+- ``metrics.json``: :class:`mlipdiv.io.metrics.RunMetrics` (``version``, ``model``, ``n_molecules``,
+  ``conformers_per_molecule``, ``seed``, ``device``, ``seconds``, ``splits`` and ``baselines`` per split, ``curve``).
 - ``summary.json``: what else a reader may want (best epoch, whether it stopped early, supported elements,
   conformers left out of evaluation because they hold elements the training set lacks).
 """
@@ -32,17 +31,16 @@ import numpy as np
 import torch
 
 from mlipdiv.errors import InvalidSetting, TrainingCancelled, TrainingError
-from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json
+from mlipdiv.io.metrics import CurvePoint, RunMetrics, SplitErrors
+from mlipdiv.io.rundir import RunDir
 from mlipdiv.models.potential import Potential
+from mlipdiv.names import EVAL_SPLITS, SPLITS, SplitName  # re-exported: the split names, defined once
 from mlipdiv.training.config import TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
-from mlipdiv.io.runlock import run_lock
 from mlipdiv.training.reference import composition, fit_element_energies
-from mlipdiv.names import EVAL_SPLITS, SPLITS, SplitName  # re-exported: the split names, defined once
 
 CHECKPOINT_VERSION = 1
-OUTPUTS = ("checkpoint.pt", "model.pt", "metrics.json", "predictions.npz", "summary.json", "split.json")
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,7 @@ def _prepare(cfg: TrainConfig, device: torch.device, out_dir: Path) -> _Setup:
 
     dataset = load_dataset(cfg.dataset)
     split = make_split(dataset, cfg.split_spec(), diversity=False)
-    split.save(out_dir / "split.json")
+    RunDir(out_dir).write_split(split.to_json())
     train_pairs = split.train
     elements = sorted({int(z) for m, _ in train_pairs for z in dataset[m].atomic_numbers})
     allowed = set(elements)
@@ -242,7 +240,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir`` and return the ``metrics.json`` dictionary.
+    """Train ``cfg`` into ``out_dir`` and return the ``metrics.json`` object (:meth:`RunMetrics.to_dict`).
 
     Args:
         cfg: the run's configuration.
@@ -263,8 +261,8 @@ def train(
         InfeasibleRequest / DatasetError: the split cannot be made from the data.
         RunFolderBusy: another process or thread is writing ``out_dir``.
     """
-    with run_lock(out_dir):
-        return _train(cfg, Path(out_dir), on_progress, should_stop, resume)
+    with RunDir(out_dir).lock():
+        return _train(cfg, Path(out_dir), on_progress, should_stop, resume).to_dict()
 
 
 def _train(
@@ -273,14 +271,14 @@ def _train(
     on_progress: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
     resume: bool,
-) -> dict[str, Any]:
-    ckpt_path = out_dir / "checkpoint.pt"
+) -> RunMetrics:
+    run = RunDir(out_dir)
+    ckpt_path = run.checkpoint_path
     state = _load_checkpoint(ckpt_path, cfg) if resume else None
     if state is None:  # a fresh start: results of an earlier run in this folder must not pass for this one's
-        for name in OUTPUTS:
-            (out_dir / name).unlink(missing_ok=True)
+        run.clear_training_outputs()
     device = resolve_device(cfg.device)
-    atomic_write_json(out_dir / "config.json", cfg.to_dict())
+    run.write_config(cfg.to_dict())
     started = time.perf_counter()
     previous_seconds = state["seconds"] if state else 0.0
 
@@ -361,8 +359,7 @@ def _train(
                     "seconds": round(elapsed(), 3),
                 }
             )
-            atomic_torch_save(
-                ckpt_path,
+            run.write_checkpoint(
                 {
                     "version": CHECKPOINT_VERSION,
                     "config": cfg.to_dict(),
@@ -436,11 +433,12 @@ def _finish(
     last_epoch: int,
     seconds: float,
     device: torch.device,
-) -> dict[str, Any]:
+) -> RunMetrics:
     """Evaluate the best weights on every split and write model.pt, predictions.npz, metrics.json, summary.json."""
     errors = {name: predict(pot, setup.packed[name], cfg.eval_batch_size) for name in SPLITS}
     base = {name: baseline(setup.packed[name]) for name in SPLITS}
-    pot.save(out_dir / "model.pt")
+    run = RunDir(out_dir)
+    pot.save(run.model_path)
 
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("mol_id", "conf_idx", "split", "E_true", "E_pred",
                                                            "E_baseline", "n_atoms", "forces_mae")}
@@ -454,23 +452,22 @@ def _finish(
             rows[key].append(np.asarray(value))
     arrays = {k: np.concatenate(v) for k, v in rows.items()}
     arrays["mol_id"], arrays["split"] = arrays["mol_id"].astype(str), arrays["split"].astype(str)
-    atomic_write(out_dir / "predictions.npz", lambda f: np.savez(f, **arrays))
+    run.write_predictions(arrays)
 
     counts = setup.split.counts
-    metrics = {
-        "model": cfg.model,
-        "n_molecules": int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
-        "conformers_per_molecule": int(counts.get("conformers_per_molecule", 0)),
-        "seed": cfg.seed,
-        "device": str(device),
-        "seconds": round(seconds, 3),
-        "splits": {name: summarize(errors[name]) for name in SPLITS},
-        "baselines": {name: summarize(base[name]) for name in SPLITS},
-        "curve": curve,
-    }
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    atomic_write_json(
-        out_dir / "summary.json",
+    metrics = RunMetrics(
+        model=cfg.model,
+        n_molecules=int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
+        conformers_per_molecule=int(counts.get("conformers_per_molecule", 0)),
+        seed=cfg.seed,
+        device=str(device),
+        seconds=round(seconds, 3),
+        splits={name: SplitErrors.from_dict(summarize(errors[name])) for name in SPLITS},
+        baselines={name: SplitErrors.from_dict(summarize(base[name])) for name in SPLITS},
+        curve=[CurvePoint.from_dict(c) for c in curve],
+    )
+    run.write_metrics(metrics)
+    run.write_summary(
         {
             "best_epoch": best_epoch,
             "epochs_run": last_epoch,

@@ -8,11 +8,16 @@ the attributes of :class:`mlipdiv.jobs.store.Run` (``id``, ``status``, ``config`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mlipdiv.io.metrics import MetricsError, RunMetrics
+from mlipdiv.io.table import RunRecord, runs_to_table
 from mlipdiv.names import ACTIVE_STATUSES, TEST_SPLITS, Experiment, SplitName
 from mlipdiv.style import mev
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ACTIVE",
@@ -25,6 +30,7 @@ __all__ = [
     "needs_full_refresh",
     "poll_interval",
     "run_label",
+    "run_metrics",
     "run_rows",
     "selected_global_ids",
     "baseline_means",
@@ -77,11 +83,21 @@ def run_label(run: Any, status: bool = True) -> str:
     return f"{label} ({run.status})" if status else label
 
 
-def _split_metric(metrics: Mapping[str, Any] | None, split: str, key: str) -> float | None:
-    try:
-        value = metrics["splits"][split][key]  # type: ignore[index]
-    except (KeyError, TypeError):
+def run_metrics(run: Any) -> RunMetrics | None:
+    """A run's metrics decoded (:class:`~mlipdiv.io.metrics.RunMetrics`), or None when it has none or they are not
+    a contract this version understands (logged: one bad row must not take the page down)."""
+    if not run.metrics:
         return None
+    try:
+        return RunMetrics.from_dict(run.metrics, f"metrics of run {run.id}")
+    except MetricsError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def _split_metric(metrics: RunMetrics | None, split: str, key: str) -> float | None:
+    s = metrics.split(split) if metrics is not None else None
+    value = getattr(s, key) if s is not None else None
     return None if value is None else float(value)
 
 
@@ -90,18 +106,18 @@ def run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
     rows = []
     for r in sorted(runs, key=lambda r: (r.created or 0.0), reverse=True):
         c = r.config or {}
-        m = r.metrics or {}
+        m = run_metrics(r)
         rows.append({
             "id": r.id,
             "status": r.status,
             "progress": float(r.fraction),
             "epoch": f"{max(r.epoch, 0)}/{r.n_epochs or c.get('epochs', '?')}",
             "model": c.get("model", ""),
-            "M": m.get("n_molecules") or c.get("molecules"),
-            "C": m.get("conformers_per_molecule") or c.get("conformers_per_molecule"),
+            "M": (m.n_molecules if m else None) or c.get("molecules"),
+            "C": (m.conformers_per_molecule if m else None) or c.get("conformers_per_molecule"),
             "seed": c.get("seed", 0),
             "strategy": c.get("strategy", ""),
-            "device": m.get("device", ""),
+            "device": m.device if m else "",
             "force MAE unseen conformers (meV/Å)": mev(_split_metric(m, SplitName.TEST_CONFORMERS, "forces_mae")),
             "force MAE unseen molecules (meV/Å)": mev(_split_metric(m, SplitName.TEST_MOLECULES, "forces_mae")),
             "energy MAE unseen conformers (meV/atom)":
@@ -114,38 +130,26 @@ def run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def finished_with_metrics(runs: Iterable[Any]) -> list[Any]:
-    """Runs that are ``done`` and hold per-split metrics."""
-    return [r for r in runs if r.status == "done" and (r.metrics or {}).get("splits")]
+    """Runs that are ``done`` and hold per-split metrics (that this version can read)."""
+    out = []
+    for r in runs:
+        m = run_metrics(r) if r.status == "done" else None
+        if m is not None and m.splits:
+            out.append(r)
+    return out
 
 
 def study_rows(runs: Iterable[Any], splits: Sequence[str] = TEST_SPLITS,
                experiment: str = Experiment.FIXED_BUDGET) -> list[dict]:
     """One row per finished run and split, in the columns of a sweep's ``results.csv`` (eV, eV/angstrom), plus
-    ``budget`` (M x C) and ``strategy``; ``experiment`` labels every row (runs do not record one)."""
-    rows = []
-    for r in finished_with_metrics(runs):
-        m, c = r.metrics, r.config or {}
-        for split in splits:
-            s = m["splits"].get(split)
-            if not s:
-                continue
-            n_mol = int(m.get("n_molecules") or c.get("molecules"))
-            per_mol = int(m.get("conformers_per_molecule") or c.get("conformers_per_molecule"))
-            rows.append({
-                "run_id": r.id,
-                "experiment": experiment,
-                "budget": n_mol * per_mol,
-                "model": m.get("model", c.get("model")),
-                "n_molecules": n_mol,
-                "conformers_per_molecule": per_mol,
-                "seed": int(m.get("seed", c.get("seed", 0))),
-                "strategy": c.get("strategy", "random"),
-                "split": split,
-                "energy_mae": s.get("energy_mae"),
-                "energy_mae_per_atom": s.get("energy_mae_per_atom"),
-                "forces_mae": s.get("forces_mae"),
-            })
-    return rows
+    ``budget`` (M x C) and ``strategy``; ``experiment`` labels every row (runs do not record one). Rows as
+    :func:`mlipdiv.io.table.runs_to_table` makes them."""
+    records = []
+    for r in runs:
+        m = run_metrics(r) if r.status == "done" else None
+        if m is not None:
+            records.append(RunRecord(r.id, m, r.config or {}))
+    return runs_to_table(records, experiment, splits, study=True)
 
 
 def study_groups(rows: Iterable[Mapping[str, Any]], experiment: str = Experiment.FIXED_BUDGET) -> list[int]:
@@ -170,12 +174,13 @@ def baseline_means(runs: Iterable[Any], run_ids: Iterable[str], metric: str = "f
     """Mean of the no-geometry baseline's ``metric`` per test split over the given runs (eV units)."""
     wanted = set(run_ids)
     values: dict[str, list[float]] = {}
-    for r in finished_with_metrics(runs):
-        if r.id not in wanted:
+    for r in runs:
+        m = run_metrics(r) if r.status == "done" and r.id in wanted else None
+        if m is None or not m.splits:
             continue
-        for split, m in (r.metrics.get("baselines") or {}).items():
-            if m and m.get(metric) is not None:
-                values.setdefault(split, []).append(float(m[metric]))
+        for split, b in m.baselines.items():
+            if getattr(b, metric) is not None:
+                values.setdefault(split, []).append(float(getattr(b, metric)))
     return {split: sum(v) / len(v) for split, v in values.items()}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mlipdiv.units import mev
 
 __all__ = ["THREEDMOL_JS", "depiction_data_uri", "depiction_svg", "view_html", "xyz_block"]

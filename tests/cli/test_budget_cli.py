@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlipdiv.cli import main
+
 from synthetic_sweeps import results_table
 
 

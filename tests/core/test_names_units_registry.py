@@ -81,8 +81,7 @@ def test_every_lookup_raises_unknown_name() -> None:
 
 
 def test_units() -> None:
-    from mlipdiv import units
-    from mlipdiv import style
+    from mlipdiv import style, units
 
     assert units.EV_TO_MEV == 1000.0 and units.mev(0.0123) == pytest.approx(12.3) and units.mev(None) is None
     assert units.EV_PER_HARTREE == pytest.approx(27.211386245988)

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mlipdiv.io.hdf5 import read_hdf5, write_hdf5
 from mlipdiv.errors import DatasetError
+from mlipdiv.io.hdf5 import read_hdf5, write_hdf5
 
 
 def test_round_trip_keeps_every_array(tiny_dataset, tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mlipdiv.cli import main
-from mlipdiv.io.dataset import molecule_id
-from mlipdiv.io.hdf5 import read_hdf5
-from mlipdiv.io.extxyz import read_extxyz, write_extxyz
 from mlipdiv.errors import DatasetError
+from mlipdiv.io.dataset import molecule_id
+from mlipdiv.io.extxyz import read_extxyz, write_extxyz
+from mlipdiv.io.hdf5 import read_hdf5
 
 
 def _same(a, b, atol: float = 1e-6) -> None:

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from malformed import CASES, SECRET_MARK, write_secret  # tests/ is on sys.path (pytest.ini: pythonpath)
 
 from mlipdiv.cli import main
-from mlipdiv.io.load import load_dataset
 from mlipdiv.errors import MlipdivError
+from mlipdiv.io.load import load_dataset
 from mlipdiv.paths import PROJECT_ROOT
+
+from malformed import CASES, SECRET_MARK, write_secret  # tests/ is on sys.path (pytest.ini: pythonpath)
 
 IDS = [name for name, _, _ in CASES]
 

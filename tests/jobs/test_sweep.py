@@ -10,6 +10,7 @@ import pytest
 
 from mlipdiv.cli import main
 from mlipdiv.io.hdf5 import read_hdf5
+from mlipdiv.io.metrics import CurvePoint, RunMetrics, SplitErrors
 from mlipdiv.jobs.store import RunStore
 from mlipdiv.jobs.sweep import RESULT_COLUMNS, SPLITS, plan_sweep, run_sweep, write_results
 from mlipdiv.selection import experiment_grid
@@ -28,8 +29,9 @@ class CountingTrain:
             self.fail_seeds.discard(cfg.seed)
             raise RuntimeError("worker lost")
         err = 1.0 / cfg.molecules
-        splits = {s: {"energy_mae": err, "energy_mae_per_atom": err / 9, "forces_mae": 2 * err, "n": 4} for s in SPLITS}
-        return {"splits": splits, "curve": [{"epoch": 1}]}
+        splits = {s: SplitErrors(energy_mae=err, energy_mae_per_atom=err / 9, forces_mae=2 * err, n=4) for s in SPLITS}
+        return RunMetrics(cfg.model, cfg.molecules, cfg.conformers_per_molecule, cfg.seed, splits=splits,
+                          curve=[CurvePoint(epoch=1)])
 
 
 def test_plan_covers_the_grid_with_stable_keys(tiny_dataset_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
 from mlipdiv.errors import InfeasibleRequest
+from mlipdiv.io.dataset import Dataset, Molecule, molecule_id
 from mlipdiv.selection import SplitSpec, experiment_grid, load_split, make_split, reserve, resolve_point
 from mlipdiv.selection.strategies import greedy_max_min
 

@@ -38,8 +38,8 @@ def _without_seconds(metrics: dict) -> dict:
 def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
     events: list[Progress] = []
     metrics = train(cfg, tmp_path, on_progress=events.append)
-    assert set(metrics) == {"model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits",
-                            "baselines", "curve"}
+    assert set(metrics) == {"version", "model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds",
+                            "splits", "baselines", "curve"}
     assert (metrics["model"], metrics["n_molecules"], metrics["conformers_per_molecule"]) == ("schnet", 8, 2)
     assert metrics["device"] == "cpu"
     for table in ("splits", "baselines"):
@@ -178,9 +178,9 @@ def test_element_beyond_the_model_table_is_refused_by_name(cfg: TrainConfig, tmp
     """Fm (Z=100) is an element, but SchNet's and PaiNN's tables stop at Z=99: one message, not an IndexError."""
     from dataclasses import replace as with_fields
 
+    from mlipdiv.errors import MlipdivError
     from mlipdiv.io.dataset import Dataset
     from mlipdiv.io.hdf5 import read_hdf5, write_hdf5
-    from mlipdiv.errors import MlipdivError
 
     ds = read_hdf5(cfg.dataset)
     mols = []
@@ -326,8 +326,8 @@ def test_a_run_folder_has_one_writer(tiny_dataset_path: Path, tmp_path: Path, ca
     import threading
 
     from mlipdiv.cli import main
-    from mlipdiv.paths import PROJECT_ROOT
     from mlipdiv.io.runlock import RunFolderBusy, run_lock
+    from mlipdiv.paths import PROJECT_ROOT
 
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE,

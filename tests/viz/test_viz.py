@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlipdiv.io.metrics import RunMetrics, SplitErrors
 from mlipdiv.style import SPLIT_COLORS
 from mlipdiv.viz import figures, live, maps, molview, tables
 
@@ -216,10 +217,10 @@ class FakeRun:
 
 
 def _done(run_id: str, m: int, c: int, seed: int, conf: float, mol: float, model: str = "schnet") -> FakeRun:
-    splits = {"test_conformers": {"forces_mae": conf, "energy_mae": 0.1, "energy_mae_per_atom": 0.01},
-              "test_molecules": {"forces_mae": mol, "energy_mae": 0.2, "energy_mae_per_atom": 0.02}}
-    metrics = {"model": model, "n_molecules": m, "conformers_per_molecule": c, "seed": seed, "splits": splits,
-               "baselines": {"test_conformers": {"forces_mae": 1.0}, "test_molecules": {"forces_mae": 3.0}}}
+    splits = {"test_conformers": SplitErrors(forces_mae=conf, energy_mae=0.1, energy_mae_per_atom=0.01),
+              "test_molecules": SplitErrors(forces_mae=mol, energy_mae=0.2, energy_mae_per_atom=0.02)}
+    metrics = RunMetrics(model, m, c, seed, splits=splits, baselines={
+        "test_conformers": SplitErrors(forces_mae=1.0), "test_molecules": SplitErrors(forces_mae=3.0)}).to_dict()
     return FakeRun(run_id, "done", {"model": model, "molecules": m, "conformers_per_molecule": c, "seed": seed},
                    metrics, fraction=1.0)
 

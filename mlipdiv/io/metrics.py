@@ -1,0 +1,224 @@
+"""The ``metrics.json`` contract of a finished run, as typed dataclasses: one definition, read strictly.
+
+Why strict: a results table, a plot and ``runs repair`` all trust these numbers; a file this code does not fully
+understand (another version, a missing or unknown key, a string where a number belongs) is refused with
+:class:`MetricsError` naming the file instead of being half-read into a wrong table.
+
+Units: energies in eV (per molecule, or per atom where the key says so), forces in eV/angstrom, times in seconds.
+Files written before the contract was versioned have no ``version`` key and are version 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlipdiv.errors import DatasetError
+from mlipdiv.names import SPLITS  # the splits a run is evaluated on, in this order
+
+__all__ = [
+    "CURVE_KEYS",
+    "METRICS_VERSION",
+    "METRIC_KEYS",
+    "SPLITS",
+    "CurvePoint",
+    "MetricsError",
+    "RunMetrics",
+    "SplitErrors",
+]
+
+METRICS_VERSION = 1
+METRIC_KEYS = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse", "n")
+CURVE_KEYS = ("epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds")
+_TOP_KEYS = ("model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits", "baselines",
+             "curve")
+
+
+class MetricsError(DatasetError):
+    """A ``metrics.json`` (or a stored run's metrics) that is not this version's contract."""
+
+
+# ----------------------------------------------------------------------------------------------- field checks
+
+
+def _fail(where: str, what: str) -> MetricsError:
+    return MetricsError(f"{where}: {what}; not a metrics.json this version of mlipdiv understands")
+
+
+def _mapping(value: Any, where: str, keys: Sequence[str], optional: Sequence[str] = ()) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"expected an object, got {type(value).__name__}")
+    missing = [k for k in keys if k not in value]
+    unknown = sorted(str(k) for k in value if k not in keys and k not in optional)
+    if missing:
+        raise _fail(where, f"missing {', '.join(missing)}")
+    if unknown:
+        raise _fail(where, f"unknown {', '.join(unknown)}")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(where, f"expected an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _opt_float(value: Any, where: str) -> float | None:
+    return None if value is None else _float(value, where)
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, f"expected a string, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ dataclasses
+
+
+@dataclass(frozen=True)
+class SplitErrors:
+    """Errors of one split (:mod:`mlipdiv.training.metrics` computes them). An empty split has ``n = 0`` and None
+    for every error."""
+
+    energy_mae: float | None = None  # eV per molecule
+    energy_mae_per_atom: float | None = None  # eV/atom
+    energy_rmse: float | None = None  # eV per molecule
+    forces_mae: float | None = None  # eV/angstrom, over Cartesian components
+    forces_rmse: float | None = None  # eV/angstrom
+    n: int = 0  # conformers
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {k: getattr(self, k) for k in METRIC_KEYS}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "split errors") -> SplitErrors:
+        d = _mapping(data, where, METRIC_KEYS)
+        values = {k: _opt_float(d[k], f"{where}.{k}") for k in METRIC_KEYS[:-1]}
+        return cls(**values, n=_int(d["n"], f"{where}.n"))
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One epoch of the learning curve: mean training loss and the validation errors after the epoch."""
+
+    epoch: int
+    lr: float = 0.0
+    train_loss: float = math.nan
+    val_energy_mae: float | None = None  # eV per molecule; None without a validation split
+    val_forces_mae: float | None = None  # eV/angstrom
+    seconds: float = 0.0  # wall time of the run at the end of this epoch (across resumes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CURVE_KEYS}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "curve entry") -> CurvePoint:
+        d = _mapping(data, where, CURVE_KEYS)
+        return cls(
+            epoch=_int(d["epoch"], f"{where}.epoch"),
+            lr=_float(d["lr"], f"{where}.lr"),
+            train_loss=_float(d["train_loss"], f"{where}.train_loss"),
+            val_energy_mae=_opt_float(d["val_energy_mae"], f"{where}.val_energy_mae"),
+            val_forces_mae=_opt_float(d["val_forces_mae"], f"{where}.val_forces_mae"),
+            seconds=_float(d["seconds"], f"{where}.seconds"),
+        )
+
+
+def _split_table(data: Any, where: str) -> dict[str, SplitErrors]:
+    if not isinstance(data, Mapping):
+        raise _fail(where, f"expected an object, got {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in SPLITS)
+    if unknown:
+        raise _fail(where, f"unknown split {', '.join(unknown)}")
+    return {s: SplitErrors.from_dict(data[s], f"{where}.{s}") for s in SPLITS if s in data}
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What a finished run measured (``metrics.json``): its point (M, C, seed), per-split errors of the model and
+    of the element-reference baseline (no geometry), and the learning curve."""
+
+    model: str
+    n_molecules: int  # M: training molecules
+    conformers_per_molecule: int  # C
+    seed: int
+    device: str = ""
+    seconds: float = 0.0  # wall time of the training (across resumes)
+    splits: dict[str, SplitErrors] = field(default_factory=dict)  # keys: a subset of SPLITS, in that order
+    baselines: dict[str, SplitErrors] = field(default_factory=dict)
+    curve: list[CurvePoint] = field(default_factory=list)
+    version: int = METRICS_VERSION
+
+    def split(self, name: str) -> SplitErrors | None:
+        """The errors of split ``name``, or None when the run has none for it."""
+        return self.splits.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``metrics.json`` (plain dicts, lists and numbers)."""
+        return {
+            "version": self.version,
+            "model": self.model,
+            "n_molecules": self.n_molecules,
+            "conformers_per_molecule": self.conformers_per_molecule,
+            "seed": self.seed,
+            "device": self.device,
+            "seconds": self.seconds,
+            "splits": {s: self.splits[s].to_dict() for s in SPLITS if s in self.splits},
+            "baselines": {s: self.baselines[s].to_dict() for s in SPLITS if s in self.baselines},
+            "curve": [c.to_dict() for c in self.curve],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "metrics") -> RunMetrics:
+        """Decode a ``metrics.json`` object; ``source`` (a file name, a run id) is named in every error.
+
+        Raises:
+            MetricsError: an unknown version, a missing or unknown key, or a value of the wrong type.
+        """
+        where = str(source)
+        if isinstance(data, Mapping) and "version" in data:
+            version = data["version"]
+            if version != METRICS_VERSION or isinstance(version, bool):
+                raise _fail(where, f"metrics version {version!r} (this mlipdiv reads version {METRICS_VERSION})")
+        d = _mapping(data, where, _TOP_KEYS, optional=("version",))
+        curve = d["curve"]
+        if not isinstance(curve, list):
+            raise _fail(f"{where}: curve", f"expected a list, got {type(curve).__name__}")
+        return cls(
+            model=_str(d["model"], f"{where}: model"),
+            n_molecules=_int(d["n_molecules"], f"{where}: n_molecules"),
+            conformers_per_molecule=_int(d["conformers_per_molecule"], f"{where}: conformers_per_molecule"),
+            seed=_int(d["seed"], f"{where}: seed"),
+            device=_str(d["device"], f"{where}: device"),
+            seconds=_float(d["seconds"], f"{where}: seconds"),
+            splits=_split_table(d["splits"], f"{where}: splits"),
+            baselines=_split_table(d["baselines"], f"{where}: baselines"),
+            curve=[CurvePoint.from_dict(c, f"{where}: curve[{i}]") for i, c in enumerate(curve)],
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str | Path = "metrics.json") -> RunMetrics:
+        """Decode the text of a ``metrics.json``.
+
+        Raises:
+            MetricsError: not JSON, or not this version's contract (see :meth:`from_dict`).
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _fail(str(source), f"not JSON ({exc})") from exc
+        return cls.from_dict(data, source)

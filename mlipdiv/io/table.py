@@ -1,0 +1,101 @@
+"""Results rows from finished runs: the one definition of a row of ``results.csv``.
+
+Why here: a sweep writes ``results.csv`` (:mod:`mlipdiv.jobs.sweep`), the app tabulates the store's runs
+(:mod:`mlipdiv.viz.live`) and the study adds baselines to the sweeps' tables (:mod:`mlipdiv.analysis.study`);
+when each built its rows on its own, the three tables could drift apart. All of them import this bottom-layer
+module, which works on plain records (run id, configuration, :class:`~mlipdiv.io.metrics.RunMetrics`) and so
+needs neither the store nor the training code.
+
+Units as in ``metrics.json``: eV per molecule, eV/atom, eV/angstrom; ``seconds`` of training wall time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlipdiv.io.metrics import SPLITS, RunMetrics
+
+__all__ = ["EXTRA_COLUMNS", "RESULT_COLUMNS", "STUDY_COLUMNS", "RunRecord", "extra_columns", "runs_to_table"]
+
+# the columns of a sweep's results.csv, in order (the docs' and the analysis' tables depend on them)
+RESULT_COLUMNS = (
+    "experiment",
+    "n_molecules",
+    "conformers_per_molecule",
+    "seed",
+    "model",
+    "split",
+    "energy_mae",
+    "energy_mae_per_atom",
+    "forces_mae",
+    "run_id",
+)
+STUDY_COLUMNS = ("budget", "strategy")  # what the app's study tables add (M x C, the selection strategy)
+EXTRA_COLUMNS = ("baseline_forces_mae", "baseline_energy_mae_per_atom", "seconds", "n_eval")  # the study's
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run as the tables see it: its id, its training configuration and what it measured."""
+
+    run_id: str
+    metrics: RunMetrics
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+def runs_to_table(
+    records: Iterable[RunRecord],
+    experiment: str,
+    splits: Sequence[str] = SPLITS,
+    *,
+    study: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per record and split (in ``splits`` order; splits a run has no errors for give no row).
+
+    Columns: :data:`RESULT_COLUMNS`, plus :data:`STUDY_COLUMNS` with ``study``. ``experiment`` labels every row
+    (a run does not record which experiment it belongs to).
+    """
+    rows = []
+    for rec in records:
+        m = rec.metrics
+        for split in splits:
+            s = m.split(split)
+            if s is None:
+                continue
+            row = {
+                "experiment": experiment,
+                "n_molecules": m.n_molecules,
+                "conformers_per_molecule": m.conformers_per_molecule,
+                "seed": m.seed,
+                "model": m.model,
+                "split": split,
+                "energy_mae": s.energy_mae,
+                "energy_mae_per_atom": s.energy_mae_per_atom,
+                "forces_mae": s.forces_mae,
+                "run_id": rec.run_id,
+            }
+            if study:
+                row["budget"] = m.n_molecules * m.conformers_per_molecule
+                row["strategy"] = rec.config.get("strategy", "random")
+            rows.append(row)
+    return rows
+
+
+def extra_columns(metrics: RunMetrics | None, split: str) -> dict[str, float]:
+    """The study's :data:`EXTRA_COLUMNS` of one run and split: the no-geometry baseline's errors, the training
+    time and the conformers evaluated (NaN where the run has none)."""
+    base = metrics.baselines.get(split) if metrics is not None else None
+    errs = metrics.split(split) if metrics is not None else None
+
+    def num(x: float | None) -> float:
+        return math.nan if x is None else x
+
+    return {
+        "baseline_forces_mae": num(base.forces_mae if base else None),
+        "baseline_energy_mae_per_atom": num(base.energy_mae_per_atom if base else None),
+        "seconds": num(metrics.seconds if metrics is not None else None),
+        "n_eval": num(errs.n if errs else None),
+    }
