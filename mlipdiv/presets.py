@@ -16,8 +16,8 @@ reports, so its tables can be reproduced with one command each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlipdiv.errors import MlipdivError
@@ -106,11 +106,13 @@ PRESETS: dict[str, Preset] = {
         # The laptop presets are the SchNet part of the docs presets (same runs), so docs/RESULTS.md times them.
         Preset("laptop-fixed-budget", "Fixed budget of 128 conformers, from many molecules to many conformers each",
                "fixed-budget", points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
-               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)", template=_SMALL),
+               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)",
+               template=_SMALL),
         Preset("laptop-fixed-molecules", "8 molecules, 1 to 16 conformers each, equal optimiser steps",
                "fixed-molecules", points=4, seeds=3, models=("schnet",), epochs=10, molecules=8,
                max_conformers_per_molecule=16, match_steps=True,
-               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)", template=_SMALL),
+               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)",
+               template=_SMALL),
         # docs/RESULTS.md: the two experiments with two architectures, and random vs diverse selection (SchNet)
         Preset("docs-fixed-budget", "docs/RESULTS.md: B = 128, SchNet and PaiNN, random selection",
                "fixed-budget", points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=128,

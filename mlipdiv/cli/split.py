@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlipdiv.io.load import load_dataset
-    from mlipdiv.errors import InfeasibleRequest, InvalidSetting
     from mlipdiv.cli.options import from_args
+    from mlipdiv.errors import InfeasibleRequest, InvalidSetting
+    from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import SplitSpec, experiment_grid, make_split
 
     # SplitSpec checks every option (InvalidSetting, naming the flag); --points is checked here, before any loading

@@ -77,8 +77,8 @@ class ModelConfig:
     interactions: int = _setting(3, "message-passing layers", whole=True)
     cutoff: float = _setting(
         5.0, "interaction cutoff in angstrom",
-        range=(1.0, 20.0, False, "angstrom; below 1 no bond but H-H is an edge, beyond 20 a drug-sized molecule's "
-               "graph is complete and the cost grows as cutoff^3 for nothing (default 5)"),
+        range=(1.0, 20.0, False, ("angstrom; below 1 no bond but H-H is an edge, beyond 20 a drug-sized molecule's "
+                                  "graph is complete and the cost grows as cutoff^3 for nothing (default 5)")),
     )
 
     def __post_init__(self) -> None:
@@ -105,8 +105,8 @@ class OptimConfig:
         range=(0.0, 1.0, True, "AdamW diverges long before 1; the models' recommended rates are 2e-3 to 1e-2"),
     )
     weight_decay: float = _setting(
-        1e-5, "AdamW's decoupled weight decay", range=(0.0, 1.0, False, "AdamW's decoupled decay per step, times the "
-                                                                        "learning rate"),
+        1e-5, "AdamW's decoupled weight decay",
+        range=(0.0, 1.0, False, "AdamW's decoupled decay per step, times the learning rate"),
     )
     warmup_epochs: float = _setting(1.0, "epochs of linear learning-rate warm-up",
                                     range=(0.0, 1e6, False, "epochs of linear warm-up"))
@@ -239,7 +239,7 @@ class TrainConfig:
 
     @classmethod
     def from_flat(cls, **settings_by_key: Any) -> TrainConfig:
-        """``TrainConfig.from_flat(dataset=..., budget=16, model="schnet", epochs=3)``: :meth:`from_dict` of the keywords."""
+        """:meth:`from_dict` of the keywords: ``TrainConfig.from_flat(budget=16, molecules=8, model="schnet")``."""
         return cls.from_dict(settings_by_key)
 
     def replace(self, **changes: Any) -> TrainConfig:

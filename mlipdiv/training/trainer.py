@@ -1,5 +1,9 @@
 """The training loop: split -> packed device tensors -> reference fit -> AdamW on energies and forces -> metrics.
 
+In parts, as MACE's ``tools/train.py`` has them: :func:`prepare` (data, model, optimiser, schedule),
+:func:`take_step` (one optimiser step; the benchmark times this one), :func:`train_one_epoch`, :func:`evaluate`, and
+a :class:`Checkpoint` (what is saved and restored); :func:`train` runs them and ``_RunFiles`` does every write.
+
 Files written in ``out_dir`` (all through temp-file-and-rename, so readers never see a torn file):
 
 - ``config.json``: the :class:`TrainConfig`.
@@ -33,8 +37,8 @@ import torch
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
 from mlipdiv.io.atomic import atomic_torch_save, atomic_write, atomic_write_json
-from mlipdiv.models.potential import Potential
 from mlipdiv.io.runlock import run_lock
+from mlipdiv.models.potential import Potential
 from mlipdiv.selection.splits import Split
 from mlipdiv.training.config import ModelConfig, TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack

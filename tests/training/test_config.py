@@ -21,11 +21,12 @@ PLAIN = {"dataset": "/data/set.h5", "budget": None, "molecules": 8, "conformers_
          "batch_size": 16, "lr": None, "weight_decay": 1e-05, "warmup_epochs": 1.0, "final_lr_ratio": 0.02,
          "energy_weight": 10.0, "forces_weight": 1.0, "grad_clip": 10.0, "patience": 20, "seed": 0, "device": "auto",
          "eval_batch_size": 128}
-EVERYTHING = dict(dataset="/data/other.h5", budget=64, molecules=16, strategy="diverse", molecule_split="scaffold",
-                  conformer_holdout="random", test_molecules=3, val_per_molecule=2, model="mace", hidden=64,
-                  interactions=2, cutoff=4.5, epochs=7, batch_size=8, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5,
-                  final_lr_ratio=0.1, energy_weight=1.0, forces_weight=100.0, grad_clip=float("inf"), patience=5,
-                  seed=3, device="cpu", eval_batch_size=32)
+EVERYTHING = {"dataset": "/data/other.h5", "budget": 64, "molecules": 16, "strategy": "diverse",
+              "molecule_split": "scaffold", "conformer_holdout": "random", "test_molecules": 3,
+              "val_per_molecule": 2, "model": "mace", "hidden": 64, "interactions": 2, "cutoff": 4.5, "epochs": 7,
+              "batch_size": 8, "lr": 3e-3, "weight_decay": 1e-4, "warmup_epochs": 0.5, "final_lr_ratio": 0.1,
+              "energy_weight": 1.0, "forces_weight": 100.0, "grad_clip": float("inf"), "patience": 5, "seed": 3,
+              "device": "cpu", "eval_batch_size": 32}
 OLD_KEYS = {"plain": "3c73f0993161f1a4", "everything": "1b391407235fba7e"}
 OLD_PRESET_KEYS = {  # (preset, model, strategy) with dataset /d.h5, 4 molecules x 2 conformers
     ("laptop-fixed-budget", "schnet", "random"): "047a7a0f714dd71c",
@@ -64,7 +65,7 @@ def test_presets_keep_their_run_keys_and_repeat_no_default() -> None:
 
 def test_nested_sections_and_flat_keys() -> None:
     cfg = TrainConfig.from_flat(**EVERYTHING)
-    assert isinstance(cfg.split, SplitSpec) and isinstance(cfg.model, ModelConfig) and isinstance(cfg.optim, OptimConfig)
+    assert (type(cfg.split), type(cfg.model), type(cfg.optim)) == (SplitSpec, ModelConfig, OptimConfig)
     assert (cfg.split.budget, cfg.model.name, cfg.optim.lr, cfg.seed) == (64, "mace", 3e-3, 3)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(hidden=32).model.hidden == 32 and cfg.model.hidden == 64
