@@ -20,7 +20,7 @@ from mlipdiv.training import TrainConfig, train
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(dataset=str(tiny_dataset_path), budget=16, molecules=8, model="schnet", hidden=32,
+    cfg = TrainConfig.from_flat(dataset=str(tiny_dataset_path), budget=16, molecules=8, model="schnet", hidden=32,
                       interactions=2, epochs=2, batch_size=8, device="cpu")
     train(cfg, out)
     return out

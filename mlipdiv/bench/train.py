@@ -30,18 +30,20 @@ from typing import Any
 HELP = "training throughput (conformers/s with forces) of every model vs a plain PyG DataLoader loop"
 
 
+SETTINGS = ("dataset", "hidden", "interactions", "cutoff", "batch_size", "device")
+"""The training settings the benchmark takes (flags and defaults from TrainConfig; batch 32 is the issue's)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="mlipdiv dataset (default: the shipped one)")
+    from mlipdiv.cli.options import add_dataclass_arguments
+    from mlipdiv.training.config import TrainConfig
+
     parser.add_argument("--steps", type=int, default=90, help="timed optimisation steps per model (default: 90; fewer give noisier figures)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--chunk", type=int, default=3, help="steps per contender per interleaved round (default: 3)")
     parser.add_argument("--conformers", type=int, default=1024, help="conformers to draw batches from (default: 1024)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--interactions", type=int, default=3)
-    parser.add_argument("--cutoff", type=float, default=5.0)
+    add_dataclass_arguments(parser, TrainConfig, only=SETTINGS, defaults={"batch_size": 32})
     parser.add_argument("--models", nargs="+", help="models to time (default: all registered)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -67,34 +69,29 @@ def _sync(device: Any) -> None:
 
 
 def ours(name: str, dataset: Any, pairs: list, args: argparse.Namespace, device: Any) -> Any:
-    """One training step of our loop for model ``name`` (a function of the step number)."""
+    """One training step of our loop for model ``name`` (a function of the step number): the trainer's
+    :func:`~mlipdiv.training.trainer.take_step` at a constant learning rate of 1e-4."""
     import numpy as np
     import torch
 
-    from mlipdiv.models.potential import Potential
     from mlipdiv.training.config import TrainConfig
     from mlipdiv.training.data import pack
-    from mlipdiv.training.trainer import _avg_neighbors, compute_loss, make_optimizer, parameter_gradients
+    from mlipdiv.training.trainer import build_potential, make_optimizer, take_step
 
+    cfg = TrainConfig.from_flat(**{k: getattr(args, k) for k in SETTINGS}, model=name, lr=1e-4)
     torch.manual_seed(0)
-    split = pack(dataset, pairs, "bench", device, args.cutoff)
+    split = pack(dataset, pairs, "bench", device, cfg.model.cutoff)
     split.set_reference(np.full(len(split), float(np.mean(split.energy))))
     elements = split.elements()
-    hparams = {"hidden": args.hidden, "interactions": args.interactions, "cutoff": args.cutoff,
-               "elements": elements, "avg_num_neighbors": _avg_neighbors(split)}
-    pot = Potential(name, hparams, [0.0] * len(elements), 1.0).to(device).train()
-    cfg = TrainConfig(model=name, batch_size=args.batch_size, lr=1e-4)
+    pot = build_potential(cfg.model, split, elements, [0.0] * len(elements), 1.0).to(device).train()
     opt = make_optimizer(pot, cfg)
+    size = cfg.optim.batch_size
     generator = torch.Generator().manual_seed(0)
     order = torch.cat([torch.randperm(len(split), generator=generator) for _ in range(
-        math.ceil((args.steps + args.warmup) * args.batch_size / len(split)) + 1)]).to(device)
+        math.ceil((args.steps + args.warmup) * size / len(split)) + 1)]).to(device)
 
     def step(k: int) -> None:
-        b = split.batch(order[k * args.batch_size : (k + 1) * args.batch_size])
-        loss = compute_loss(pot, b, cfg)
-        opt.zero_grad(set_to_none=True)
-        parameter_gradients(pot, loss, 10.0)
-        opt.step()
+        take_step(pot, opt, split.batch(order[k * size : (k + 1) * size]), cfg)
 
     return step
 

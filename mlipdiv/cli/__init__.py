@@ -1,7 +1,8 @@
 """``python -m mlipdiv <verb>``: one module per verb in this package, discovered at start-up.
 
-Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports
-stay inside ``run`` so that ``--help`` is instant. Adding a verb means adding a module; nothing here changes.
+Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; a module without
+``HELP`` is a helper the verbs share (:mod:`.options`). Heavy imports stay inside ``run`` so that ``--help`` is
+instant. Adding a verb means adding a module; nothing here changes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
     for name in _verb_modules():
         module = importlib.import_module(f"{__name__}.{name}")
+        if not hasattr(module, "HELP"):  # a helper shared by verbs (options), not a verb
+            continue
         verb = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(verb)
         verb.set_defaults(_run=module.run)

@@ -7,40 +7,14 @@ import argparse
 HELP = "choose a training set of M molecules x C conformers and its held-out sets (or print an experiment grid)"
 
 
-# The flags that choose a training set and its held-out sets; `train` and the config it builds use the same names.
-SELECTION_FLAGS = ("budget", "molecules", "conformers_per_molecule", "strategy", "molecule_split", "conformer_holdout",
-                   "test_molecules", "val_per_molecule")
-
-
-def add_selection_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--dataset`` and the :data:`SELECTION_FLAGS`."""
-    parser.add_argument("--dataset", help="mlipdiv HDF5 or extended XYZ file (default: the shipped dataset)")
-    parser.add_argument("--budget", type=int, help="training conformers B = M x C")
-    parser.add_argument("--molecules", type=int, help="training molecules M")
-    parser.add_argument("--conformers-per-molecule", type=int, help="training conformers per molecule C")
-    from mlipdiv.selection.strategies import STRATEGIES  # numpy only: --help stays fast
-
-    parser.add_argument("--strategy", default="random", choices=sorted(STRATEGIES),
-                        help="how molecules and conformers are picked (default: random)")
-    parser.add_argument("--molecule-split", default="random", choices=["random", "scaffold"],
-                        help="how test molecules are held out: random, or whole Bemis-Murcko scaffolds")
-    parser.add_argument("--conformer-holdout", default="family", choices=["family", "random"],
-                        help="test conformers of trainable molecules: whole parent families (default) or random")
-    parser.add_argument("--test-molecules", type=float, default=0.2,
-                        help="molecules held out entirely: a fraction below 1 or a count (default: 0.2)")
-    parser.add_argument("--val-per-molecule", type=int, default=4,
-                        help="validation conformers reserved per trainable molecule (default: 4)")
-
-
-def selection_options(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in SELECTION_FLAGS}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_selection_arguments(parser)
-    parser.add_argument("--max-eval-per-molecule", type=int, default=8,
-                        help="at most this many conformers per molecule in val and test sets (default: 8)")
-    parser.add_argument("--seed", type=int, default=0, help="fixes every random choice (default: 0)")
+    """``--dataset`` and one flag per :class:`~mlipdiv.selection.SplitSpec` field (``train`` has the same ones)."""
+    from mlipdiv.cli.options import add_dataclass_arguments
+    from mlipdiv.selection.splits import SplitSpec
+    from mlipdiv.training.config import TrainConfig
+
+    add_dataclass_arguments(parser, TrainConfig, only=("dataset",))
+    add_dataclass_arguments(parser, SplitSpec)
     parser.add_argument("--out", help="split JSON to write (not needed with --experiment)")
     parser.add_argument("--experiment", choices=["fixed-budget", "fixed-molecules"],
                         help="print the (M, C) grid of an experiment instead of writing a split")
@@ -49,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlipdiv.cli.options import from_args
     from mlipdiv.errors import InfeasibleRequest, InvalidSetting
     from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import SplitSpec, experiment_grid, make_split
 
     # SplitSpec checks every option (InvalidSetting, naming the flag); --points is checked here, before any loading
-    spec = SplitSpec(**selection_options(args), max_eval_per_molecule=args.max_eval_per_molecule, seed=args.seed)
+    spec = from_args(SplitSpec, args)
     if args.experiment and args.points < 1:
         raise InvalidSetting.out_of_range("points", args.points, "a whole number of at least 1")
     if args.experiment is None and not args.out:

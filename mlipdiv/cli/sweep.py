@@ -9,6 +9,9 @@ from typing import Any
 from mlipdiv.names import TEST_SPLITS
 from mlipdiv.units import mev
 
+OPTIONS = ("hidden", "strategy", "device")
+"""Training settings given to every run of the sweep (besides dataset, model and epochs)."""
+
 HELP = "train every point x seed of a trade-off experiment (here or on Ray) and write DIR/results.csv"
 
 
@@ -19,12 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--molecules", type=int, help="training molecules M (fixed-molecules)")
     parser.add_argument("--points", type=int, default=5, help="at most this many (M, C) points (default: 5)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per point (default: 1)")
-    parser.add_argument("--model", default="schnet", help="model name (`train --list-models`; default: schnet)")
-    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per run (default: 30)")
-    parser.add_argument("--hidden", type=int, help="hidden features (default: the training default)")
-    parser.add_argument("--strategy", help="selection strategy: random (default) or diverse")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default: auto)")
-    parser.add_argument("--dataset", help="mlipdiv HDF5 or extended XYZ file (default: the shipped dataset)")
+    from mlipdiv.cli.options import add_dataclass_arguments
+    from mlipdiv.training.config import TrainConfig
+
+    # the training settings a sweep can set (their defaults are TrainConfig's; a sweep trains 30 epochs by default)
+    add_dataclass_arguments(parser, TrainConfig, only=("dataset", "model", "epochs", *OPTIONS), defaults={"epochs": 30})
     parser.add_argument("--backend", choices=["local", "ray"], default="local",
                         help="local: background threads, one run per device at a time; ray: one Ray task per run")
     parser.add_argument("--address", help="existing Ray cluster (with --backend ray); default: a local Ray instance")
@@ -40,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise InfeasibleRequest("--address needs --backend ray")
     if args.points < 1 or args.seeds < 1 or args.epochs < 1:
         raise InfeasibleRequest("--points, --seeds and --epochs must be at least 1")
-    given = {"hidden": args.hidden, "strategy": args.strategy, "device": args.device}
-    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    options: dict[str, Any] = {k: getattr(args, k) for k in OPTIONS}
     plan = plan_sweep(
         args.experiment,
         points=args.points,

@@ -4,36 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from mlipdiv.cli.split import add_selection_arguments, selection_options
 from mlipdiv.io.metrics import RunMetrics
 from mlipdiv.units import mev
 
 HELP = "train an interatomic potential (energy + forces) on an M x C split and report per-split errors"
+REQUIRED = ("model", "epochs")
+"""Settings a run must name (their defaults serve the library, not a command line)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~mlipdiv.training.TrainConfig` setting (``--model`` and ``--epochs`` without a default:
+    a run names them), and the command's own."""
+    from mlipdiv.cli.options import add_dataclass_arguments
+    from mlipdiv.training.config import TrainConfig
+
     parser.add_argument("--list-models", action="store_true", help="print the available model names and exit")
-    data = parser.add_argument_group("data and split (as in `split`)")
-    add_selection_arguments(data)
-    data.add_argument("--seed", type=int, default=0, help="fixes the split, the initial weights and the batch order")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", help="architecture (see --list-models)")
-    model.add_argument("--hidden", type=int, default=128, help="hidden features (default: 128)")
-    model.add_argument("--interactions", type=int, default=3, help="message-passing layers (default: 3)")
-    model.add_argument("--cutoff", type=float, default=5.0, help="interaction cutoff in angstrom (default: 5)")
-    opt = parser.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, help="maximum epochs (early stopping on val may end sooner)")
-    opt.add_argument("--batch-size", type=int, default=16, help="conformers per step (default: 16)")
-    opt.add_argument("--lr", type=float,
-                     help="peak learning rate (default: the model's own: 0.002 for schnet and painn, 0.01 for mace)")
-    opt.add_argument("--patience", type=int, default=20, help="epochs without val improvement before stopping")
-    opt.add_argument("--energy-weight", type=float, default=10.0,
-                     help="weight of the per-atom energy MSE, eV^2 (default: 10)")
-    opt.add_argument("--forces-weight", type=float, default=1.0, help="weight of the force MSE, (eV/A)^2 (default: 1)")
-    opt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if any)")
-    opt.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is much faster when "
-                     "other processes share the cores)")
-    parser.add_argument("--out", help="run folder to write (its config, metrics, model and predictions)")
+    add_dataclass_arguments(parser, TrainConfig, required=REQUIRED)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is much faster when "
+                        "other processes share the cores)")
+    parser.add_argument("--out", help="run folder to write (config.json, metrics.json, model.pt, predictions.npz)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an --out that holds other files (those training writes are replaced)")
@@ -53,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise MlipdivError(f"train needs {', '.join(missing)} (see python -m mlipdiv train --help)")
 
+    from mlipdiv.cli.options import from_args
     from mlipdiv.training import TrainConfig, train
 
     if args.threads is not None:
@@ -62,25 +52,10 @@ def run(args: argparse.Namespace) -> int:
             raise MlipdivError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
 
-    cfg = TrainConfig(
-        dataset=args.dataset,
-        **selection_options(args),
-        model=args.model,
-        hidden=args.hidden,
-        interactions=args.interactions,
-        cutoff=args.cutoff,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        energy_weight=args.energy_weight,
-        forces_weight=args.forces_weight,
-        seed=args.seed,
-        device=args.device,
-    )
+    cfg = from_args(TrainConfig, args)
     from mlipdiv.models.registry import get_spec
 
-    get_spec(cfg.model)  # unknown names fail before the data is loaded
+    get_spec(cfg.model.name)  # unknown names fail before the data is loaded
     from mlipdiv.io.rundir import RunDir, check_run_folder
 
     # before anything is written: a user's folder is never touched without --overwrite (train() locks the folder)

@@ -43,7 +43,7 @@ def cpu_count() -> int:
 
 def config_dict(config: Any) -> dict[str, Any]:
     """A training config (a ``TrainConfig`` or a mapping) as plain JSON types, paths as strings."""
-    d = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)  # TrainConfig: its flat form
     return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 

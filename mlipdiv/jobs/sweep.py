@@ -110,7 +110,7 @@ def plan_sweep(
     path, seed_list, base = _base_config(dataset, seeds, model, epochs, options)
     # the grid is planned on the first seed's held-out sets; the other seeds hold out as many molecules
     grid = experiment_grid(load_dataset(path), experiment, points, budget=budget, molecules=molecules,
-                           spec=base.split_spec())
+                           spec=base.split)
     return _plan(experiment, grid, path, seed_list, base)
 
 
@@ -152,7 +152,7 @@ def _plan(experiment: str, grid: Sequence[tuple[int, int]], path: Path, seed_lis
     from mlipdiv.training import TrainConfig
 
     digest = file_digest(path)
-    plan = SweepPlan(experiment, base.model, str(path), [(int(m), int(c)) for m, c in grid], seed_list)
+    plan = SweepPlan(experiment, base.model.name, str(path), [(int(m), int(c)) for m, c in grid], seed_list)
     for m, c in plan.grid:
         for seed in seed_list:
             config = base.to_dict() | {"budget": None, "molecules": m, "conformers_per_molecule": c, "seed": seed}

@@ -54,7 +54,7 @@ from mlipdiv.errors import InfeasibleRequest, InvalidSetting, UnknownName
 from mlipdiv.io.atomic import atomic_write_text
 from mlipdiv.io.dataset import Dataset
 from mlipdiv.names import SPLITS, SplitName
-from mlipdiv.selection.strategies import get_strategy
+from mlipdiv.selection.strategies import STRATEGIES, get_strategy
 
 __all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]
 
@@ -87,17 +87,27 @@ class SplitSpec:
         seed: non-negative integer; fixes every random choice.
     """
 
-    budget: int | None = None
-    molecules: int | None = None
-    conformers_per_molecule: int | None = None
-    strategy: str = "random"
-    molecule_split: str = "random"
-    conformer_holdout: str = "family"
-    test_molecules: float = 0.2
-    test_conformer_fraction: float = 0.25
-    val_per_molecule: int = 4
-    max_eval_per_molecule: int | None = 8
-    seed: int = 0
+    # metadata: the help of the command-line flag each field becomes (mlipdiv.cli.options), and its choices
+    budget: int | None = field(default=None, metadata={"help": "training conformers B = M x C"})
+    molecules: int | None = field(default=None, metadata={"help": "training molecules M"})
+    conformers_per_molecule: int | None = field(default=None, metadata={"help": "training conformers per molecule C"})
+    strategy: str = field(default="random", metadata={
+        "help": "how molecules and conformers are picked", "choices": lambda: tuple(sorted(STRATEGIES))})
+    molecule_split: str = field(default="random", metadata={
+        "help": "how test molecules are held out: random, or whole Bemis-Murcko scaffolds", "choices": MOLECULE_SPLITS})
+    conformer_holdout: str = field(default="family", metadata={
+        "help": "test conformers of trainable molecules: whole parent families or random",
+        "choices": CONFORMER_HOLDOUTS})
+    test_molecules: float = field(default=0.2, metadata={
+        "help": "molecules held out entirely: a fraction below 1 or a count"})
+    test_conformer_fraction: float = field(default=0.25, metadata={
+        "help": "share of each trainable molecule's parent families (or conformers) reserved for test"})
+    val_per_molecule: int = field(default=4, metadata={
+        "help": "validation conformers reserved per trainable molecule"})
+    max_eval_per_molecule: int | None = field(default=8, metadata={
+        "help": "at most this many conformers per molecule in val and test sets"})
+    seed: int = field(default=0, metadata={
+        "help": "fixes every random choice: the split and, when training, the initial weights and the batch order"})
 
     def __post_init__(self) -> None:
         """Every option within its documented range, or :class:`InvalidSetting` naming its field."""

@@ -1,5 +1,10 @@
 """The training loop: split -> packed device tensors -> reference fit -> AdamW on energies and forces -> metrics.
 
+In parts, as MACE's ``tools/train.py`` has them: :func:`prepare` (data, model, optimiser, schedule),
+:func:`take_step` (one optimiser step; the benchmark times this one), :func:`train_one_epoch`, :func:`evaluate`, and
+a :class:`Checkpoint` (what is saved and restored); :func:`train` runs them, and every file goes through the run folder's
+owner, :class:`mlipdiv.io.rundir.RunDir` (:func:`write_outputs` builds the typed :class:`~mlipdiv.io.metrics.RunMetrics`).
+
 Files written in ``out_dir`` through :class:`mlipdiv.io.rundir.RunDir` (atomic, so readers never see a torn file):
 
 - ``config.json``: the :class:`TrainConfig`.
@@ -10,8 +15,9 @@ Files written in ``out_dir`` through :class:`mlipdiv.io.rundir.RunDir` (atomic, 
   :meth:`mlipdiv.models.Potential.load`).
 - ``predictions.npz``: per conformer of ``val``, ``test_conformers``, ``test_molecules``: ``mol_id``, ``conf_idx``,
   ``split``, ``E_true``, ``E_pred``, ``E_baseline`` (eV), ``n_atoms``, ``forces_mae`` (eV/angstrom).
-- ``metrics.json``: :class:`mlipdiv.io.metrics.RunMetrics` (``version``, ``model``, ``n_molecules``,
-  ``conformers_per_molecule``, ``seed``, ``device``, ``seconds``, ``splits`` and ``baselines`` per split, ``curve``).
+- ``metrics.json``: ``model``, ``n_molecules``, ``conformers_per_molecule``, ``seed``, ``device``, ``seconds``,
+  ``splits`` and ``baselines`` (per split, keys of :mod:`mlipdiv.training.metrics`), ``curve`` (per epoch: ``epoch``,
+  ``lr``, ``train_loss``, ``val_energy_mae``, ``val_forces_mae``, ``seconds``).
 - ``summary.json``: what else a reader may want (best epoch, whether it stopped early, supported elements,
   conformers left out of evaluation because they hold elements the training set lacks).
 """
@@ -23,19 +29,21 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mlipdiv.errors import InvalidSetting, TrainingCancelled, TrainingError
+from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
+from mlipdiv.io.atomic import atomic_torch_save
 from mlipdiv.io.metrics import CurvePoint, RunMetrics, SplitErrors
 from mlipdiv.io.rundir import RunDir
 from mlipdiv.models.potential import Potential
 from mlipdiv.names import EVAL_SPLITS, SPLITS, SplitName  # re-exported: the split names, defined once
-from mlipdiv.training.config import TrainConfig
+from mlipdiv.selection.splits import Split
+from mlipdiv.training.config import ModelConfig, TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
 from mlipdiv.training.reference import composition, fit_element_energies
@@ -73,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InvalidSetting("device cuda requested but no CUDA GPU is available to torch; use cpu or auto", "device")
+        raise MlipdivError("--device cuda requested but no CUDA GPU is available to torch; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -87,13 +95,13 @@ def compute_loss(pot: Potential, b: Batch, cfg: TrainConfig) -> torch.Tensor:
     )
     energy_term = torch.mean(((energy - b.residual) / b.n_atoms) ** 2)
     forces_term = torch.mean((forces - b.forces) ** 2)
-    return cfg.energy_weight * energy_term + cfg.forces_weight * forces_term
+    return cfg.optim.energy_weight * energy_term + cfg.optim.forces_weight * forces_term
 
 
 def make_optimizer(pot: Potential, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW, as one fused kernel per step on the CPU and CUDA (the same update as the per-parameter loop)."""
     fused = pot.element_energy.device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(pot.parameters(), lr=cfg.peak_lr(), weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(pot.parameters(), lr=cfg.peak_lr(), weight_decay=cfg.optim.weight_decay, fused=fused)
 
 
 def parameter_gradients(pot: Potential, loss: torch.Tensor, grad_clip: float) -> torch.Tensor:
@@ -144,7 +152,7 @@ def validation_loss(err: ConformerErrors, cfg: TrainConfig) -> float:
         return math.nan
     e = np.mean(((err.energy_pred - err.energy_true) / err.n_atoms) ** 2)
     f = np.sum(err.force_sq_sum) / (3.0 * np.sum(err.n_atoms))
-    return float(cfg.energy_weight * e + cfg.forces_weight * f)
+    return float(cfg.optim.energy_weight * e + cfg.optim.forces_weight * f)
 
 
 # -------------------------------------------------------------------------------------------------- schedules
@@ -152,12 +160,13 @@ def validation_loss(err: ConformerErrors, cfg: TrainConfig) -> float:
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """Linear warm-up over ``warmup_epochs``, then cosine decay to ``final_lr_ratio`` at the last step."""
-    warm = max(1, round(cfg.warmup_epochs * steps_per_epoch))
-    total = max(warm + 1, cfg.epochs * steps_per_epoch)
+    o = cfg.optim
+    warm = max(1, round(o.warmup_epochs * steps_per_epoch))
+    total = max(warm + 1, o.epochs * steps_per_epoch)
     if step < warm:
         return (step + 1) / warm
     t = min(1.0, (step - warm) / (total - warm))
-    return cfg.final_lr_ratio + (1.0 - cfg.final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return o.final_lr_ratio + (1.0 - o.final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @contextlib.contextmanager
@@ -181,26 +190,64 @@ def _batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ set-up
 
 
+def avg_neighbors(split: PackedSplit) -> float:
+    """Mean number of neighbours within the cutoff per atom (MACE normalises its messages by it)."""
+    return max(1.0, 2.0 * split.edges.shape[1] / max(1, split.z.numel()))
+
+
+def build_potential(
+    model: ModelConfig, train: PackedSplit, elements: list[int], element_energies: list[float], energy_scale: float
+) -> Potential:
+    """The untrained ``model`` for the training data ``train`` (on the CPU, drawn from torch's global generator:
+    seed it first). The hyperparameters hold the elements and the mean neighbour count, so ``model.pt`` rebuilds it."""
+    hparams = {**model.hparams(), "elements": elements, "avg_num_neighbors": round(avg_neighbors(train), 4)}
+    return Potential(model.name, hparams, element_energies, energy_scale)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of every step (:func:`lr_factor` x the peak), stepped once per optimiser step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+
+
 @dataclass
-class _Setup:
-    split: Any
+class Setup:
+    """What :func:`prepare` builds for a run: the split and its packed data, the element references, and the model
+    with its optimiser and learning-rate schedule, on ``device``."""
+
+    split: Split
     packed: dict[str, PackedSplit]
     excluded: dict[str, int]
     elements: list[int]
     element_energies: np.ndarray
     energy_scale: float
-    avg_num_neighbors: float
+    device: torch.device
+    pot: Potential
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
 
-def _prepare(cfg: TrainConfig, device: torch.device, out_dir: Path) -> _Setup:
+def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
+    """Data, model, optimiser and schedule of ``cfg``.
+
+    The split is made from the data each time (the same one for a seed, so a resume trains on what the run started
+    on); every split is packed on ``device`` without the conformers holding elements the training set lacks (the
+    model has no embedding for them); the element-linear reference energies are fitted on the training set; the
+    model's initial weights come from ``cfg.seed``.
+    """
     from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import make_split
 
     dataset = load_dataset(cfg.dataset)
-    split = make_split(dataset, cfg.split_spec(), diversity=False)
-    RunDir(out_dir).write_split(split.to_json())
-    train_pairs = split.train
-    elements = sorted({int(z) for m, _ in train_pairs for z in dataset[m].atomic_numbers})
+    split = make_split(dataset, cfg.split, diversity=False)
+    elements = sorted({int(z) for m, _ in split.train for z in dataset[m].atomic_numbers})
     allowed = set(elements)
     excluded: dict[str, int] = {}
     packed: dict[str, PackedSplit] = {}
@@ -208,26 +255,251 @@ def _prepare(cfg: TrainConfig, device: torch.device, out_dir: Path) -> _Setup:
         pairs = getattr(split, name)
         keep = [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]
         excluded[name] = len(pairs) - len(keep)
-        packed[name] = pack(dataset, keep, name, device, cfg.cutoff)
+        packed[name] = pack(dataset, keep, name, device, cfg.model.cutoff)
     train = packed[SplitName.TRAIN]
     energies = fit_element_energies(composition(train.atom_z_host, elements), train.energy)
     for p in packed.values():
         p.set_reference(composition(p.atom_z_host, elements) @ energies if len(p) else np.zeros(0))
     forces_rms = float(torch.sqrt(torch.mean(train.forces.double() ** 2)))
-    return _Setup(
+    energy_scale = forces_rms if forces_rms > 0 else 1.0
+
+    torch.manual_seed(cfg.seed)
+    pot = build_potential(cfg.model, train, elements, energies.tolist(), energy_scale).to(device)
+    optimizer = make_optimizer(pot, cfg)
+    steps_per_epoch = math.ceil(len(train) / cfg.optim.batch_size)
+    return Setup(
         split=split,
         packed=packed,
         excluded=excluded,
         elements=elements,
         element_energies=energies,
-        energy_scale=forces_rms if forces_rms > 0 else 1.0,
-        avg_num_neighbors=_avg_neighbors(train),
+        energy_scale=energy_scale,
+        device=device,
+        pot=pot,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, steps_per_epoch, cfg),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
-def _avg_neighbors(split: PackedSplit) -> float:
-    """Mean number of neighbours within the cutoff per atom (MACE normalises its messages by it)."""
-    return max(1.0, 2.0 * split.edges.shape[1] / max(1, split.z.numel()))
+# -------------------------------------------------------------------------------------------- step, epoch, eval
+
+
+class Diverged(TrainingError):
+    """A non-finite loss, gradient norm or validation loss (``what``, at ``where``)."""
+
+    def __init__(self, what: str, where: str = "") -> None:
+        self.what, self.where = what, where
+        super().__init__(f"non-finite {what}" + (f" at {where}" if where else ""))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One optimiser step: the batch's loss and the gradient norm before clipping (tensors, so reading them, a
+    device sync, is the caller's choice)."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+
+
+def take_step(
+    pot: Potential,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    cfg: TrainConfig,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> StepResult:
+    """One optimiser step on one batch: the loss (:func:`compute_loss`), the parameters' gradients clipped to
+    ``grad_clip``, the AdamW update and, with ``scheduler``, the next learning rate.
+
+    Raises:
+        Diverged: the loss or the gradient norm is not finite; raised before the update, so the weights stay good.
+    """
+    loss = compute_loss(pot, batch, cfg)
+    if not bool(torch.isfinite(loss).all()):
+        raise Diverged("loss")
+    optimizer.zero_grad(set_to_none=True)
+    norm = parameter_gradients(pot, loss, cfg.optim.grad_clip)
+    if not bool(torch.isfinite(norm).all()):
+        raise Diverged("gradient")
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return StepResult(loss.detach(), norm)
+
+
+def train_one_epoch(
+    setup: Setup, cfg: TrainConfig, epoch: int, after_batch: Callable[[int, float], None] | None = None
+) -> float:
+    """Epoch ``epoch`` (from 1) over the training set in its seeded order; returns the mean batch loss.
+
+    ``after_batch(k, loss)`` runs after step ``k`` (from 1); it may raise to stop the epoch (cancellation).
+
+    Raises:
+        Diverged: a step's loss or gradient is not finite (``where`` names epoch and batch).
+    """
+    train, size = setup.packed[SplitName.TRAIN], cfg.optim.batch_size
+    setup.pot.train()
+    order = _batch_order(len(train), cfg.seed, epoch).to(setup.device)
+    losses = []
+    for k, start in enumerate(range(0, len(train), size), start=1):
+        b = train.batch(order[start : start + size])
+        try:
+            step = take_step(setup.pot, setup.optimizer, b, cfg, setup.scheduler)
+        except Diverged as exc:
+            raise Diverged(exc.what, f"epoch {epoch}, batch {k}") from None
+        losses.append(step.loss.item())
+        if after_batch is not None:
+            after_batch(k, losses[-1])
+    return float(np.mean(losses))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Validation after an epoch: the loss early stopping watches and the val errors (None without val conformers)."""
+
+    loss: float
+    energy_mae: float | None
+    forces_mae: float | None
+
+
+def evaluate(setup: Setup, cfg: TrainConfig) -> Evaluation:
+    """The training loss on the val set in eval mode; on the training set when val is empty (early stopping still
+    needs a signal, but training errors are not reported as validation errors)."""
+    val, train = setup.packed[SplitName.VAL], setup.packed[SplitName.TRAIN]
+    setup.pot.eval()
+    monitored = val if len(val) else train
+    err = predict(setup.pot, monitored, cfg.eval_batch_size)
+    metrics = summarize(err) if monitored is val else {"energy_mae": None, "forces_mae": None}
+    return Evaluation(validation_loss(err, cfg), metrics["energy_mae"], metrics["forces_mae"])
+
+
+def evaluate_splits(setup: Setup, cfg: TrainConfig) -> tuple[dict[str, ConformerErrors], dict[str, ConformerErrors]]:
+    """The model's errors and the baseline's (:func:`baseline`) on every split, for the run's outputs."""
+    errors = {name: predict(setup.pot, setup.packed[name], cfg.eval_batch_size) for name in SPLITS}
+    return errors, {name: baseline(setup.packed[name]) for name in SPLITS}
+
+
+# ------------------------------------------------------------------------------------------------- checkpoint
+
+
+@dataclass
+class TrainState:
+    """Where the loop is: the last finished epoch, the learning curve, and early stopping's bookkeeping (the best
+    validation loss, its epoch and weights, epochs since)."""
+
+    epoch: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def finished(self, cfg: TrainConfig) -> bool:
+        """Stopped early, or every epoch asked for is done (a resume may ask for more; one that had stopped early
+        stays stopped)."""
+        return self.bad_epochs >= cfg.optim.patience or self.epoch >= cfg.optim.epochs
+
+    def record(self, epoch: int, val_loss: float, pot: Potential) -> None:
+        """Epoch ``epoch`` is done with ``val_loss``: keep the weights when they are the best so far."""
+        if val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pot.model.state_dict().items()})
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue where it stopped, as ``checkpoint.pt`` holds it (written at the end of
+    every epoch): the configuration, the loop's :class:`TrainState`, the model's, optimiser's and schedule's states,
+    the wall time so far and the random generators' states."""
+
+    config: dict[str, Any]
+    state: TrainState
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    seconds: float
+    rng_cpu: torch.Tensor
+    rng_cuda: torch.Tensor | None = None
+
+    FREE = ("device", "epochs")
+    """Settings a resume may change: move to another device, ask for more (or fewer) epochs."""
+
+    @classmethod
+    def capture(cls, cfg: TrainConfig, state: TrainState, setup: Setup, seconds: float) -> Checkpoint:
+        """The run now (the states are the live ones: save it before the next step)."""
+        return cls(
+            config=cfg.to_dict(),
+            state=state,
+            model=setup.pot.model.state_dict(),
+            optimizer=setup.optimizer.state_dict(),
+            scheduler=setup.scheduler.state_dict(),
+            seconds=seconds,
+            rng_cpu=torch.get_rng_state(),
+            rng_cuda=torch.cuda.get_rng_state() if setup.device.type == "cuda" else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved form (version :data:`CHECKPOINT_VERSION`: plain tensors, numbers and lists)."""
+        s = self.state
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config,
+            "epoch": s.epoch,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "curve": s.curve,
+            "best_state": s.best_state,
+            "best_val": s.best_val,
+            "best_epoch": s.best_epoch,
+            "bad_epochs": s.bad_epochs,
+            "seconds": self.seconds,
+            "rng_cpu": self.rng_cpu,
+            **({"rng_cuda": self.rng_cuda} if self.rng_cuda is not None else {}),
+        }
+
+    def save(self, path: Path) -> None:
+        atomic_torch_save(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path, cfg: TrainConfig) -> Checkpoint:
+        """The checkpoint at ``path``, checked to be one ``cfg`` can continue (same settings but :attr:`FREE`).
+
+        Raises:
+            TrainingError: missing, unreadable, another version, or another configuration (naming what changed).
+        """
+        if not path.exists():
+            raise TrainingError(f"cannot resume: {path} does not exist (start the run without resume)")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainingError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from exc
+        if d.get("version") != CHECKPOINT_VERSION:
+            raise TrainingError(f"cannot resume: {path} has checkpoint version {d.get('version')!r}")
+        saved = {k: v for k, v in d["config"].items() if k not in cls.FREE}
+        wanted = {k: v for k, v in cfg.to_dict().items() if k not in cls.FREE}
+        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
+            raise TrainingError(f"cannot resume: the configuration differs from the checkpoint's ({diffs})")
+        state = TrainState(d["epoch"], d["curve"], d["best_state"], d["best_val"], d["best_epoch"], d["bad_epochs"])
+        return cls(d["config"], state, d["model"], d["optimizer"], d["scheduler"], d["seconds"], d["rng_cpu"],
+                   d.get("rng_cuda"))
+
+    def restore(self, setup: Setup) -> TrainState:
+        """Put the saved states into ``setup``'s model, optimiser and schedule and the random generators; returns
+        the loop's state to continue from."""
+        setup.pot.model.load_state_dict(self.model)
+        setup.optimizer.load_state_dict(self.optimizer)
+        setup.scheduler.load_state_dict(self.scheduler)
+        torch.set_rng_state(self.rng_cpu)
+        if self.rng_cuda is not None and setup.device.type == "cuda":
+            torch.cuda.set_rng_state(self.rng_cuda)
+        return self.state
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -240,7 +512,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into ``out_dir`` and return the ``metrics.json`` object (:meth:`RunMetrics.to_dict`).
+    """Train ``cfg`` into ``out_dir`` and return the ``metrics.json`` dictionary.
 
     Args:
         cfg: the run's configuration.
@@ -261,191 +533,123 @@ def train(
         InfeasibleRequest / DatasetError: the split cannot be made from the data.
         RunFolderBusy: another process or thread is writing ``out_dir``.
     """
-    with RunDir(out_dir).lock():
-        return _train(cfg, Path(out_dir), on_progress, should_stop, resume).to_dict()
+    run = RunDir(out_dir)
+    with run.lock():
+        return _train(cfg, run, on_progress, should_stop, resume).to_dict()
+
+
+class _Clock:
+    """Wall time of the run: ``before`` (earlier sessions of a resumed run) plus the time since this one started."""
+
+    def __init__(self, before: float) -> None:
+        self.before, self.started = before, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.started
 
 
 def _train(
     cfg: TrainConfig,
-    out_dir: Path,
+    run: RunDir,
     on_progress: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
     resume: bool,
 ) -> RunMetrics:
-    run = RunDir(out_dir)
-    ckpt_path = run.checkpoint_path
-    state = _load_checkpoint(ckpt_path, cfg) if resume else None
-    if state is None:  # a fresh start: results of an earlier run in this folder must not pass for this one's
+    saved = Checkpoint.load(run.checkpoint_path, cfg) if resume else None
+    if saved is None:  # a fresh start: results of an earlier run in this folder must not pass for this one's
         run.clear_training_outputs()
     device = resolve_device(cfg.device)
     run.write_config(cfg.to_dict())
-    started = time.perf_counter()
-    previous_seconds = state["seconds"] if state else 0.0
-
-    def elapsed() -> float:
-        return previous_seconds + time.perf_counter() - started
-
+    clock = _Clock(saved.seconds if saved is not None else 0.0)
     with _deterministic(device):
-        setup = _prepare(cfg, device, out_dir)
-        torch.manual_seed(cfg.seed)
-        hparams = {
-            **cfg.model_hparams(),
-            "elements": setup.elements,
-            "avg_num_neighbors": round(setup.avg_num_neighbors, 4),
+        setup = prepare(cfg, device)
+        run.write_split(setup.split.to_json())
+        state = saved.restore(setup) if saved is not None else TrainState()
+        try:
+            while not state.finished(cfg):
+                _epoch(cfg, setup, state, run, clock, on_progress, should_stop)
+        except Diverged as exc:
+            raise _diverged(exc, cfg, run.checkpoint_path, state.epoch) from None
+        if state.best_state is not None:
+            setup.pot.model.load_state_dict(state.best_state)
+        setup.pot.eval()
+        seconds = clock()
+        errors, baselines = evaluate_splits(setup, cfg)
+        return write_outputs(run, cfg, setup, state, errors, baselines, seconds)
+
+
+def _epoch(
+    cfg: TrainConfig,
+    setup: Setup,
+    state: TrainState,
+    run: RunDir,
+    clock: _Clock,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """The next epoch: train, validate, record, checkpoint, report."""
+    epoch, epochs, steps = state.epoch + 1, cfg.optim.epochs, setup.steps_per_epoch
+
+    def after_batch(k: int, loss: float) -> None:
+        if on_progress:
+            on_progress(Progress("batch", epoch, epochs, k, steps, loss, setup.lr, clock()))
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(
+                f"training cancelled during epoch {epoch}; "
+                + (f"epochs 1-{epoch - 1} are saved in {run.checkpoint_path}" if epoch > 1 else "no epoch was completed")
+            )
+
+    train_loss = train_one_epoch(setup, cfg, epoch, after_batch)
+    ev = evaluate(setup, cfg)
+    if not math.isfinite(ev.loss):
+        raise Diverged("validation loss", f"epoch {epoch}")
+    state.record(epoch, ev.loss, setup.pot)
+    state.curve.append(
+        {
+            "epoch": epoch,
+            "lr": setup.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "val_energy_mae": ev.energy_mae,
+            "val_forces_mae": ev.forces_mae,
+            "seconds": round(clock(), 3),
         }
-        pot = Potential(cfg.model, hparams, setup.element_energies.tolist(), setup.energy_scale).to(device)
-        optimizer = make_optimizer(pot, cfg)
-        train_split, val_split = setup.packed[SplitName.TRAIN], setup.packed[SplitName.VAL]
-        steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
-
-        curve: list[dict[str, Any]] = []
-        best_state, best_val, best_epoch, bad_epochs, first_epoch, finished = None, math.inf, 0, 0, 1, False
-        if state is not None:
-            pot.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            curve, best_val, best_epoch = state["curve"], state["best_val"], state["best_epoch"]
-            best_state, bad_epochs = state["best_state"], state["bad_epochs"]
-            first_epoch = state["epoch"] + 1
-            finished = bad_epochs >= cfg.patience or state["epoch"] >= cfg.epochs  # more epochs may have been asked
-            torch.set_rng_state(state["rng_cpu"])
-            if "rng_cuda" in state and device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng_cuda"])
-
-        for epoch in range(first_epoch, cfg.epochs + 1) if not finished else ():
-            pot.train()
-            order = _batch_order(len(train_split), cfg.seed, epoch).to(device)
-            losses = []
-            for k, start in enumerate(range(0, len(train_split), cfg.batch_size), start=1):
-                b = train_split.batch(order[start : start + cfg.batch_size])
-                loss = compute_loss(pot, b, cfg)
-                where = f"epoch {epoch}, batch {k}"
-                _check_finite(loss, "loss", where, cfg, ckpt_path, epoch - 1)
-                optimizer.zero_grad(set_to_none=True)
-                norm = parameter_gradients(pot, loss, cfg.grad_clip)
-                _check_finite(norm, "gradient", where, cfg, ckpt_path, epoch - 1)
-                optimizer.step()
-                scheduler.step()
-                losses.append(loss.item())
-                if on_progress:
-                    lr = optimizer.param_groups[0]["lr"]
-                    on_progress(Progress("batch", epoch, cfg.epochs, k, steps_per_epoch, losses[-1], lr, elapsed()))
-                if should_stop is not None and should_stop():
-                    raise TrainingCancelled(
-                        f"training cancelled during epoch {epoch}; "
-                        + (f"epochs 1-{epoch - 1} are saved in {ckpt_path}" if epoch > 1 else "no epoch was completed")
-                    )
-
-            pot.eval()
-            monitored = val_split if len(val_split) else train_split
-            err = predict(pot, monitored, cfg.eval_batch_size)
-            val_loss = validation_loss(err, cfg)
-            _check_finite(torch.tensor(val_loss), "validation loss", f"epoch {epoch}", cfg, ckpt_path, epoch - 1)
-            metrics = summarize(err) if monitored is val_split else {"energy_mae": None, "forces_mae": None}
-            if val_loss < best_val:
-                best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pot.model.state_dict().items()})
-            else:
-                bad_epochs += 1
-            finished = bad_epochs >= cfg.patience or epoch == cfg.epochs
-            curve.append(
-                {
-                    "epoch": epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "train_loss": float(np.mean(losses)),
-                    "val_energy_mae": metrics["energy_mae"],
-                    "val_forces_mae": metrics["forces_mae"],
-                    "seconds": round(elapsed(), 3),
-                }
-            )
-            run.write_checkpoint(
-                {
-                    "version": CHECKPOINT_VERSION,
-                    "config": cfg.to_dict(),
-                    "epoch": epoch,
-                    "model": pot.model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "curve": curve,
-                    "best_state": best_state,
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "seconds": elapsed(),
-                    "rng_cpu": torch.get_rng_state(),
-                    **({"rng_cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
-                },
-            )
-            if on_progress:
-                on_progress(
-                    Progress(
-                        "epoch", epoch, cfg.epochs, steps_per_epoch, steps_per_epoch, curve[-1]["train_loss"],
-                        curve[-1]["lr"], elapsed(), metrics["energy_mae"], metrics["forces_mae"], best_epoch,
-                    )
-                )
-            if finished:
-                break
-
-        if best_state is not None:
-            pot.model.load_state_dict(best_state)
-        pot.eval()
-        last_epoch = curve[-1]["epoch"] if curve else 0
-        return _finish(cfg, out_dir, pot, setup, curve, best_epoch, last_epoch, elapsed(), device)
+    )
+    Checkpoint.capture(cfg, state, setup, clock()).save(run.checkpoint_path)
+    if on_progress:
+        on_progress(Progress("epoch", epoch, epochs, steps, steps, train_loss, state.curve[-1]["lr"], clock(),
+                             ev.energy_mae, ev.forces_mae, state.best_epoch))
 
 
-def _check_finite(value: torch.Tensor, what: str, where: str, cfg: TrainConfig, ckpt: Path, last_good: int) -> None:
-    if bool(torch.isfinite(value).all()):
-        return
+def _diverged(exc: Diverged, cfg: TrainConfig, ckpt: Path, last_good: int) -> TrainingError:
     kept = f"the last good checkpoint (epoch {last_good}) is kept in {ckpt}" if last_good > 0 else "no epoch finished"
-    raise TrainingError(
-        f"training diverged: non-finite {what} at {where} (peak learning rate {cfg.peak_lr():g}); {kept}. "
+    return TrainingError(
+        f"training diverged: non-finite {exc.what} at {exc.where} (peak learning rate {cfg.peak_lr():g}); {kept}. "
         "Try a lower --lr (or a smaller --batch-size)."
     )
 
 
-def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
-    if not path.exists():
-        raise TrainingError(f"cannot resume: {path} does not exist (start the run without resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from exc
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"cannot resume: {path} has checkpoint version {state.get('version')!r}")
-    free = ("device", "epochs")  # a resume may move to another device or ask for more (or fewer) epochs
-    saved = {k: v for k, v in state["config"].items() if k not in free}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k not in free}
-    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
-        raise TrainingError(f"cannot resume: the configuration differs from the checkpoint's ({diffs})")
-    return state
+# ----------------------------------------------------------------------------------------------- run folder
 
 
-def _finish(
+def write_outputs(
+    run: RunDir,
     cfg: TrainConfig,
-    out_dir: Path,
-    pot: Potential,
-    setup: _Setup,
-    curve: list[dict[str, Any]],
-    best_epoch: int,
-    last_epoch: int,
+    setup: Setup,
+    state: TrainState,
+    errors: dict[str, ConformerErrors],
+    baselines: dict[str, ConformerErrors],
     seconds: float,
-    device: torch.device,
 ) -> RunMetrics:
-    """Evaluate the best weights on every split and write model.pt, predictions.npz, metrics.json, summary.json."""
-    errors = {name: predict(pot, setup.packed[name], cfg.eval_batch_size) for name in SPLITS}
-    base = {name: baseline(setup.packed[name]) for name in SPLITS}
-    run = RunDir(out_dir)
-    pot.save(run.model_path)
+    """model.pt (the weights ``setup.pot`` holds), predictions.npz, metrics.json and summary.json; returns the
+    metrics."""
+    setup.pot.save(run.model_path)
 
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("mol_id", "conf_idx", "split", "E_true", "E_pred",
                                                            "E_baseline", "n_atoms", "forces_mae")}
     for name in EVAL_SPLITS:
         p, e = setup.packed[name], errors[name]
         for key, value in (
-            ("mol_id", p.mol_id), ("conf_idx", p.conf_idx), ("split", np.full(len(p), name)),
+            ("mol_id", p.mol_id), ("conf_idx", p.conf_idx), ("split", np.full(len(p), str(name))),
             ("E_true", e.energy_true), ("E_pred", e.energy_pred), ("E_baseline", p.reference),
             ("n_atoms", p.n_atoms_host), ("forces_mae", e.forces_mae_per_conformer),
         ):
@@ -456,26 +660,26 @@ def _finish(
 
     counts = setup.split.counts
     metrics = RunMetrics(
-        model=cfg.model,
+        model=cfg.model.name,
         n_molecules=int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
         conformers_per_molecule=int(counts.get("conformers_per_molecule", 0)),
         seed=cfg.seed,
-        device=str(device),
+        device=str(setup.device),
         seconds=round(seconds, 3),
         splits={name: SplitErrors.from_dict(summarize(errors[name])) for name in SPLITS},
-        baselines={name: SplitErrors.from_dict(summarize(base[name])) for name in SPLITS},
-        curve=[CurvePoint.from_dict(c) for c in curve],
+        baselines={name: SplitErrors.from_dict(summarize(baselines[name])) for name in SPLITS},
+        curve=[CurvePoint.from_dict(c) for c in state.curve],
     )
     run.write_metrics(metrics)
     run.write_summary(
         {
-            "best_epoch": best_epoch,
-            "epochs_run": last_epoch,
-            "stopped_early": last_epoch < cfg.epochs,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "stopped_early": state.epoch < cfg.optim.epochs,
             "elements": setup.elements,
             "energy_scale": setup.energy_scale,
             "peak_lr": cfg.peak_lr(),
-            "n_parameters": sum(p.numel() for p in pot.model.parameters()),
+            "n_parameters": sum(p.numel() for p in setup.pot.model.parameters()),
             "excluded_unseen_elements": setup.excluded,
         },
     )

@@ -83,7 +83,7 @@ def test_rejects_garbage(tmp_path: Path, text: bytes) -> None:
 def test_reads_what_training_writes_and_what_the_old_code_wrote(tiny_dataset_path: Path, tmp_path: Path) -> None:
     from mlipdiv.training import TrainConfig, train
 
-    cfg = TrainConfig(dataset=str(tiny_dataset_path), budget=8, molecules=4, model="schnet", hidden=16,
+    cfg = TrainConfig.from_flat(dataset=str(tiny_dataset_path), budget=8, molecules=4, model="schnet", hidden=16,
                       interactions=1, epochs=1, batch_size=8, device="cpu", eval_batch_size=64)
     returned = train(cfg, tmp_path)
     run = RunDir(tmp_path)

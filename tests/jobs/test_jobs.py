@@ -45,19 +45,19 @@ class ScriptedTrain:
             self.max_active = max(self.max_active, self.active)
         try:
             curve = []
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(1, cfg.optim.epochs + 1):
                 for batch in range(1, self.batches + 1):
                     time.sleep(self.batch_seconds)
                     with self.lock:
                         self.steps[name] = self.steps.get(name, 0) + 1
                     if self.fail_at is not None and epoch == self.fail_at:
                         raise ValueError(f"boom in epoch {epoch}")
-                    on_progress(Progress("batch", epoch, cfg.epochs, batch, self.batches, 1.0, 1e-3, 0.0))
+                    on_progress(Progress("batch", epoch, cfg.optim.epochs, batch, self.batches, 1.0, 1e-3, 0.0))
                     if should_stop():
                         raise TrainingCancelled("stopped")
                 curve.append({"epoch": epoch, "lr": 1e-3, "train_loss": 1.0 / epoch, "val_energy_mae": 0.1,
                               "val_forces_mae": 0.2, "seconds": 0.0})
-                on_progress(Progress("epoch", epoch, cfg.epochs, self.batches, self.batches, 1.0 / epoch, 1e-3, 0.0,
+                on_progress(Progress("epoch", epoch, cfg.optim.epochs, self.batches, self.batches, 1.0 / epoch, 1e-3, 0.0,
                                      0.1, 0.2, epoch))
             return {"splits": {"train": {"energy_mae": 0.1, "energy_mae_per_atom": 0.01, "forces_mae": 0.2}},
                     "curve": curve}

@@ -24,14 +24,14 @@ class CountingTrain:
         self.fail_seeds = set(fail_seeds)
 
     def __call__(self, cfg, out_dir, on_progress=None, should_stop=None, resume=False):
-        self.calls.append((cfg.molecules, cfg.conformers_per_molecule, cfg.seed))
+        self.calls.append((cfg.split.molecules, cfg.split.conformers_per_molecule, cfg.seed))
         if cfg.seed in self.fail_seeds:
             self.fail_seeds.discard(cfg.seed)
             raise RuntimeError("worker lost")
-        err = 1.0 / cfg.molecules
+        err = 1.0 / cfg.split.molecules
         splits = {s: SplitErrors(energy_mae=err, energy_mae_per_atom=err / 9, forces_mae=2 * err, n=4) for s in SPLITS}
-        return RunMetrics(cfg.model, cfg.molecules, cfg.conformers_per_molecule, cfg.seed, splits=splits,
-                          curve=[CurvePoint(epoch=1)])
+        return RunMetrics(cfg.model.name, cfg.split.molecules, cfg.split.conformers_per_molecule, cfg.seed,
+                          splits=splits, curve=[CurvePoint(epoch=1)])
 
 
 def test_plan_covers_the_grid_with_stable_keys(tiny_dataset_path: Path) -> None:

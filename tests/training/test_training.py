@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ SPLITS = ["train", "val", "test_conformers", "test_molecules"]
 @pytest.fixture
 def cfg(tiny_dataset_path: Path) -> TrainConfig:
     """8 molecules x 2 conformers of the tiny set, a small SchNet, CPU."""
-    return TrainConfig(
+    return TrainConfig.from_flat(
         dataset=str(tiny_dataset_path), budget=16, molecules=8, model="schnet", hidden=32, interactions=2,
         epochs=3, batch_size=8, device="cpu", eval_batch_size=64,
     )
@@ -79,7 +78,7 @@ def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
 
 
 def test_overfits_a_tiny_set(cfg: TrainConfig, tmp_path: Path) -> None:
-    cfg = replace(cfg, budget=8, molecules=4, epochs=40, batch_size=4, lr=5e-3, hidden=48, warmup_epochs=2)
+    cfg = cfg.replace(budget=8, molecules=4, epochs=40, batch_size=4, lr=5e-3, hidden=48, warmup_epochs=2)
     metrics = train(cfg, tmp_path)
     losses = [c["train_loss"] for c in metrics["curve"]]
     assert min(losses[-5:]) < losses[0] / 20
@@ -92,7 +91,7 @@ def test_same_seed_same_metrics(cfg: TrainConfig, tmp_path: Path) -> None:
     a = train(cfg, tmp_path / "a")
     b = train(cfg, tmp_path / "b")
     assert _without_seconds(a) == _without_seconds(b)
-    c = train(replace(cfg, seed=1), tmp_path / "c")
+    c = train(cfg.replace(seed=1), tmp_path / "c")
     assert _without_seconds(c)["splits"] != _without_seconds(a)["splits"]
 
 
@@ -117,11 +116,11 @@ def test_should_stop_cancels_within_one_batch_and_resume_continues(cfg: TrainCon
     # resuming a finished run re-evaluates without training; a changed configuration is refused
     again = train(cfg, tmp_path / "run", resume=True)
     assert _without_seconds(again) == _without_seconds(full)
-    longer = train(replace(cfg, epochs=4), tmp_path / "run", resume=True)  # more epochs: only the new one runs
+    longer = train(cfg.replace(epochs=4), tmp_path / "run", resume=True)  # more epochs: only the new one runs
     assert [c["epoch"] for c in longer["curve"]] == [1, 2, 3, 4]
     assert longer["curve"][:3] == resumed["curve"]
     with pytest.raises(TrainingError, match="lr"):
-        train(replace(cfg, lr=1e-4), tmp_path / "run", resume=True)
+        train(cfg.replace(lr=1e-4), tmp_path / "run", resume=True)
     with pytest.raises(TrainingError, match="does not exist"):
         train(cfg, tmp_path / "nothing", resume=True)
 
@@ -145,15 +144,15 @@ def test_nan_guard_keeps_last_good_checkpoint(cfg: TrainConfig, tmp_path: Path, 
 
 def test_huge_learning_rate_is_stopped_clearly(cfg: TrainConfig, tmp_path: Path) -> None:
     """The NaN guard behind the range checks: a divergence they cannot foresee still ends in a clear message."""
-    diverging = replace(cfg, grad_clip=1e30, epochs=4, warmup_epochs=0)
-    diverging.lr = 1e12  # past validate(), which refuses lr > 1 at construction
+    diverging = cfg.replace(grad_clip=1e30, epochs=4, warmup_epochs=0)
+    diverging.optim.lr = 1e12  # past validate(), which refuses lr > 1 at construction
     with pytest.raises(TrainingError, match="non-finite .* Try a lower --lr"):
         train(diverging, tmp_path)
 
 
 @pytest.mark.parametrize("model", ["painn", "mace"])
 def test_every_model_trains(model: str, cfg: TrainConfig, tmp_path: Path) -> None:
-    metrics = train(replace(cfg, model=model, epochs=2, hidden=16, interactions=1 if model == "mace" else 2), tmp_path)
+    metrics = train(cfg.replace(model=model, epochs=2, hidden=16, interactions=1 if model == "mace" else 2), tmp_path)
     assert metrics["model"] == model and len(metrics["curve"]) == 2
     assert all(np.isfinite(c["train_loss"]) for c in metrics["curve"])
     assert metrics["curve"][-1]["train_loss"] < metrics["curve"][0]["train_loss"] * 1.5
@@ -192,7 +191,7 @@ def test_element_beyond_the_model_table_is_refused_by_name(cfg: TrainConfig, tmp
     for model in ("schnet", "painn"):
         with pytest.raises(MlipdivError, match=rf"model {model} supports atomic numbers 1..99 only; the data has Fm "
                                                r"\(Z=100\): .* or use --model mace"):
-            train(replace(cfg, dataset=str(path), model=model, epochs=1), tmp_path / model)
+            train(cfg.replace(dataset=str(path), model=model, epochs=1), tmp_path / model)
 
 
 def test_molecules_beyond_the_training_size_limit_are_refused(cfg: TrainConfig, tmp_path: Path, monkeypatch) -> None:
@@ -232,7 +231,7 @@ def test_config_refuses_out_of_range_values(cfg: TrainConfig, field: str, value:
     from mlipdiv.errors import InvalidSetting
 
     with pytest.raises(InvalidSetting, match=rf"^{field} ") as info:  # the library names the field ...
-        replace(cfg, **{field: value})
+        cfg.replace(**{field: value})
     assert info.value.field == field and user_message(info.value).startswith(f"{flag} ")  # ... the CLI its flag
     with pytest.raises(InvalidSetting, match=rf"^{field} "):  # a config.json written by hand is checked the same way
         TrainConfig.from_dict({**cfg.to_dict(), field: value})
@@ -243,9 +242,9 @@ def test_config_range_edges_and_weights(cfg: TrainConfig) -> None:
 
     for ok in ({"lr": 1.0}, {"lr": None}, {"cutoff": 1.0}, {"cutoff": 20.0}, {"energy_weight": 0.0},
                {"forces_weight": 0.0}, {"grad_clip": float("inf")}, {"test_molecules": 0}, {"test_molecules": 2}):
-        replace(cfg, **ok)
+        cfg.replace(**ok)
     with pytest.raises(InvalidSetting, match="both 0"):
-        replace(cfg, energy_weight=0.0, forces_weight=0.0)
+        cfg.replace(energy_weight=0.0, forces_weight=0.0)
 
 
 def test_train_cli_prints_one_line_for_out_of_range_values(tiny_dataset_path: Path, tmp_path: Path, capsys) -> None:
