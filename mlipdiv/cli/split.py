@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlipdiv.names import EXPERIMENTS
+
 HELP = "choose a training set of M molecules x C conformers and its held-out sets (or print an experiment grid)"
 
 
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, TrainConfig, only=("dataset",))
     add_dataclass_arguments(parser, SplitSpec)
     parser.add_argument("--out", help="split JSON to write (not needed with --experiment)")
-    parser.add_argument("--experiment", choices=["fixed-budget", "fixed-molecules"],
+    parser.add_argument("--experiment", choices=list(EXPERIMENTS),
                         help="print the (M, C) grid of an experiment instead of writing a split")
     parser.add_argument("--points", type=int, default=5, help="grid points for --experiment (default: 5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from mlipdiv.names import TEST_SPLITS
+from mlipdiv.names import EXPERIMENTS, TEST_SPLITS
 from mlipdiv.units import mev
 
 OPTIONS = ("hidden", "strategy", "device")
@@ -16,7 +16,7 @@ HELP = "train every point x seed of a trade-off experiment (here or on Ray) and 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", required=True, choices=["fixed-budget", "fixed-molecules"],
+    parser.add_argument("--experiment", required=True, choices=list(EXPERIMENTS),
                         help="fixed-budget: M x C = --budget; fixed-molecules: M = --molecules, C = 1, 2, 4, ...")
     parser.add_argument("--budget", type=int, help="training conformers B (fixed-budget)")
     parser.add_argument("--molecules", type=int, help="training molecules M (fixed-molecules)")
