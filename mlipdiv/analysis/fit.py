@@ -306,7 +306,7 @@ def hull_distance(points: np.ndarray, q: np.ndarray) -> float:
         if np.all(hull.equations[:, :2] @ q + hull.equations[:, 2] <= 1e-12):
             return 0.0
         verts = pts[hull.vertices]
-        edges = zip(verts, np.roll(verts, -1, axis=0))
+        edges: Iterable[tuple[np.ndarray, np.ndarray]] = zip(verts, np.roll(verts, -1, axis=0))
     else:  # collinear: the hull is the segment between the two extreme points
         direction = centred[np.argmax(np.linalg.norm(centred, axis=1))]
         proj = centred @ direction
@@ -460,7 +460,9 @@ def _sigma(points: Points) -> np.ndarray | None:
     return np.maximum(sem, np.median(sem[sem > 0]))
 
 
-def _curve_fit(form: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, starts: list[np.ndarray]):
+def _curve_fit(
+    form: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, starts: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, float]:
     from scipy.optimize import curve_fit
 
     lo, hi = _bounds(form, y)
@@ -491,6 +493,122 @@ def _aicc(rss: float, n: int, k: int) -> float:
     return aic + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else math.inf)
 
 
+@dataclass(frozen=True)
+class _Scaled:
+    """The points as every fit sees them: (M/M0, C/C0) against the means, with their weights."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sigma: np.ndarray | None
+    M0: float
+    C0: float
+
+
+def _prepare(points: Points, form: str, split: str) -> _Scaled:
+    """Refuse an unknown form or too few points, then scale M and C by their geometric means (the fit's units)."""
+    if form not in FORMS:
+        raise MlipdivError(f"unknown error-model form {form!r}; choose from {', '.join(FORMS)}")
+    k = len(FORMS[form].params)
+    if len(points) < k:
+        raise MlipdivError(
+            f"{split or 'this split'}: the {form} model has {k} parameters but only {len(points)} distinct (M, C) "
+            f"points were run; run more sweep points (or use --form total, 3 parameters)"
+        )
+    M0 = float(np.exp(np.mean(np.log(points.M))))
+    C0 = float(np.exp(np.mean(np.log(points.C))))
+    return _Scaled(x=np.vstack([points.M / M0, points.C / C0]), y=points.mean, sigma=_sigma(points), M0=M0, C0=C0)
+
+
+def _fit_form(form: str, data: _Scaled) -> tuple[np.ndarray, np.ndarray, float]:
+    """Best-fit parameters, their covariance and the unweighted residual sum of squares of one form (AICc's input)."""
+    theta, cov, _ = _curve_fit(form, data.x, data.y, data.sigma, _starts(form, data.y))
+    resid = FORMS[form].func(data.x, *theta) - data.y
+    return theta, cov, float(resid @ resid)
+
+
+def _r2(rss: float, y: np.ndarray) -> float:
+    """Coefficient of determination of the means (nan when they are all equal, so there is nothing to explain)."""
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - rss / ss_tot if ss_tot > 0 else float("nan")
+
+
+def _leave_one_out_rmse(form: str, data: _Scaled, theta: np.ndarray) -> float:
+    """Refit without each (M, C) point and predict it: quality on unseen points (nan when the fit interpolates)."""
+    x, y, sigma = data.x, data.y, data.sigma
+    n, k = len(y), len(FORMS[form].params)
+    loo = []
+    if n > k:
+        for i in range(n):
+            keep = np.arange(n) != i
+            try:
+                t_i, _, _ = _curve_fit(form, x[:, keep], y[keep], None if sigma is None else sigma[keep], [theta])
+                loo.append(float(FORMS[form].func(x[:, [i]], *t_i)[0] - y[i]))
+            except MlipdivError:
+                loo.append(float("nan"))
+    return float(np.sqrt(np.nanmean(np.square(loo)))) if loo else float("nan")
+
+
+def _stderr(cov: np.ndarray, k: int) -> np.ndarray:
+    """Parameter standard errors from the covariance; infinite when the points do not identify the parameters."""
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(k, np.inf)
+
+
+def _fit_notes(n_points: int, k: int, sd: np.ndarray) -> list[str]:
+    """Warnings a reader needs before trusting the fit: too few points to judge it, unidentified parameters."""
+    notes: list[str] = []
+    if n_points <= k:
+        notes.append(f"{n_points} points for {k} parameters: the fit interpolates, quality cannot be judged")
+    if not np.all(np.isfinite(sd)):
+        notes.append("some parameters are not identified by these points (infinite covariance); intervals come "
+                     "from the bootstrap only")
+    return notes
+
+
+def _bootstrap(
+    points: Points, form: str, data: _Scaled, theta: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray | None:
+    """Refit on seeds resampled within each point: the parameter draws behind the prediction intervals."""
+    if not (n_boot > 0 and np.any(points.n > 1)):
+        return None
+    sigma = data.sigma
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        vals = [v[rng.integers(0, len(v), len(v))] for v in points.values]
+        yb = np.array([v.mean() for v in vals])
+        sb = None
+        if sigma is not None:
+            sem = np.array([v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
+            sb = np.maximum(sem, sigma.min())
+        try:
+            draws.append(_curve_fit(form, data.x, yb, sb, [theta])[0])
+        except MlipdivError:
+            continue
+    return np.array(draws) if len(draws) > 1 else None
+
+
+def _compare_forms(fit: ErrorFit, data: _Scaled) -> None:
+    """Add the other forms' AICc to ``fit``, and a warning when one of them is clearly preferred (by more than 2)."""
+    form = fit.form
+    for other in FORMS:
+        if other == form or len(fit.points) < len(FORMS[other].params):
+            continue
+        try:
+            _, _, rss = _fit_form(other, data)
+        except MlipdivError:
+            continue
+        fit.aicc_by_form[other] = _aicc(rss, len(data.y), len(FORMS[other].params))
+    preferred = min(fit.aicc_by_form, key=fit.aicc_by_form.__getitem__)
+    if preferred != form and fit.aicc_by_form[form] - fit.aicc_by_form[preferred] > 2:
+        fit.warnings.append(
+            f"AICc prefers the '{preferred}' form over '{form}' by "
+            f"{fit.aicc_by_form[form] - fit.aicc_by_form[preferred]:.1f}"
+            + (": these points cannot tell how M and C trade off beyond their product" if preferred == "total"
+               else "")
+        )
+
+
 def fit_error_model(
     points: Points,
     *,
@@ -504,66 +622,10 @@ def fit_error_model(
     compare: bool = True,
 ) -> ErrorFit:
     """Fit ``form`` to ``points``; see the module docstring for weighting, quality and uncertainty."""
-    if form not in FORMS:
-        raise MlipdivError(f"unknown error-model form {form!r}; choose from {', '.join(FORMS)}")
-    k = len(FORMS[form].params)
-    if len(points) < k:
-        raise MlipdivError(
-            f"{split or 'this split'}: the {form} model has {k} parameters but only {len(points)} distinct (M, C) "
-            f"points were run; run more sweep points (or use --form total, 3 parameters)"
-        )
-    M0 = float(np.exp(np.mean(np.log(points.M))))
-    C0 = float(np.exp(np.mean(np.log(points.C))))
-    x = np.vstack([points.M / M0, points.C / C0])
-    y = points.mean
-    sigma = _sigma(points)
-    theta, cov, _ = _curve_fit(form, x, y, sigma, _starts(form, y))
-    pred = FORMS[form].func(x, *theta)
-    resid = pred - y
-    rss = float(resid @ resid)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - rss / ss_tot if ss_tot > 0 else float("nan")
-    notes: list[str] = []
-
-    # leave one (M, C) point out
-    loo = []
-    if len(points) > k:
-        for i in range(len(points)):
-            keep = np.arange(len(points)) != i
-            try:
-                t_i, _, _ = _curve_fit(form, x[:, keep], y[keep], None if sigma is None else sigma[keep], [theta])
-                loo.append(float(FORMS[form].func(x[:, [i]], *t_i)[0] - y[i]))
-            except MlipdivError:
-                loo.append(float("nan"))
-    loo_rmse = float(np.sqrt(np.nanmean(np.square(loo)))) if loo else float("nan")
-    if len(points) <= k:
-        notes.append(f"{len(points)} points for {k} parameters: the fit interpolates, quality cannot be judged")
-
-    with np.errstate(invalid="ignore"):
-        sd = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(k, np.inf)
+    data = _prepare(points, form, split)
     names = FORMS[form].params
-    if not np.all(np.isfinite(sd)):
-        notes.append("some parameters are not identified by these points (infinite covariance); intervals come "
-                     "from the bootstrap only")
-
-    # bootstrap over seeds within each point
-    boot = None
-    if n_boot > 0 and np.any(points.n > 1):
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(n_boot):
-            vals = [v[rng.integers(0, len(v), len(v))] for v in points.values]
-            yb = np.array([v.mean() for v in vals])
-            sb = None
-            if sigma is not None:
-                sem = np.array([v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
-                sb = np.maximum(sem, sigma.min())
-            try:
-                draws.append(_curve_fit(form, x, yb, sb, [theta])[0])
-            except MlipdivError:
-                continue
-        boot = np.array(draws) if len(draws) > 1 else None
-
+    theta, cov, rss = _fit_form(form, data)
+    sd = _stderr(cov, len(names))
     fit = ErrorFit(
         split=split,
         metric=metric,
@@ -571,36 +633,20 @@ def fit_error_model(
         form=form,
         params={n: float(v) for n, v in zip(names, theta)},
         stderr={n: float(v) for n, v in zip(names, sd)},
-        M0=M0,
-        C0=C0,
+        M0=data.M0,
+        C0=data.C0,
         points=points,
-        r2=r2,
-        rmse=math.sqrt(rss / len(y)),
-        loo_rmse=loo_rmse,
-        aicc=_aicc(rss, len(y), k),
-        bootstrap=boot,
+        r2=_r2(rss, data.y),
+        rmse=math.sqrt(rss / len(data.y)),
+        loo_rmse=_leave_one_out_rmse(form, data, theta),
+        aicc=_aicc(rss, len(data.y), len(names)),
+        bootstrap=_bootstrap(points, form, data, theta, n_boot, seed),
         max_factor=max_factor,
-        warnings=notes,
+        warnings=_fit_notes(len(points), len(names), sd),
     )
     fit.aicc_by_form[form] = fit.aicc
     if compare:
-        for other in FORMS:
-            if other == form or len(points) < len(FORMS[other].params):
-                continue
-            try:
-                alt = _curve_fit(other, x, y, sigma, _starts(other, y))[0]
-            except MlipdivError:
-                continue
-            r = FORMS[other].func(x, *alt) - y
-            fit.aicc_by_form[other] = _aicc(float(r @ r), len(y), len(FORMS[other].params))
-        preferred = min(fit.aicc_by_form, key=fit.aicc_by_form.get)
-        if preferred != form and fit.aicc_by_form[form] - fit.aicc_by_form[preferred] > 2:
-            fit.warnings.append(
-                f"AICc prefers the '{preferred}' form over '{form}' by "
-                f"{fit.aicc_by_form[form] - fit.aicc_by_form[preferred]:.1f}"
-                + (": these points cannot tell how M and C trade off beyond their product" if preferred == "total"
-                   else "")
-            )
+        _compare_forms(fit, data)
     return fit
 
 

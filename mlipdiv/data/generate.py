@@ -21,20 +21,20 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlipdiv.data.molecules import Entry, Rejected
+from mlipdiv.data.oracle import Oracle, OracleFailure
+from mlipdiv.errors import InvalidSetting, MlipdivError
 from mlipdiv.io.atomic import atomic_path
 from mlipdiv.io.dataset import Molecule
 from mlipdiv.io.hdf5 import write_header
-from mlipdiv.data.molecules import Entry, Rejected
-from mlipdiv.limits import MAX_ATOMS_GENERATE
-from mlipdiv.data.oracle import Oracle, OracleFailure
 from mlipdiv.io.validate import check_output, make_parent
-from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.limits import MAX_ATOMS_GENERATE
 
 SAMPLINGS = ("nms", "md")
 RELAXATIONS = ("xtb", "mmff")
@@ -146,13 +146,18 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
         positions, energy, forces, parent, temperature, method = [], [], [], [], [], []
         failures: list[str] = []
         for k, ((x, label, sampler), size) in enumerate(zip(families, sizes)):
-            positions.append(x), energy.append(label.energy), forces.append(label.forces)
-            parent.append(k), temperature.append(0.0), method.append("relaxed")
+            positions.append(x)
+            energy.append(label.energy)
+            forces.append(label.forces)
+            parent.append(k)
+            temperature.append(0.0)
+            method.append("relaxed")
             need, budget = size - 1, max(10, size - 1)  # replacements allowed before giving up
             pending: list[np.ndarray] = []
             while need > 0:
                 if not pending:
                     if settings.sampling == "nms":
+                        assert sampler is not None  # built with the family when sampling is nms
                         pending = [sampler.sample(rng) for _ in range(need)]
                     else:
                         try:
@@ -178,8 +183,12 @@ def process_molecule(entry: Entry, settings: Settings, oracle: Oracle) -> Outcom
                     if budget < 0:
                         break
                     continue
-                positions.append(y), energy.append(lab.energy), forces.append(lab.forces)
-                parent.append(k), temperature.append(settings.temperature), method.append(settings.sampling)
+                positions.append(y)
+                energy.append(lab.energy)
+                forces.append(lab.forces)
+                parent.append(k)
+                temperature.append(settings.temperature)
+                method.append(settings.sampling)
                 need -= 1
             if need > 0:
                 common = Counter(failures).most_common(1)[0][0]  # ties: the first seen, deterministic
@@ -477,6 +486,161 @@ def _hdf5_end_of_file(path: Path) -> int | None:
     return end if 0 < end < 1 << 40 else None
 
 
+def _check_request(out: Path, store: PartialStore, entries: list[Entry], rejected: list[Rejected],
+                   overwrite: bool) -> None:
+    """Refuse, before any work, an output that would be clobbered, an empty input or an unwritable ``--out``."""
+    if out.exists() and not store.log.exists():
+        if not overwrite:
+            raise MlipdivError(f"{out} already exists; delete it, choose another --out, or pass --overwrite")
+    if not entries and not rejected:
+        raise MlipdivError("no molecules to generate: give --pool nci, --smiles or --smiles-file")
+    check_output(out, "--out", overwrite=True)  # a folder, a file as folder, no write permission: say so now
+    make_parent(out)
+
+
+def _open_partial(store: PartialStore, fp: dict[str, Any], entries: list[Entry],
+                  max_new: int | None) -> tuple[dict[str, dict[str, Any]], list[Entry]]:
+    """Start or continue ``OUT.partial`` and decide what is left, so a resumed run computes only the missing."""
+    done = store.open(fp)
+    todo = [e for e in entries if e.id not in done]
+    if max_new is not None:
+        todo = todo[:max_new]
+    if done:
+        print(f"continuing {store.h5}: {len(done)} of {len(entries)} molecules already done", file=sys.stderr)
+    return done, todo
+
+
+class _Recorder:
+    """Stores each finished molecule the moment it arrives (an interruption loses nothing) and shows progress."""
+
+    def __init__(self, store: PartialStore, done: dict[str, dict[str, Any]], n_rejected: int, started: float,
+                 bar: Any, on_outcome: Callable[[dict[str, Any]], None] | None) -> None:
+        self.store, self.done, self.n_rejected, self.started = store, done, n_rejected, started
+        self.bar, self.on_outcome = bar, on_outcome
+        self.new_conformers = 0
+
+    def __call__(self, outcome: Outcome) -> None:
+        rec = self.store.add(outcome)
+        self.done[outcome.id] = rec
+        self.new_conformers += rec.get("conformers", 0)
+        if self.bar is not None:
+            self.bar.update(1)
+            rate = self.new_conformers / max(time.time() - self.started, 1e-9)
+            skipped = self.n_rejected + sum(r["status"] == "skipped" for r in self.done.values())
+            self.bar.set_postfix(conf_per_s=f"{rate:.1f}", skipped=skipped)
+        if self.on_outcome is not None:
+            self.on_outcome(rec)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(progress: bool, total: int, initial: int) -> Any:
+    """A tqdm bar on stderr (stdout may carry the CLI's JSON), or ``None`` when progress is off."""
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="mol", desc="generate", file=sys.stderr, dynamic_ncols=True)
+
+
+def _compute(todo: list[Entry], settings: Settings, oracle: Oracle, workers: int,
+             record: Callable[[Outcome], None]) -> float:
+    """Compute the molecules left, here or in a pool, recording each as it finishes; returns the seconds taken."""
+    t_compute = time.perf_counter()
+    if workers == 1 or len(todo) <= 1:
+        with _single_thread():
+            for entry in todo:
+                record(process_molecule(entry, settings, oracle))
+    else:
+        _compute_in_pool(todo, settings, oracle, workers, record)
+    return time.perf_counter() - t_compute
+
+
+def _compute_in_pool(todo: list[Entry], settings: Settings, oracle: Oracle, workers: int,
+                     record: Callable[[Outcome], None]) -> None:
+    """Spawned single-threaded workers that die with this process; on any error the queued tasks are dropped."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before tblite loads OpenMP
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        with _workers_skip_main():  # the workers start as tasks are submitted
+            futures = [pool.submit(_task, e, settings, oracle) for e in todo]
+        try:
+            for fut in as_completed(futures):
+                record(fut.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _report(out: Path, command: str, entries: list[Entry], rejected: list[Rejected],
+            done: dict[str, dict[str, Any]], started: float, compute_seconds: float, workers: int,
+            settings: Settings) -> dict[str, Any]:
+    """``OUT.report.json``: what was made and skipped (with reasons), and what it cost, over all resumed runs."""
+    order = [e.id for e in entries]
+    ok = [i for i in order if done.get(i, {}).get("status") == "ok"]
+    skipped = [{"input": r.input, "name": r.name, "reason": r.reason} for r in rejected]
+    skipped += [{"input": done[i]["smiles"], "id": i, "reason": done[i]["reason"]}
+                for i in order if done.get(i, {}).get("status") == "skipped"]
+    finished = [done[i]["stats"] for i in order if i in done]
+    parents = Counter(done[i]["stats"].get("parents") for i in ok)
+    return {
+        "output": str(out),
+        "command": command,
+        "molecules": len(ok),
+        "conformers": sum(done[i]["conformers"] for i in ok),
+        "skipped": skipped,
+        "parents_per_molecule": {str(k): v for k, v in sorted(parents.items())},
+        "failed_samples_replaced": sum(done[i]["stats"].get("failed_samples", 0) for i in ok),
+        "oracle_calls": sum(s.get("oracle_calls", 0) for s in finished),
+        "wall_seconds_this_run": round(time.time() - started, 1),
+        "compute_seconds_this_run": round(compute_seconds, 1),
+        # summed over molecules (all runs, if resumed): wall time of each task, and its CPU time
+        "task_seconds_all_molecules": round(sum(s.get("seconds", 0.0) for s in finished), 1),
+        "cpu_seconds_all_molecules": round(sum(s.get("cpu_seconds", 0.0) for s in finished), 1),
+        "workers": workers,
+        "settings": asdict(settings),
+    }
+
+
+def _file_attrs(settings: Settings, command: str, source: str) -> dict[str, Any]:
+    """The provenance written into the dataset's header, so the file says how it was made."""
+    return {
+        "level_of_theory": settings.level_of_theory,
+        "command": command,
+        "source": source,
+        "seed": settings.seed,
+        "conformers_per_molecule": settings.conformers,
+        "parents": settings.parents,
+        "sampling": settings.sampling,
+        "temperature": settings.temperature,
+        "relax": settings.relax,
+        "software": json.dumps(software_versions(), sort_keys=True),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _write_outputs(store: PartialStore, entries: list[Entry], report: dict[str, Any], settings: Settings,
+                   command: str, source: str) -> None:
+    """Write ``OUT`` (input order) and its report and drop the partial files; with no molecule, the report and an
+    error only."""
+    out = store.out
+    report_path = out.with_name(out.name + ".report.json")
+    if not report["molecules"]:
+        store.h5.unlink(missing_ok=True)
+        store.log.unlink(missing_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        reasons = "; ".join(f"{s['input']}: {s['reason']}" for s in report["skipped"]) or "no input"
+        raise MlipdivError(f"no molecule could be generated ({reasons}); nothing written to {out}")
+    store.finish([e.id for e in entries], _file_attrs(settings, command, source))
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def generate(
     entries: list[Entry],
     settings: Settings,
@@ -503,115 +667,17 @@ def generate(
     oracle = oracle if oracle is not None else get_oracle("gfn2-xtb")
     workers = max(1, int(workers or os.cpu_count() or 1))
     store = PartialStore(out)
-    if out.exists() and not store.log.exists():
-        if not overwrite:
-            raise MlipdivError(f"{out} already exists; delete it, choose another --out, or pass --overwrite")
-    if not entries and not rejected:
-        raise MlipdivError("no molecules to generate: give --pool nci, --smiles or --smiles-file")
-    check_output(out, "--out", overwrite=True)  # a folder, a file as folder, no write permission: say so now
-    make_parent(out)
+    _check_request(out, store, entries, rejected, overwrite)
     fp = fingerprint(entries, settings)
     started = time.time()
-    done = store.open(fp)
-    todo = [e for e in entries if e.id not in done]
-    if max_new is not None:
-        todo = todo[:max_new]
-    if done:
-        print(f"continuing {store.h5}: {len(done)} of {len(entries)} molecules already done", file=sys.stderr)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(entries), initial=len(entries) - len(todo) if max_new is None else len(done),
-                   unit="mol", desc="generate", file=sys.stderr, dynamic_ncols=True)
-    new_conformers = 0
-
-    def record(outcome: Outcome) -> None:
-        nonlocal new_conformers
-        rec = store.add(outcome)
-        done[outcome.id] = rec
-        new_conformers += rec.get("conformers", 0)
-        if bar is not None:
-            bar.update(1)
-            rate = new_conformers / max(time.time() - started, 1e-9)
-            bar.set_postfix(conf_per_s=f"{rate:.1f}", skipped=len(rejected) + sum(r["status"] == "skipped" for r in done.values()))
-        if on_outcome is not None:
-            on_outcome(rec)
-
-    t_compute = time.perf_counter()
-    if workers == 1 or len(todo) <= 1:
-        with _single_thread():
-            for entry in todo:
-                record(process_molecule(entry, settings, oracle))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers before tblite loads OpenMP
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-            with _workers_skip_main():  # the workers start as tasks are submitted
-                futures = [pool.submit(_task, e, settings, oracle) for e in todo]
-            try:
-                for fut in as_completed(futures):
-                    record(fut.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    compute_seconds = time.perf_counter() - t_compute
-    if bar is not None:
-        bar.close()
-
+    done, todo = _open_partial(store, fp, entries, max_new)
+    initial = len(entries) - len(todo) if max_new is None else len(done)
+    record = _Recorder(store, done, len(rejected), started, _progress_bar(progress, len(entries), initial),
+                       on_outcome)
+    compute_seconds = _compute(todo, settings, oracle, workers, record)
+    record.close()
     if max_new is not None and any(e.id not in done for e in entries):
         return {"interrupted": True, "done": len(done)}
-
-    order = [e.id for e in entries]
-    ok = [i for i in order if done.get(i, {}).get("status") == "ok"]
-    skipped = [{"input": r.input, "name": r.name, "reason": r.reason} for r in rejected]
-    skipped += [{"input": done[i]["smiles"], "id": i, "reason": done[i]["reason"]}
-                for i in order if done.get(i, {}).get("status") == "skipped"]
-    n_conf = sum(done[i]["conformers"] for i in ok)
-    calls = sum(done[i]["stats"].get("oracle_calls", 0) for i in order if i in done)
-    report = {
-        "output": str(out),
-        "command": command,
-        "molecules": len(ok),
-        "conformers": n_conf,
-        "skipped": skipped,
-        "parents_per_molecule": {str(k): v for k, v in sorted(Counter(done[i]["stats"].get("parents") for i in ok).items())},
-        "failed_samples_replaced": sum(done[i]["stats"].get("failed_samples", 0) for i in ok),
-        "oracle_calls": calls,
-        "wall_seconds_this_run": round(time.time() - started, 1),
-        "compute_seconds_this_run": round(compute_seconds, 1),
-        # summed over molecules (all runs, if resumed): wall time of each task, and its CPU time
-        "task_seconds_all_molecules": round(sum(done[i]["stats"].get("seconds", 0.0) for i in order if i in done), 1),
-        "cpu_seconds_all_molecules": round(sum(done[i]["stats"].get("cpu_seconds", 0.0) for i in order if i in done), 1),
-        "workers": workers,
-        "settings": asdict(settings),
-    }
-    report_path = out.with_name(out.name + ".report.json")
-    if not ok:
-        store.h5.unlink(missing_ok=True)
-        store.log.unlink(missing_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
-        reasons = "; ".join(f"{s['input']}: {s['reason']}" for s in skipped) or "no input"
-        raise MlipdivError(f"no molecule could be generated ({reasons}); nothing written to {out}")
-    attrs = {
-        "level_of_theory": settings.level_of_theory,
-        "command": command,
-        "source": source,
-        "seed": settings.seed,
-        "conformers_per_molecule": settings.conformers,
-        "parents": settings.parents,
-        "sampling": settings.sampling,
-        "temperature": settings.temperature,
-        "relax": settings.relax,
-        "software": json.dumps(software_versions(), sort_keys=True),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    store.finish(order, attrs)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report = _report(out, command, entries, rejected, done, started, compute_seconds, workers, settings)
+    _write_outputs(store, entries, report, settings, command, source)
     return report
-

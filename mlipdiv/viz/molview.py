@@ -10,6 +10,7 @@ of a molecule go into one view as frames, stepped through in the browser.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -23,6 +24,7 @@ from mlipdiv.units import mev
 __all__ = ["THREEDMOL_JS", "depiction_data_uri", "depiction_svg", "view_html", "xyz_block"]
 
 THREEDMOL_JS = Path(__file__).with_name("assets") / "3Dmol-min.js"
+MOLVIEW_JS = THREEDMOL_JS.with_name("molview.js")  # the page script: conformer stepping, force arrows
 _SYMBOLS = (
     "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
     "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
@@ -31,7 +33,14 @@ _SYMBOLS = (
 
 @lru_cache(maxsize=1)
 def _threedmol_source() -> str:
+    """3Dmol.js (about 0.5 MB), read once per process."""
     return THREEDMOL_JS.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _molview_source() -> str:
+    """The page script, read once per process."""
+    return MOLVIEW_JS.read_text(encoding="utf-8")
 
 
 def xyz_block(atomic_numbers: np.ndarray, positions: np.ndarray, comment: str = "") -> str:
@@ -67,11 +76,6 @@ def view_html(
         height: pixels.
         style: ``"stick"``, ``"ballstick"`` or ``"sphere"``.
     """
-    import html
-    import json
-
-    import py3Dmol
-
     z = np.asarray(atomic_numbers, dtype=int)
     pos = np.asarray(positions, dtype=float).reshape(-1, len(z), 3)
     n = len(pos)
@@ -79,22 +83,52 @@ def view_html(
     caps = [str(c) for c in captions] if captions is not None else [""] * n
     if len(caps) != n:
         raise ValueError(f"{len(caps)} captions for {n} conformers")
+    body, viewer = _viewer_body(z, pos, height, style)
+    data, force_note = _view_data(z, pos, forces, caps, start)
+    return _page(body, _controls(n, start, force_note), _script(viewer, data))
+
+
+_STYLES: dict[str, dict[str, Any]] = {
+    "stick": {"stick": {"radius": 0.15}, "sphere": {"scale": 0.22}},
+    "ballstick": {"stick": {"radius": 0.12}, "sphere": {"scale": 0.3}},
+    "sphere": {"sphere": {}},
+}
+
+_CSS = (
+    "body{margin:0;font-family:'DejaVu Sans',sans-serif;font-size:16px}"
+    "#mv-caption{position:absolute;top:6px;left:8px;z-index:10;background:rgba(255,255,255,.85);"
+    "padding:2px 6px;pointer-events:none}"
+    ".mv-controls{display:flex;flex-wrap:wrap;gap:8px;align-items:center;padding:6px 4px}"
+    ".mv-controls input[type=range]{flex:1 1 180px}.mv-controls button{font-size:16px;min-width:2.4em}"
+)
+
+
+def _viewer_body(z: np.ndarray, pos: np.ndarray, height: int, style: str) -> tuple[str, str]:
+    """py3Dmol's HTML for all conformers as frames, with its CDN loader cut out, and the viewer's JS name."""
+    import py3Dmol
+
     view = py3Dmol.view(width="100%", height=f"{height}px", js="")
     view.addModelsAsFrames("".join(xyz_block(z, p) for p in pos), "xyz")
-    styles = {
-        "stick": {"stick": {"radius": 0.15}, "sphere": {"scale": 0.22}},
-        "ballstick": {"stick": {"radius": 0.12}, "sphere": {"scale": 0.3}},
-        "sphere": {"sphere": {}},
-    }
-    view.setStyle({}, styles.get(style, styles["stick"]))
+    view.setStyle({}, _STYLES.get(style, _STYLES["stick"]))
     view.setBackgroundColor("white")
     view.zoomTo()
     body = view.write_html()
     # py3Dmol loads the script only when $3Dmolpromise is undefined: define it as already resolved after
     # inlining the library, and drop the (empty) URL so nothing points at the network.
     body = re.sub(r"loadScriptAsync\('[^']*'\)", "Promise.resolve()", body)
-    viewer = re.search(r"viewer_\d+", body).group(0)
+    viewer = re.search(r"viewer_\d+", body)
+    if viewer is None:
+        raise RuntimeError("py3Dmol's HTML names no viewer_N variable; is this py3Dmol version supported?")
+    return body, viewer.group(0)
 
+
+def _view_data(
+    z: np.ndarray, pos: np.ndarray, forces: np.ndarray | None, caps: list[str], start: int
+) -> tuple[dict[str, Any], str]:
+    """What the page script needs (escaped captions, scaled force arrows), and the forces check box's label."""
+    import html
+
+    n = len(pos)
     data: dict[str, Any] = {"captions": [html.escape(c) for c in caps], "start": start, "n": n}
     force_note = ""
     if forces is not None:
@@ -104,6 +138,11 @@ def view_html(
             data["positions"] = np.round(pos, 3).tolist()
             data["forces"] = np.round(f * (1.2 / largest), 3).tolist()
             force_note = f"QM forces (longest: {mev(largest):.0f} meV/Å)"
+    return data, force_note
+
+
+def _controls(n: int, start: int, force_note: str) -> str:
+    """The bar under the view: stepping buttons and slider for several conformers, the forces check box."""
     controls = []
     if n > 1:
         controls += [
@@ -114,50 +153,26 @@ def view_html(
         ]
     if force_note:
         controls.append(f"<label><input id='mv-forces' type='checkbox'> {force_note}</label>")
-    script = f"""<script>$3Dmolpromise.then(function() {{
-const v = {viewer}, D = {json.dumps(data)};
-const $ = (id) => document.getElementById(id);
-let current = D.start, timer = null;
-function arrows(i) {{
-  v.removeAllShapes();
-  if (!D.forces || !$('mv-forces').checked) return;
-  D.positions[i].forEach((p, k) => {{
-    const f = D.forces[i][k];
-    if (Math.hypot(f[0], f[1], f[2]) < 0.03) return;
-    v.addArrow({{start: {{x: p[0], y: p[1], z: p[2]}}, end: {{x: p[0] + f[0], y: p[1] + f[1], z: p[2] + f[2]}},
-                radius: 0.06, color: '#D55E00'}});
-  }});
-}}
-function show(i) {{
-  current = (i + D.n) % D.n;
-  if ($('mv-slider')) $('mv-slider').value = current;
-  $('mv-caption').innerHTML = D.captions[current];
-  Promise.resolve(v.setFrame(current)).then(() => {{ arrows(current); v.render(); }});
-}}
-if ($('mv-slider')) {{
-  $('mv-slider').addEventListener('input', (e) => show(parseInt(e.target.value)));
-  $('mv-prev').onclick = () => show(current - 1);
-  $('mv-next').onclick = () => show(current + 1);
-  $('mv-play').onclick = () => {{
-    if (timer) {{ clearInterval(timer); timer = null; $('mv-play').textContent = 'play'; return; }}
-    timer = setInterval(() => show(current + 1), 400); $('mv-play').textContent = 'pause';
-  }};
-}}
-if ($('mv-forces')) $('mv-forces').addEventListener('change', () => show(current));
-show(D.start);
-}});</script>"""
+    return f"<div class='mv-controls'>{''.join(controls)}</div>" if controls else ""
+
+
+def _script(viewer: str, data: dict[str, Any]) -> str:
+    """The page script: ``assets/molview.js`` run on the viewer once 3Dmol.js is ready, with ``data`` as one JSON
+    object in which ``</`` is escaped, so no caption can end the script element."""
+    payload = json.dumps(data).replace("</", "<\\/")
+    return (f"<script>{_molview_source()}\n$3Dmolpromise.then(function() {{\n"
+            f"const v = {viewer}, D = {payload};\nmlipdivMolview(v, D);\n}});</script>")
+
+
+def _page(body: str, controls: str, script: str) -> str:
+    """The whole document: inlined 3Dmol.js, the view with its caption, the controls and the page script."""
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<script>{_threedmol_source()}</script>"
         "<script>var $3Dmolpromise = Promise.resolve();</script>"
-        "<style>body{margin:0;font-family:'DejaVu Sans',sans-serif;font-size:16px}"
-        "#mv-caption{position:absolute;top:6px;left:8px;z-index:10;background:rgba(255,255,255,.85);"
-        "padding:2px 6px;pointer-events:none}"
-        ".mv-controls{display:flex;flex-wrap:wrap;gap:8px;align-items:center;padding:6px 4px}"
-        ".mv-controls input[type=range]{flex:1 1 180px}.mv-controls button{font-size:16px;min-width:2.4em}</style>"
+        f"<style>{_CSS}</style>"
         "</head><body><div style='position:relative'>" + body + "<div id='mv-caption'></div></div>"
-        + (f"<div class='mv-controls'>{''.join(controls)}</div>" if controls else "")
-        + script + "</body></html>"
+        + controls + script + "</body></html>"
     )
 
 
@@ -173,7 +188,7 @@ def depiction_svg(smiles: str, width: int = 220, height: int = 140) -> str:
                 f"<rect width='100%' height='100%' fill='#eee'/><text x='50%' y='55%' font-size='40' "
                 f"text-anchor='middle'>?</text></svg>")
     drawer = rdMolDraw2D.MolDraw2DSVG(width, height)
-    options = drawer.drawOptions()
+    options: Any = drawer.drawOptions()  # RDKit's stubs type its attributes wrongly
     options.clearBackground = False
     options.bondLineWidth = 2
     options.fixedFontSize = 16

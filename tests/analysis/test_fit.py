@@ -62,6 +62,24 @@ def test_too_few_points_is_refused() -> None:
         fit_results(results_table(grid=GRID[:3]))
 
 
+def test_unknown_form_is_refused() -> None:
+    pts = aggregate(results_table(), "test_molecules", "forces_mae", 1000.0)
+    with pytest.raises(Exception, match="unknown error-model form 'bogus'"):
+        fit_error_model(pts, form="bogus")
+
+
+def test_interpolating_fit_is_flagged_and_forms_compared() -> None:
+    """As many points as parameters: no leave-one-out, a warning; the alternative forms are still scored."""
+    pts = aggregate(results_table(), "test_molecules", "forces_mae", 1000.0)
+    k = 5  # the full form's parameters
+    few = Points(pts.M[:k], pts.C[:k], pts.mean[:k], pts.std[:k], pts.n[:k], pts.values[:k])
+    f = fit_error_model(few, n_boot=0)
+    assert math.isnan(f.loo_rmse) and f.bootstrap is None
+    assert any("the fit interpolates" in w for w in f.warnings)
+    assert set(f.aicc_by_form) == {"full", "no_floor", "total"}
+    assert set(fit_error_model(few, n_boot=0, compare=False).aicc_by_form) == {"full"}
+
+
 # ------------------------------------------------------------------------------------------------ guard
 
 

@@ -39,6 +39,18 @@ def test_view_html_inlines_local_3dmol_and_never_points_at_a_cdn(tiny_dataset):
         molview.view_html(mol.atomic_numbers, mol.positions, captions=["one"])
 
 
+def test_view_script_is_the_asset_and_its_data_cannot_close_the_script_tag(tiny_dataset):
+    import json
+    import re
+
+    mol = tiny_dataset[0]
+    page = molview.view_html(mol.atomic_numbers, mol.positions, captions=[""] * mol.n_conformers)
+    assert molview.MOLVIEW_JS.read_text() in page and "mlipdivMolview(v, D);" in page
+    hostile = {"captions": ["</script><script>alert(1)</script>"], "n": 1, "start": 0}
+    script = molview._script("viewer_1", hostile)
+    assert script.count("</script>") == 1 and script.endswith("</script>")  # only its own end tag
+    assert json.loads(re.search(r"D = (\{.*?\});\n", script).group(1)) == hostile  # the data survives intact
+
 def test_3dmol_asset_is_the_documented_release():
     head = molview.THREEDMOL_JS.read_text()[:300]
     assert "3Dmol-min.js.LICENSE.txt" in head
