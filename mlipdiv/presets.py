@@ -7,8 +7,8 @@ is one sweep (:func:`mlipdiv.jobs.sweep.plan_sweep`). Two options shape a fixed-
 ``max_conformers_per_molecule`` drops points with larger C, and ``match_steps`` gives every run about as many
 optimiser steps as the largest training set gets in ``epochs`` epochs (a run on M x C conformers trains for
 ``epochs x max(M x C) / (M x C)`` epochs), so that C is not confounded with training length. In a fixed-budget
-experiment every point has the same training-set size, so ``match_steps`` changes nothing there. Run one with ``python -m mlipdiv.analysis.study --preset NAME
---out DIR``; the app's one-click buttons use the ``laptop-*`` ones.
+experiment every point has the same training-set size, so ``match_steps`` changes nothing there. Run one with
+``python -m mlipdiv.analysis.study --preset NAME --out DIR``; the app's one-click buttons use the ``laptop-*`` ones.
 
 Times are what the presets were sized for (see each ``expected``); ``docs-*`` are exactly what ``docs/RESULTS.md``
 reports, so its tables can be reproduced with one command each.
@@ -132,8 +132,8 @@ PRESETS: dict[str, Preset] = {
                Experiment.FIXED_BUDGET, points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200, budget=4096,
                strategies=("random", "diverse"), expected="sized for one GPU (hours on a CPU)", template=_GPU),
         Preset("gpu-fixed-molecules", "128 molecules, C from 1 up, on a GPU, equal optimiser steps",
-               Experiment.FIXED_MOLECULES, points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200, molecules=128,
-               match_steps=True, expected="sized for one GPU (hours on a CPU)", template=_GPU),
+               Experiment.FIXED_MOLECULES, points=6, seeds=5, models=("schnet", "painn", "mace"), epochs=200,
+               molecules=128, match_steps=True, expected="sized for one GPU (hours on a CPU)", template=_GPU),
         Preset("ray-fixed-budget", "Fixed budget of 4096 conformers as Ray tasks on a cluster",
                Experiment.FIXED_BUDGET, points=8, seeds=5, models=("schnet", "painn", "mace"), epochs=300, budget=4096,
                strategies=("random", "diverse"), backend="ray", expected="one Ray task per run (GPU or CPU share)",

@@ -29,7 +29,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,12 +193,12 @@ def fit_power_law(n_atoms: np.ndarray, seconds: np.ndarray) -> tuple[float, floa
 
 def _embed(smiles: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from rdkit import Chem
-    from rdkit.Chem import AllChem
+    from rdkit.Chem import rdDistGeom, rdForceFieldHelpers  # AllChem re-exports these; its stubs miss them
 
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
+    if rdDistGeom.EmbedMolecule(mol, randomSeed=seed) != 0:
         raise MlipdivError(f"could not embed {smiles}")
-    AllChem.MMFFOptimizeMolecule(mol)
+    rdForceFieldHelpers.MMFFOptimizeMolecule(mol)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
     return z, mol.GetConformer().GetPositions()
 
@@ -239,7 +239,7 @@ def calibrate(smiles: list[str] = CALIBRATION_SMILES, repeats: int = 5, seed: in
         "unit": "CPU-seconds per conformer (energy + forces), t = c * n_atoms**p",
         "method": "GFN2-xTB via tblite, accuracy 1.0, one OpenMP thread, median of repeats, process CPU time",
         "repeats": repeats,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": _machine(),
         "points": points,
     }

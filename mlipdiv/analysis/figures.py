@@ -157,6 +157,13 @@ def tradeoff_figure(rec: Recommendation, fits: dict[str, ErrorFit]) -> Any:
     return _legend_below(apply_style(fig, height=560, legend_top=False))
 
 
+def _map_point(d: KnownDataset) -> tuple[int, float]:
+    """``(molecules, conformers per molecule)`` of a dataset on the budget map (:func:`on_map` keeps those)."""
+    if d.n_molecules is None or d.conformers_per_molecule is None:
+        raise ValueError(f"{d.name} has no molecule count or no conformers-per-molecule figure to place on the map")
+    return d.n_molecules, d.conformers_per_molecule
+
+
 def budget_map_figure(
     known: Sequence[KnownDataset] | None = None,
     *,
@@ -171,9 +178,10 @@ def budget_map_figure(
     """
     go = _go()
     known = list(on_map() if known is None else known)
+    coords = [_map_point(d) for d in known]
     fig = go.Figure()
-    xs = [d.n_molecules for d in known]
-    ys = [d.conformers_per_molecule for d in known]
+    xs: list[float] = [m for m, _ in coords]
+    ys: list[float] = [c for _, c in coords]
     if fits:
         f = fits[SplitName.TEST_MOLECULES]
         xs += list(f.points.M)
@@ -189,19 +197,20 @@ def budget_map_figure(
             fig.add_annotation(x=lx, y=np.log10(b) - lx, text=f"N = 10<sup>{np.log10(b):.0f}</sup>",
                                showarrow=False, font={"size": 13, "color": "#777777"}, xanchor="left",
                                bgcolor="rgba(255,255,255,0.8)")
-    positions = []
-    for i, d in enumerate(known):  # alternate labels of neighbouring points so they do not overprint
-        close = any(abs(np.log10(d.n_molecules / e.n_molecules)) < 0.6 and
-                    abs(np.log10(d.conformers_per_molecule / e.conformers_per_molecule)) < 0.3 and
-                    positions[j] == "top center" for j, e in enumerate(known[:i]))
+    positions: list[str] = []
+    for i, (dm, dc) in enumerate(coords):  # alternate labels of neighbouring points so they do not overprint
+        close = any(abs(np.log10(dm / em)) < 0.6 and
+                    abs(np.log10(dc / ec)) < 0.3 and
+                    positions[j] == "top center" for j, (em, ec) in enumerate(coords[:i]))
         positions.append("bottom center" if close else "top center")
     fig.add_trace(go.Scatter(
-        x=[d.n_molecules for d in known], y=[d.conformers_per_molecule for d in known], mode="markers+text",
+        x=[m for m, _ in coords], y=[c for _, c in coords], mode="markers+text",
         text=[d.name for d in known], textposition=positions, name="published QM datasets (◆ with forces)",
         marker={"size": 13, "color": PALETTE[0], "symbol": ["diamond" if d.forces else "circle" for d in known]},
         customdata=[[f"{d.n_conformers:,}", d.level_of_theory, "yes" if d.forces else "no", d.source] for d in known],
         hovertemplate="<b>%{text}</b><br>molecules %{x:,}<br>conformers/molecule %{y:,}<br>conformers "
-                      "%{customdata[0]}<br>%{customdata[1]}, forces %{customdata[2]}<br>%{customdata[3]}<extra></extra>",
+                      "%{customdata[0]}<br>%{customdata[1]}, forces %{customdata[2]}<br>%{customdata[3]}"
+                      "<extra></extra>",
     ))
     if fits:
         f = fits[SplitName.TEST_MOLECULES]

@@ -24,7 +24,7 @@ picks ``quests`` when installed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +198,7 @@ def information_gap(
     )
 
 
-def structures_from_pairs(dataset: Any, pairs: Sequence[Sequence[Any]]) -> list[Structure]:
+def structures_from_pairs(dataset: Any, pairs: Iterable[Sequence[Any]]) -> list[Structure]:
     """``(atomic_numbers, positions)`` of the ``(molecule_id, conformer_index)`` pairs of a split."""
     out = []
     for mol_id, conf in pairs:
@@ -214,7 +214,7 @@ def gap_for_run(run_dir: Any, dataset: Any = None, **kwargs: Any) -> dict[str, G
 
     dataset, split, preds = load_run(run_dir, dataset)
     train = structures_from_pairs(dataset, split[SplitName.TRAIN])
-    out = {}
+    out: dict[str, GapReport] = {}
     for name in (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
         rows = preds["split"] == name
         if rows.any():

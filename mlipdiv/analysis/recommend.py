@@ -19,7 +19,7 @@ the optimum over those draws is reported as ``n_molecules_range``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -27,7 +27,16 @@ from mlipdiv.analysis.fit import SPLITS, ErrorFit, ExtrapolationError
 from mlipdiv.errors import InvalidSetting, MlipdivError
 from mlipdiv.names import SplitName
 
-__all__ = ["Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
+__all__ = ["Prediction", "Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
+
+
+class Prediction(TypedDict):
+    """A fit's predicted error at the optimum with its interval, in ``unit``."""
+
+    mean: float
+    low: float
+    high: float
+    unit: str
 
 
 @dataclass
@@ -36,7 +45,7 @@ class Recommendation:
     weight: float
     n_molecules: int
     conformers_per_molecule: int
-    predicted: dict[str, dict[str, float]]
+    predicted: dict[str, Prediction]
     objective: float
     level: float
     n_molecules_range: tuple[int, int] | None
@@ -116,7 +125,7 @@ def recommend(
     i = int(np.argmin(obj))
     m_best, c_best = M[i], C[i]
 
-    predicted = {}
+    predicted: dict[str, Prediction] = {}
     for split, fit in fits.items():
         if split not in SPLITS:
             continue

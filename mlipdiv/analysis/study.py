@@ -204,7 +204,8 @@ def markdown_table(s: Any, experiment: str) -> str:
             if r is None:
                 cells += ["–", "–"]
                 continue
-            cells += [f"{r['forces_mean']:.1f} ± {r['forces_std']:.1f}", f"{r['energy_mean']:.2f} ± {r['energy_std']:.2f}"]
+            cells += [f"{r['forces_mean']:.1f} ± {r['forces_std']:.1f}",
+                      f"{r['energy_mean']:.2f} ± {r['energy_std']:.2f}"]
         seeds = int(max(r["seeds"] for r in by.values()))
         n = " / ".join(f"{by[s]['n_eval']:.0f}" if s in by else "–" for s in SPLITS)
         lines.append(f"| {model} | {strat} | {m} | {c} | " + " | ".join(cells) + f" | {seeds} | {n} |")
@@ -264,9 +265,11 @@ def claims(df: Any) -> dict[str, Any]:
         g = g.sort_values("conformers_per_molecule")
         if len(g) >= 2:
             first, last = g.iloc[0], g.iloc[-1]
-            trend.append({"model": model, "strategy": strat, "split": split, "C_first": int(first["conformers_per_molecule"]),
+            trend.append({"model": model, "strategy": strat, "split": split,
+                          "C_first": int(first["conformers_per_molecule"]),
                           "C_last": int(last["conformers_per_molecule"]), "first": first["forces_mean"],
-                          "last": last["forces_mean"], "relative_change": last["forces_mean"] / first["forces_mean"] - 1})
+                          "last": last["forces_mean"],
+                          "relative_change": last["forces_mean"] / first["forces_mean"] - 1})
     out["fixed_molecules_trend"] = trend
     return out
 
@@ -322,7 +325,7 @@ def _spearman(x: Any, y: Any) -> float:
 def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, figures: bool = True,
             infogap: bool = True, domain: bool = True) -> dict[str, Any]:
     """Tables, claims, fits, recommendations, information gap, domain and figures for the runs under ``out``."""
-    from mlipdiv.analysis.recommend import budget_grid, optimum_path, recommend
+    from mlipdiv.analysis.recommend import Recommendation, budget_grid, optimum_path, recommend
     from mlipdiv.io.load import load_dataset
     from mlipdiv.jobs.store import RunStore
 
@@ -343,7 +346,9 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
         for split, g in df.groupby("split")
     }
 
-    fits, recs, paths = {}, {}, {}
+    fits: dict[str, dict[str, Any]] = {}
+    recs: dict[str, dict[tuple[int, float], Recommendation]] = {}
+    paths: dict[str, list[Recommendation]] = {}
     fb = df[df["experiment"] == Experiment.FIXED_BUDGET]
     budgets = sorted({int(b) for b in fb["n_molecules"] * fb["conformers_per_molecule"]})
     for model in sorted(df["model"].unique()):
@@ -432,7 +437,8 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"| {split} | {b['forces_mae']:.1f} | {b['energy_mae_per_atom']:.2f} |")
     c = result["claims"]
     lines += ["", "### Unseen molecules vs unseen conformers at each fixed-budget point (force MAE, meV/Å)", "",
-              "| model | selection | M | C | unseen molecules | unseen conformers | molecules harder |", "|---|---|---|---|---|---|---|"]
+              "| model | selection | M | C | unseen molecules | unseen conformers | molecules harder |",
+              "|---|---|---|---|---|---|---|"]
     for h in c["unseen_molecules_harder"]["points"]:
         lines.append(f"| {h['model']} | {h['strategy']} | {h['M']} | {h['C']} | {h['test_molecules']:.1f} | "
                      f"{h['test_conformers']:.1f} | {'yes' if h['molecules_harder'] else 'no'} |")
@@ -454,11 +460,12 @@ def report(result: dict[str, Any]) -> str:
                              f"{r['in_pooled_std']:+.2f} |")
     for model, fits in result.get("fits", {}).items():
         lines += ["", f"### Error-model fits, {model} (random selection, force MAE)", "",
-                  "| split | E∞ | a | α | b | β | M0 | C0 | R² | RMSE | LOO RMSE | points | AICc full / no_floor / total |",
+                  "| split | E∞ | a | α | b | β | M0 | C0 | R² | RMSE | LOO RMSE | points "
+                  "| AICc full / no_floor / total |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for split, f in fits.items():
             p, e = f["params"], f["stderr"]
-            cell = lambda k: f"{p[k]:.3g} ± {e[k]:.2g}"  # noqa: E731
+            cell = lambda k, p=p, e=e: f"{p[k]:.3g} ± {e[k]:.2g}"  # noqa: E731
             aicc = " / ".join(f"{f['aicc_by_form'].get(k, float('nan')):.1f}" for k in ("full", "no_floor", "total"))
             lines.append(f"| {split} | {cell('E_inf')} | {cell('a')} | {cell('alpha')} | {cell('b')} | {cell('beta')} "
                          f"| {f['M0']:.3g} | {f['C0']:.3g} | {f['r2']:.3f} | {f['rmse']:.2f} | {f['loo_rmse']:.2f} | "
@@ -480,7 +487,8 @@ def report(result: dict[str, Any]) -> str:
                   f"Spearman correlation across runs and splits, force MAE vs mean dH: "
                   f"{g['spearman_error_vs_dH_mean']:.2f}; vs share of atoms with dH > 0: "
                   f"{g['spearman_error_vs_frac_extrapolative']:.2f}.", "",
-                  "| split | mean dH | share of atoms with dH > 0 | Spearman (error, dH) within split |", "|---|---|---|---|"]
+                  "| split | mean dH | share of atoms with dH > 0 | Spearman (error, dH) within split |",
+                  "|---|---|---|---|"]
         for split, v in g["by_split"].items():
             lines.append(f"| {split} | {v['dH_mean']:.2f} | {v['frac_extrapolative']:.3f} | "
                          f"{v['spearman_within_split']:.2f} |")
@@ -493,7 +501,8 @@ def report(result: dict[str, Any]) -> str:
             v = d.get(split)
             if v:
                 lines.append(f"| {split} | {v.get('flagged_fraction', float('nan')):.3f} | "
-                             f"{v.get('error_flagged', float('nan')):.1f} | {v.get('error_unflagged', float('nan')):.1f} | "
+                             f"{v.get('error_flagged', float('nan')):.1f} | "
+                             f"{v.get('error_unflagged', float('nan')):.1f} | "
                              f"{v.get('spearman_distance_error', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -9,6 +9,7 @@ opening) is rejected: its labels would belong to another molecule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,30 +48,31 @@ def rdkit_molecule(smiles: str):
 
 def embed(mol, n_conformers: int, seed: int) -> list[int]:
     """ETKDGv3 conformer ids (seeded; falls back to random starting coordinates). Empty list when it fails."""
-    from rdkit.Chem import AllChem
+    from rdkit.Chem import rdDistGeom  # what AllChem re-exports; its stubs miss the star import
 
-    params = AllChem.ETKDGv3()
+    # Any: RDKit's stubs declare EmbedParameters' setters as (*args, **kwargs), so no value is assignable
+    params: Any = rdDistGeom.ETKDGv3()
     params.randomSeed = int(seed)
     params.pruneRmsThresh = -1.0  # RDKit prunes on heavy atoms only, which would merge OH rotamers; we prune later
     params.numThreads = 1
-    cids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+    cids = list(rdDistGeom.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
     if not cids:
         params.useRandomCoords = True
-        cids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+        cids = list(rdDistGeom.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
     return cids
 
 
 def mmff_optimize(mol) -> np.ndarray:
     """MMFF94-optimise every conformer in place; returns MMFF energies (kcal/mol; +inf if MMFF has no parameters)."""
-    from rdkit.Chem import AllChem
+    from rdkit.Chem import rdForceFieldHelpers as ff  # what AllChem re-exports; its stubs miss the star import
 
-    if not AllChem.MMFFHasAllMoleculeParams(mol):
+    if not ff.MMFFHasAllMoleculeParams(mol):
         try:
-            res = AllChem.UFFOptimizeMoleculeConfs(mol, maxIters=2000, numThreads=1)
+            res = ff.UFFOptimizeMoleculeConfs(mol, maxIters=2000, numThreads=1)
             return np.array([e for _, e in res], dtype=float)
         except Exception:  # noqa: BLE001 - no force field at all: keep the embedded geometry
             return np.zeros(mol.GetNumConformers())
-    res = AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000, numThreads=1)
+    res = ff.MMFFOptimizeMoleculeConfs(mol, maxIters=2000, numThreads=1)
     return np.array([e for _, e in res], dtype=float)
 
 
@@ -136,7 +138,9 @@ class OracleCalculator:
 
             def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
                 super().calculate(atoms, properties, system_changes)
-                label = oracle(self.atoms.numbers, self.atoms.positions, charge)
+                current = self.atoms
+                assert current is not None  # Calculator.calculate has set it (from ``atoms`` or before)
+                label = oracle(current.numbers, current.positions, charge)
                 self.results = {"energy": label.energy, "forces": np.asarray(label.forces)}
 
         return _Calc()

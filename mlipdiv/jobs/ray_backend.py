@@ -146,18 +146,20 @@ def _start_reaper() -> None:
     global _reaper
     if not sys.platform.startswith("linux") or (_reaper is not None and _reaper.poll() is None):
         return
-    _reaper = subprocess.Popen(
+    _reaper = reaper = subprocess.Popen(
         [sys.executable, "-c", _REAPER, str(os.getpid()), str(REAPER_GRACE)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    _reaper.stdout.readline()  # "ready": it knows what the driver had before Ray
+    if reaper.stdout is not None:  # always, with stdout=PIPE
+        reaper.stdout.readline()  # "ready": it knows what the driver had before Ray
 
 
 def _stop_reaper() -> None:
     """Tell the reaper that Ray is shut down: it cleans up whatever does not end by itself, then exits."""
     global _reaper
     if _reaper is not None:
-        _reaper.stdin.close()
+        if _reaper.stdin is not None:  # always, with stdin=PIPE
+            _reaper.stdin.close()
         _reaper = None  # not waited for: it outlives us by design when an agent hangs
 
 
@@ -177,7 +179,7 @@ def init_ray(address: str | None = None) -> None:
     import ray
 
     pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         check_address(address)
         # the cluster's nodes get this package from here; the dataset path must exist on them

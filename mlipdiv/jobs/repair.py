@@ -15,7 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _created(folder: Path, marker: dict[str, Any] | None) -> float:
     if marker and isinstance(marker.get("created"), (int, float)):
         return float(marker["created"])
     try:  # ids start with their UTC creation time
-        return datetime.strptime(folder.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(folder.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return folder.stat().st_mtime
 

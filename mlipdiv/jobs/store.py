@@ -32,6 +32,7 @@ laptop lid closed), its next heartbeat marks it ``running`` again.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -157,7 +158,7 @@ def _portable(run_dir: str, run_id: str, root: Path) -> str:
 
 def new_run_id() -> str:
     """A short id that sorts by creation time: ``YYYYMMDD-HHMMSS-xxxxxx`` (UTC, 6 random hex digits)."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def _start_token(created: float) -> str:
@@ -521,7 +522,7 @@ class RunStore:
         runs = self.list(key=key)
         return runs[-1] if runs else None
 
-    def unlisted_folders(self) -> list[Path]:
+    def unlisted_folders(self) -> builtins.list[Path]:
         """Run folders under the root that the table does not know (a lost or emptied ``runs.db``: see repair)."""
         known = {r["id"] for r in self._read("SELECT id FROM runs")}
         try:
@@ -544,7 +545,7 @@ class RunStore:
                 return f"no heartbeat from process {run.pid} on {run.host} for {now - beat:.0f} s"
         return None
 
-    def _reconcile(self, runs: list[Run]) -> list[Run]:
+    def _reconcile(self, runs: builtins.list[Run]) -> builtins.list[Run]:
         now = time.time()
         out = []
         for run in runs:

@@ -65,7 +65,7 @@ class _Heartbeat(threading.Thread):
             try:
                 if not self.store.heartbeat(self.run_id, self.attempt):
                     self.stop.set()
-            except Exception as exc:  # a busy or unreachable store must not kill the training
+            except Exception as exc:  # noqa: BLE001 - a busy or unreachable store must not kill the training
                 log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
 
 
@@ -102,7 +102,7 @@ class _ProgressWriter:
                 self.run_id, self.attempt, epoch=p.epoch, batch=p.batch, n_batches=p.batches, n_epochs=p.epochs,
                 curve_entry=entry,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a progress write that fails must not kill the training
             log.warning("progress of run %s not stored: %s", self.run_id, exc)
             return
         if not keep_going:
@@ -118,7 +118,7 @@ def checkpoint_curve(run_dir: str | Path) -> list[dict[str, Any]] | None:
 
     try:
         return list(torch.load(path, map_location="cpu", weights_only=True).get("curve", []))
-    except Exception:  # unreadable: training itself reports it when it resumes
+    except Exception:  # noqa: BLE001 - unreadable: training itself reports it when it resumes
         return None
 
 
@@ -192,7 +192,7 @@ def execute(
     except KeyboardInterrupt:
         status, error = "interrupted", interrupted_message(run_id, "stopped by Ctrl-C")
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the training is the run's failure, stored below
         status, error = "failed", _message(exc)
         _write_error_log(run.run_dir, exc)
     finally:
@@ -200,7 +200,7 @@ def execute(
         heart.join()
         try:
             store.finish(run_id, run.attempt, status, error=error, metrics=metrics, curve=curve)
-        except Exception as exc:  # the run's outcome is in its folder; the store will call it interrupted
+        except Exception as exc:  # noqa: BLE001 - the outcome is in the run's folder; the store will call it interrupted
             log.error("could not record the end (%s) of run %s: %s", status, run_id, exc)
     return status
 

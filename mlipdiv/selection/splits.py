@@ -327,20 +327,23 @@ def resolve_point(dataset: Dataset, spec: SplitSpec, reservation: Reservation | 
 
     if m is not None and m > n_train:
         raise too_many(m, "")
-    if c is None and b % m:
-        nearest = _nearest(b, m, res.max_conformers(m))
-        raise InfeasibleRequest(f"budget {b} is not a multiple of {m} molecules; {nearest}")
-    if m is None and b % c:
-        most = sum(res.available_counts >= c)
-        raise InfeasibleRequest(
-            f"budget {b} is not a multiple of {c} conformers per molecule; "
-            + (_nearest(b, c, most, "molecules") if most else f"no molecule has {c} conformers left; {overall}")
-        )
-    if m is None:
+    if c is None:
+        assert b is not None and m is not None  # two of the three are given (checked above)
+        if b % m:
+            nearest = _nearest(b, m, res.max_conformers(m))
+            raise InfeasibleRequest(f"budget {b} is not a multiple of {m} molecules; {nearest}")
+        c = b // m
+    elif m is None:
+        assert b is not None  # two of the three are given (checked above)
+        if b % c:
+            most = sum(res.available_counts >= c)
+            raise InfeasibleRequest(
+                f"budget {b} is not a multiple of {c} conformers per molecule; "
+                + (_nearest(b, c, most, "molecules") if most else f"no molecule has {c} conformers left; {overall}")
+            )
         m = b // c
         if m > n_train:
             raise too_many(m, f"budget {b} with {c} conformers per molecule needs {m} molecules: ")
-    c = b // m if c is None else c
     max_c = res.max_conformers(m)
     if c > max_c:
         prefix = (
