@@ -79,7 +79,7 @@ def study_figure(
     s = s[s["split"].isin(splits)]
     x_col = "n_molecules" if experiment == Experiment.FIXED_BUDGET else "conformers_per_molecule"
     # one line per budget (fixed budget) or molecule count (fixed molecular set): never join points of two of them
-    s = s.assign(series=s["n_molecules"] * s["conformers_per_molecule"] if experiment == "fixed-budget"
+    s = s.assign(series=s["n_molecules"] * s["conformers_per_molecule"] if experiment == Experiment.FIXED_BUDGET
                  else s["n_molecules"])
     several = s["series"].nunique() > 1
     series_name = "B" if experiment == Experiment.FIXED_BUDGET else "M"
