@@ -50,6 +50,8 @@ class MLIPCalculator(Calculator):
 
     def calculate(self, atoms: Any = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
+        if self.atoms is None:  # neither passed nor attached (ASE leaves it None)
+            raise MlipdivError("no atoms to compute: pass them or attach the calculator to them")
         if self.atoms.pbc.any():
             raise MlipdivError("this potential was trained on isolated molecules; periodic cells are not supported")
         n = len(self.atoms)

@@ -276,7 +276,7 @@ def start_background_build(dataset_path: str | Path | None = None, params: list[
                 cached_map(dataset, p)
                 state["done"].append(p.kind)
             state["status"] = "done"
-        except Exception as exc:  # reported in the page; the maps are then computed on demand
+        except Exception as exc:  # noqa: BLE001 - background thread: reported in the page, maps then computed on demand
             state["status"] = "failed"
             state["error"] = f"{type(exc).__name__}: {exc}"
         state["seconds"] = time.perf_counter() - start

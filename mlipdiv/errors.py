@@ -39,8 +39,8 @@ class InvalidSetting(MlipdivError, ValueError):
         return (InvalidSetting._rebuild, (type(self), self.args, self.__dict__))
 
     @staticmethod
-    def _rebuild(cls: type, args: tuple, state: dict) -> InvalidSetting:
-        exc = Exception.__new__(cls)
+    def _rebuild(cls: type[InvalidSetting], args: tuple, state: dict) -> InvalidSetting:
+        exc: InvalidSetting = Exception.__new__(cls)
         exc.args = args
         exc.__dict__.update(state)
         return exc

@@ -5,7 +5,7 @@ library only, so the CLI, the analysis and the charts all use the same numbers.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["ANGSTROM_PER_BOHR", "BOHR_PER_ANGSTROM", "EV_PER_HARTREE", "EV_TO_MEV", "S_TO_MS", "mev"]
 
@@ -21,6 +21,7 @@ T = TypeVar("T")
 def mev(values: T) -> T:
     """eV -> meV (or eV/angstrom -> meV/angstrom) for scalars, arrays and pandas objects; ``None`` stays ``None``."""
     if values is None:
-        return None  # type: ignore[return-value]
-    return values * EV_TO_MEV  # type: ignore[operator]
+        return values
+    scalable: Any = values  # anything with ``* float`` (float, ndarray, pandas); T says the type is kept
+    return scalable * EV_TO_MEV
 

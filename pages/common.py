@@ -48,8 +48,9 @@ _MANAGER_LOCK = threading.Lock()
 
 @contextmanager
 def user_errors(prefix: str = ""):
-    """Show a library error (:class:`~mlipdiv.errors.MlipdivError`, incl. a setting out of range) as a red box with its message instead of a traceback; the server path
-    of the session's dataset (an upload's cached copy) is shown as the user's name for it."""
+    """Show a library error (:class:`~mlipdiv.errors.MlipdivError`, incl. a setting out of range) as a red box with its
+    message instead of a traceback; the server path of the session's dataset (an upload's cached copy) is shown as the
+    user's name for it."""
     try:
         yield
     except MlipdivError as exc:  # a bug's ValueError or KeyError is a bug: it is not dressed up as a user message

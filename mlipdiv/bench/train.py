@@ -25,6 +25,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 HELP = "training throughput (conformers/s with forces) of every model vs a plain PyG DataLoader loop"
@@ -38,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mlipdiv.cli.options import add_dataclass_arguments
     from mlipdiv.training.config import TrainConfig
 
-    parser.add_argument("--steps", type=int, default=90, help="timed optimisation steps per model (default: 90; fewer give noisier figures)")
+    parser.add_argument(
+        "--steps", type=int, default=90,
+        help="timed optimisation steps per model (default: 90; fewer give noisier figures)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--chunk", type=int, default=3, help="steps per contender per interleaved round (default: 3)")
     parser.add_argument("--conformers", type=int, default=1024, help="conformers to draw batches from (default: 1024)")
@@ -122,7 +126,7 @@ def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any) 
                    num_gaussians=50, cutoff=args.cutoff, interaction_graph=radius_graph).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True)
-    batches = iter(())
+    batches: Iterator[Any] = iter(())  # PyG batches, refilled from the loader when it runs out
 
     def step(_: int) -> None:
         nonlocal batches

@@ -77,7 +77,7 @@ def run_parsed(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `... | head` closed our stdout: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # silence the flush at exit
         return 0
-    except OSError as exc:  # the file system refused (no such folder, read-only, full disk): name the file, no traceback
+    except OSError as exc:  # the file system refused (no such folder, read-only, full disk): name the file, no trace
         where = exc.filename if exc.filename is not None else "a file"
         print(f"error: {where}: {exc.strerror or type(exc).__name__}; check the path and its permissions",
               file=sys.stderr)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mlipdiv.io.metrics import RunMetrics
 from mlipdiv.units import mev
+
+if TYPE_CHECKING:  # imported when used: torch and tqdm stay out of the CLI's start-up
+    from tqdm import tqdm
+
+    from mlipdiv.training.trainer import Progress
 
 HELP = "train an interatomic potential (energy + forces) on an M x C split and report per-split errors"
 REQUIRED = ("model", "epochs")
@@ -74,22 +80,23 @@ class _ProgressBar:
     """tqdm bar over all steps of the run; the postfix shows the last loss and validation errors (meV units)."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: tqdm | None = None
 
-    def __call__(self, p) -> None:  # p: mlipdiv.training.Progress
+    def __call__(self, p: Progress) -> None:
         from tqdm import tqdm
 
         total = p.epochs * p.batches
-        if self.bar is None:
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=(p.epoch - 1) * p.batches)
+        bar = self.bar
+        if bar is None:
+            bar = self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=(p.epoch - 1) * p.batches)
         if p.event == "batch":
-            self.bar.update(1)
-            self.bar.set_description(f"epoch {p.epoch}/{p.epochs}")
-            self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val, refresh=False)
+            bar.update(1)
+            bar.set_description(f"epoch {p.epoch}/{p.epochs}")
+            bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val, refresh=False)
         else:
             if p.val_forces_mae is not None:
                 self._val = f", val E {mev(p.val_energy_mae):.0f} meV, F {mev(p.val_forces_mae):.0f} meV/A"
-            self.bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val)
+            bar.set_postfix_str(f"loss {p.loss:.4g}" + self._val)
 
     _val = ""
 

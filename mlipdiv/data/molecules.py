@@ -9,11 +9,12 @@ dropped silently: they come back as :class:`Rejected` with a reason, so ``genera
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlipdiv.io.dataset import molecule_id
 from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.io.dataset import molecule_id
 from mlipdiv.limits import MAX_ATOMS_GENERATE
 
 # H C N O F S Cl: what the shipped pool allows and what the pipeline accepts from users.
@@ -46,9 +47,9 @@ def nci_pool_path() -> Path:
 
 
 def _silence_rdkit() -> None:
-    from rdkit import RDLogger
+    from rdkit import rdBase
 
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
 
 
 def check_smiles(smiles: str, name: str = "", max_heavy_atoms: int | None = None) -> Entry | Rejected:
@@ -85,7 +86,7 @@ def check_smiles(smiles: str, name: str = "", max_heavy_atoms: int | None = None
     return Entry(id=molecule_id(canonical), smiles=canonical, name=name, source=text)
 
 
-def dedupe(items: list[Entry | Rejected]) -> list[Entry | Rejected]:
+def dedupe(items: Sequence[Entry | Rejected]) -> list[Entry | Rejected]:
     """Merge entries with the same canonical SMILES (the first one wins); rejections are kept as they are."""
     seen: set[str] = set()
     out: list[Entry | Rejected] = []
@@ -98,7 +99,7 @@ def dedupe(items: list[Entry | Rejected]) -> list[Entry | Rejected]:
     return out
 
 
-def read_smiles_file(path: str | Path) -> list[tuple[str, str]]:
+def read_smiles_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """``(smiles, name)`` per non-empty, non-comment line; the name is the rest of the line (may be empty)."""
     path = Path(path)
     if path.is_dir():

@@ -59,10 +59,10 @@ def write_extxyz(dataset: Dataset, path: str | Path, pairs: list[tuple[str, int]
 
 def _perceived_smiles(atoms) -> str:
     """Canonical stereo-free SMILES from the geometry, or "" if RDKit cannot assign a neutral bonding."""
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
     from rdkit.Chem import rdDetermineBonds
 
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
     xyz = f"{len(atoms)}\n\n" + "\n".join(
         f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
     )
@@ -175,12 +175,12 @@ def read_extxyz(path: str | Path) -> Dataset:
             while mol_id in used:  # same molecule in another atom order: a separate entry
                 mol_id, k = f"{base}_{k}", k + 1
         used.add(mol_id)
-        pos, energy, forces, parent, temp, method = zip(*g["frames"])
+        pos, energies, all_forces, parent, temp, method = zip(*g["frames"])
         try:
             molecules.append(Molecule(
                 id=mol_id, smiles=g["smiles"], name=g["name"], atomic_numbers=np.array(g["z"]),
-                positions=np.array(pos), energy=np.array(energy), forces=np.array(forces), parent=np.array(parent),
-                temperature=np.array(temp), method=np.array(method),
+                positions=np.array(pos), energy=np.array(energies), forces=np.array(all_forces),
+                parent=np.array(parent), temperature=np.array(temp), method=np.array(method),
             ))
         except DatasetError as exc:  # e.g. float32 overflow of a huge value: same checks as every reader
             raise DatasetError(f"{path}: {exc} (from frame {g['first']})") from exc

@@ -204,7 +204,8 @@ class RunDir:
         return atomic_write(self.model_path, write)
 
     def write_predictions(self, arrays: Mapping[str, np.ndarray]) -> Path:
-        return atomic_write(self.predictions_path, lambda f: np.savez(f, **arrays))
+        # allow_pickle named (numpy's default, unchanged) so the arrays map only to savez's **kwds
+        return atomic_write(self.predictions_path, lambda f: np.savez(f, allow_pickle=True, **arrays))
 
     def write_metrics(self, metrics: RunMetrics) -> Path:
         return atomic_write_json(self.metrics_path, metrics.to_dict())

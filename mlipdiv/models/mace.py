@@ -49,6 +49,8 @@ def _import_mace() -> Any:
 
 
 class MACEModel(torch.nn.Module):
+    element_index: Tensor  # buffer: atomic number -> row of the one-hot, -1 for elements not trained on
+
     def __init__(self, hparams: dict[str, Any]) -> None:
         super().__init__()
         modules, o3 = _import_mace()

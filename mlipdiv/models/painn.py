@@ -25,6 +25,8 @@ from mlipdiv.models.registry import register
 class RadialBasis(torch.nn.Module):
     """``sin(n pi d / r_c) / d`` for n = 1..num_rbf, times a cosine cutoff envelope."""
 
+    freq: Tensor  # buffer
+
     def __init__(self, num_rbf: int, cutoff: float) -> None:
         super().__init__()
         self.cutoff = cutoff
@@ -85,8 +87,10 @@ class PaiNN(torch.nn.Module):
         self.messages = torch.nn.ModuleList(PaiNNMessage(hidden, num_rbf) for _ in range(interactions))
         self.updates = torch.nn.ModuleList(PaiNNUpdate(hidden) for _ in range(interactions))
         self.readout = Sequential(Linear(hidden, hidden // 2), SiLU(), Linear(hidden // 2, 1))
-        torch.nn.init.zeros_(self.readout[-1].weight)  # start from E = 0, as in schnet.py
-        torch.nn.init.zeros_(self.readout[-1].bias)
+        head = self.readout[-1]
+        assert isinstance(head, Linear)
+        torch.nn.init.zeros_(head.weight)  # start from E = 0, as in schnet.py
+        torch.nn.init.zeros_(head.bias)
 
     def forward(self, g: Graph) -> Tensor:
         n_half = g.n_half
@@ -101,7 +105,11 @@ class PaiNN(torch.nn.Module):
 
 
 @register(
-    "painn", "PaiNN (equivariant scalar + vector messages, PyG MessagePassing)", lr=2e-3, max_z=EMBEDDING_MAX_Z, num_rbf=20
+    "painn",
+    "PaiNN (equivariant scalar + vector messages, PyG MessagePassing)",
+    lr=2e-3,
+    max_z=EMBEDDING_MAX_Z,
+    num_rbf=20,
 )
 def build(hparams: dict[str, Any]) -> torch.nn.Module:
     return PaiNN(hparams["hidden"], hparams["interactions"], hparams["cutoff"], hparams["num_rbf"])

@@ -35,6 +35,8 @@ class Potential(torch.nn.Module):
         energy_scale: eV per unit of network output.
     """
 
+    element_energy: Tensor  # buffer: reference energy (eV) per atomic number, 0 for unsupported elements
+
     def __init__(self, name: str, hparams: dict[str, Any], element_energies: list[float], energy_scale: float) -> None:
         super().__init__()
         self.name = name

@@ -39,8 +39,12 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _in_range(value: Any, low: float, high: float, low_open: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+    if not _is_real(value) or math.isnan(value):
         return False
     return (low < value if low_open else low <= value) and value <= high
 
@@ -233,7 +237,10 @@ class TrainConfig:
             (sections.setdefault(s.section, {}) if s.section else top)[s.field.name] = value
         for f in fields(cls):
             if f.name in sections:
-                top[f.name] = f.default_factory(**sections[f.name])  # type: ignore[misc]
+                factory = f.default_factory  # a section's dataclass
+                if not callable(factory):
+                    raise TypeError(f"section {f.name!r} of {cls.__name__} has no default_factory")
+                top[f.name] = factory(**sections[f.name])
         return cls(**top)
 
     @classmethod

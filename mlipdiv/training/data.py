@@ -122,7 +122,8 @@ def pack(
         if size > MAX_ATOMS_TRAIN:
             raise TrainingError(
                 f"molecule {mol_id} ({dataset[mol_id].smiles}) has {size} atoms; training takes at most "
-                f"{MAX_ATOMS_TRAIN} atoms per molecule (MAX_ATOMS_TRAIN in mlipdiv/limits.py): remove it from the dataset"
+                f"{MAX_ATOMS_TRAIN} atoms per molecule (MAX_ATOMS_TRAIN in mlipdiv/limits.py): "
+                "remove it from the dataset"
             )
     mol_ids, conf, energy, n_atoms, zs, pos, forces = [], [], [], [], [], [], []
     for mol_id, j in pairs:

@@ -1,9 +1,10 @@
 """The training loop: split -> packed device tensors -> reference fit -> AdamW on energies and forces -> metrics.
 
 In parts, as MACE's ``tools/train.py`` has them: :func:`prepare` (data, model, optimiser, schedule),
-:func:`take_step` (one optimiser step; the benchmark times this one), :func:`train_one_epoch`, :func:`evaluate`, and
-a :class:`Checkpoint` (what is saved and restored); :func:`train` runs them, and every file goes through the run folder's
-owner, :class:`mlipdiv.io.rundir.RunDir` (:func:`write_outputs` builds the typed :class:`~mlipdiv.io.metrics.RunMetrics`).
+:func:`take_step` (one optimiser step; the benchmark times this one), :func:`train_one_epoch`, :func:`evaluate`,
+and a :class:`Checkpoint` (what is saved and restored); :func:`train` runs them, and every file goes through the run
+folder's owner, :class:`mlipdiv.io.rundir.RunDir` (:func:`write_outputs` builds the typed
+:class:`~mlipdiv.io.metrics.RunMetrics`).
 
 Files written in ``out_dir`` through :class:`mlipdiv.io.rundir.RunDir` (atomic, so readers never see a torn file):
 
@@ -28,7 +29,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ def parameter_gradients(pot: Potential, loss: torch.Tensor, grad_clip: float) ->
 
 def predict(pot: Potential, split: PackedSplit, batch_size: int) -> ConformerErrors:
     """Total energies and force-error sums of every conformer of ``split`` (eval mode, no parameter gradients)."""
+    reference = split.reference
+    assert reference is not None, "set_reference() first"
     e_pred, abs_sum, sq_sum = [], [], []
     for b in split.batches(batch_size):
         energy, forces = pot.residual_and_forces(b.z, b.pos, b.batch, b.num_graphs, b.pairs, within_cutoff=True)
@@ -130,7 +133,7 @@ def predict(pot: Potential, split: PackedSplit, batch_size: int) -> ConformerErr
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros(0)  # noqa: E731
     return ConformerErrors(
         energy_true=split.energy,
-        energy_pred=cat(e_pred) + split.reference,
+        energy_pred=cat(e_pred) + reference,
         n_atoms=split.n_atoms_host,
         force_abs_sum=cat(abs_sum),
         force_sq_sum=cat(sq_sum),
@@ -139,6 +142,7 @@ def predict(pot: Potential, split: PackedSplit, batch_size: int) -> ConformerErr
 
 def baseline(split: PackedSplit) -> ConformerErrors:
     """The model that learns nothing geometric: element-linear energy, zero forces."""
+    assert split.reference is not None, "set_reference() first"
     f = split.forces.to(torch.float64)
     per_graph = torch.zeros(len(split), 2, dtype=torch.float64, device=f.device)
     graph = torch.repeat_interleave(torch.arange(len(split), device=f.device), split.n_atoms)
@@ -374,7 +378,9 @@ def evaluate(setup: Setup, cfg: TrainConfig) -> Evaluation:
     return Evaluation(validation_loss(err, cfg), metrics["energy_mae"], metrics["forces_mae"])
 
 
-def evaluate_splits(setup: Setup, cfg: TrainConfig) -> tuple[dict[str, ConformerErrors], dict[str, ConformerErrors]]:
+def evaluate_splits(
+    setup: Setup, cfg: TrainConfig
+) -> tuple[dict[SplitName, ConformerErrors], dict[SplitName, ConformerErrors]]:
     """The model's errors and the baseline's (:func:`baseline`) on every split, for the run's outputs."""
     errors = {name: predict(setup.pot, setup.packed[name], cfg.eval_batch_size) for name in SPLITS}
     return errors, {name: baseline(setup.packed[name]) for name in SPLITS}
@@ -594,10 +600,10 @@ def _epoch(
         if on_progress:
             on_progress(Progress("batch", epoch, epochs, k, steps, loss, setup.lr, clock()))
         if should_stop is not None and should_stop():
-            raise TrainingCancelled(
-                f"training cancelled during epoch {epoch}; "
-                + (f"epochs 1-{epoch - 1} are saved in {run.checkpoint_path}" if epoch > 1 else "no epoch was completed")
-            )
+            saved = "no epoch was completed"
+            if epoch > 1:
+                saved = f"epochs 1-{epoch - 1} are saved in {run.checkpoint_path}"
+            raise TrainingCancelled(f"training cancelled during epoch {epoch}; " + saved)
 
     train_loss = train_one_epoch(setup, cfg, epoch, after_batch)
     ev = evaluate(setup, cfg)
@@ -636,8 +642,8 @@ def write_outputs(
     cfg: TrainConfig,
     setup: Setup,
     state: TrainState,
-    errors: dict[str, ConformerErrors],
-    baselines: dict[str, ConformerErrors],
+    errors: Mapping[SplitName, ConformerErrors],
+    baselines: Mapping[SplitName, ConformerErrors],
     seconds: float,
 ) -> RunMetrics:
     """model.pt (the weights ``setup.pot`` holds), predictions.npz, metrics.json and summary.json; returns the

@@ -255,7 +255,7 @@ class BackgroundTask:
         except MlipdivError as exc:
             with self._lock:
                 self.status, self.error = "failed", str(exc)
-        except Exception as exc:  # shown in the page, never re-raised in a thread nobody joins
+        except Exception as exc:  # noqa: BLE001 - shown in the page, never re-raised in a thread nobody joins
             with self._lock:
                 self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         else:

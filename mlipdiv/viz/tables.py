@@ -48,9 +48,9 @@ def search_molecules(rows: Sequence[dict[str, Any]], query: str) -> tuple[list[d
     hits = [r for r in rows if low in r["name"].lower() or low in r["smiles"].lower() or low in r["id"].lower()]
     if hits:
         return hits, "text"
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
 
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
     pattern = Chem.MolFromSmarts(q)
     if pattern is None:
         return [], "none"

@@ -61,7 +61,9 @@ def test_registry_lookup_and_unknown_name_lists_the_known_names() -> None:
 
 
 def test_registry_loader_registers_on_first_use() -> None:
-    reg: Registry[str] = Registry("plugin", loader=lambda name: reg.register(name, name.upper()) if name == "x" else None)
+    reg: Registry[str] = Registry(
+        "plugin", loader=lambda name: reg.register(name, name.upper()) if name == "x" else None
+    )
     assert reg.names() == [] and reg.get("x") == "X" and reg.names() == ["x"]
     with pytest.raises(UnknownName):
         reg.get("y")

@@ -94,7 +94,7 @@ def test_write_hdf5_checks_first_and_leaves_no_temporary_file(tiny_dataset, tmp_
             write_hdf5(Dataset([mol]), tmp_path / "x.h5")
     assert list(tmp_path.iterdir()) == []
     bad_attr = Dataset([tiny_dataset[0]], attrs={"level_of_theory": np.zeros((2, 2, 2, 2), dtype=object)})
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_hdf5(bad_attr, tmp_path / "y.h5")  # h5py cannot store an object array
     assert list(tmp_path.iterdir()) == []
 

@@ -57,8 +57,8 @@ class ScriptedTrain:
                         raise TrainingCancelled("stopped")
                 curve.append({"epoch": epoch, "lr": 1e-3, "train_loss": 1.0 / epoch, "val_energy_mae": 0.1,
                               "val_forces_mae": 0.2, "seconds": 0.0})
-                on_progress(Progress("epoch", epoch, cfg.optim.epochs, self.batches, self.batches, 1.0 / epoch, 1e-3, 0.0,
-                                     0.1, 0.2, epoch))
+                on_progress(Progress("epoch", epoch, cfg.optim.epochs, self.batches, self.batches, 1.0 / epoch, 1e-3,
+                                     0.0, 0.1, 0.2, epoch))
             return {"splits": {"train": {"energy_mae": 0.1, "energy_mae_per_atom": 0.01, "forces_mae": 0.2}},
                     "curve": curve}
         finally:
