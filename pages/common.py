@@ -240,7 +240,7 @@ def laptop_presets() -> list[Any]:
 
 
 def preset_title(preset: Any) -> str:
-    return {"fixed-budget": "Fixed-budget study", "fixed-molecules": "Fixed-molecular-set study"}.get(
+    return {Experiment.FIXED_BUDGET: "Fixed-budget study", Experiment.FIXED_MOLECULES: "Fixed-molecular-set study"}.get(
         preset.experiment, preset.name)
 
 
