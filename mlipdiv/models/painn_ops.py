@@ -166,6 +166,17 @@ _COLUMNS = (0, 1, 1, 1, 2, 2, 2)
 """The width-``7F`` operands, in blocks of ``F`` columns, from the blocks ``(s, vv, vs)`` of ``x`` and ``W``."""
 
 
+def expanded_filter(layer: torch.nn.Linear, rbf: Tensor) -> Tensor:
+    """(n_pairs, 7F) ``layer(rbf)`` (3F columns) in the blocks of :func:`painn_message`, computed from the expanded
+    weights (7F x n_rbf, small) rather than by expanding the (n_pairs, 3F) result (whose gathers then cost per pair)."""
+    f = layer.out_features // 3
+    columns = torch.tensor(_COLUMNS, device=rbf.device)
+    weight = layer.weight.view(3, f, -1).index_select(0, columns).view(7 * f, -1)
+    if layer.bias is None:
+        return rbf @ weight.t()
+    return torch.addmm(layer.bias.view(3, f).index_select(0, columns).view(-1), rbf, weight.t())
+
+
 def painn_message(
     x: Tensor, v: Tensor, w: Tensor, unit: Tensor, envelope: Tensor, edge_index: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -177,7 +188,8 @@ def painn_message(
     Args:
         x: (n_atoms, 3F) ``phi(s)``, columns ``(x_s, x_vv, x_vs)``.
         v: (n_atoms, 3, F) vector features.
-        w: (n_pairs, 3F) the pair filters (without the envelope), columns ``(W_s, W_vv, W_vs)``.
+        w: (n_pairs, 3F) the pair filters (without the envelope), columns ``(W_s, W_vv, W_vs)``; or (n_pairs, 7F)
+            the same already in blocks ``(W_s, W_vv, W_vv, W_vv, W_vs, W_vs, W_vs)`` (see :func:`expanded_filter`).
         unit: (n_pairs, 3) unit vectors from ``a`` to ``b`` of the pairs ``(a, b)`` (the first half of the edges).
         envelope: (n_pairs,) the cutoff envelope, multiplied into every filter.
         edge_index: (2, 2 * n_pairs) symmetric edges.
@@ -189,7 +201,9 @@ def painn_message(
     columns = torch.tensor(_COLUMNS, device=x.device)
     atoms = x.view(n, 3, f).index_select(1, columns) * torch.cat([v.new_ones(n, 1, f), v, v.new_ones(n, 3, f)], 1)
     scale = torch.cat([envelope.unsqueeze(-1).expand(-1, 4), unit * envelope.unsqueeze(-1)], dim=1)
-    pairs = w.view(-1, 3, f).index_select(1, columns) * scale.unsqueeze(-1)
+    if w.shape[1] != 7 * f:
+        w = w.view(-1, 3, f).index_select(1, columns)
+    pairs = w.view(-1, 7, f) * scale.unsqueeze(-1)
     sign = x.new_ones(7, f)
     sign[4:] = -1.0
     out = signed_conv(atoms.view(n, 7 * f), pairs.view(-1, 7 * f), sign.view(-1), edge_index).view(n, 7, f)
