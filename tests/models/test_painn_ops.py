@@ -178,3 +178,18 @@ def test_a_batch_without_pairs(path):
     a, b = _training_step(ours, z, pos, batch, n), _training_step(reference, z, pos, batch, n)
     torch.testing.assert_close(a[0], b[0])
     assert torch.equal(a[1], torch.zeros_like(pos))
+
+
+def test_the_benchmarks_pyg_loop_over_painn_trains_the_reference(tiny_dataset_path, tiny_dataset):
+    """``mlipdiv.bench train``'s plain PyG loop over PaiNN (``ref painn``) runs optimisation steps."""
+    import argparse
+
+    from mlipdiv.bench import train as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--dataset", str(tiny_dataset_path), "--hidden", "16", "--interactions", "1",
+                              "--batch-size", "4", "--device", "cpu", "--steps", "1", "--warmup", "0"])
+    step = bench.reference(tiny_dataset, bench._pairs(tiny_dataset, 16), args, torch.device("cpu"), "painn")
+    step(0)
+    step(1)
