@@ -18,9 +18,10 @@ $(VENV)/.app-installed: requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# SchNet's CPU kernels, built here once so that the first training does not wait for the compiler.
-$(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp $(VENV)/.app-installed
+# SchNet's and PaiNN's CPU kernels, built here once so that the first training does not wait for the compiler.
+$(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp mlipdiv/models/painn_cpu.cpp $(VENV)/.app-installed
 	$(PY) -c "from mlipdiv.models.cfconv import cpu_kernels; print('CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
+	$(PY) -c "from mlipdiv.models.painn_ops import cpu_kernels; print('PaiNN CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
 	touch $@
 
 # Test runner and checks (requirements-test.txt) and the Ray engine the sweep tests drive.

@@ -16,6 +16,10 @@ pairs within the cutoff found once (:mod:`mlipdiv.training.data`); each SchNet f
 message step differentiated by hand (:mod:`mlipdiv.models.schnet`, :mod:`mlipdiv.models.cfconv`) and, on CPU, run
 as compiled kernels (``message_step`` in the output says whether they were available); the loss
 backpropagated to the parameters only; a fused AdamW. ``ratio`` is ours (schnet) / reference.
+
+``reference_painn`` is the same plain loop over PaiNN (timed beside ``painn``, in the other models' rounds): the
+DataLoader, the radius graph rebuilt every step, and PaiNN's original message step on PyG's ``MessagePassing``
+(``PaiNN(..., pyg=True)``: per-edge messages, plain autograd). ``ratio_painn_vs_reference`` is painn / that.
 """
 
 from __future__ import annotations
@@ -100,12 +104,15 @@ def ours(name: str, dataset: Any, pairs: list, args: argparse.Namespace, device:
     return step
 
 
-def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any) -> Any:
-    """One training step of the plain PyG loop (a function of the step number)."""
+def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any, model_name: str = "schnet") -> Any:
+    """One training step of the plain PyG loop over ``model_name`` (schnet or painn; a function of the step number)."""
     import torch
     from torch_geometric.data import Data
     from torch_geometric.loader import DataLoader
     from torch_geometric.nn.models import SchNet
+
+    from mlipdiv.models.graph import Graph
+    from mlipdiv.models.painn import PaiNN
 
     def radius_graph(pos: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dist = torch.cdist(pos, pos)
@@ -122,8 +129,26 @@ def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any) 
         data.append(Data(z=torch.tensor(m.atomic_numbers), pos=torch.tensor(m.positions[j]),
                          y=torch.tensor([m.energy[j]], dtype=torch.float32), force=torch.tensor(m.forces[j])))
     mean = float(torch.cat([d.y for d in data]).mean())
-    model = SchNet(hidden_channels=args.hidden, num_filters=args.hidden, num_interactions=args.interactions,
-                   num_gaussians=50, cutoff=args.cutoff, interaction_graph=radius_graph).to(device).train()
+    model: torch.nn.Module
+    if model_name == "painn":
+        model = PaiNN(args.hidden, args.interactions, args.cutoff, num_rbf=20, pyg=True)
+    else:
+        model = SchNet(hidden_channels=args.hidden, num_filters=args.hidden, num_interactions=args.interactions,
+                       num_gaussians=50, cutoff=args.cutoff, interaction_graph=radius_graph)
+    model = model.to(device).train()
+
+    def energies(batch: Any) -> torch.Tensor:
+        if model_name != "painn":
+            return model(batch.z, batch.pos, batch.batch).squeeze(-1)
+        edge_index, dist = radius_graph(batch.pos, batch.batch)
+        src, dst = edge_index[0], edge_index[1]  # both directions: the pairs (src < dst) first, as Graph wants
+        first = src < dst
+        edge_index = torch.cat([edge_index[:, first], edge_index[:, first].flip(0)], dim=1)
+        vec = batch.pos[edge_index[1]] - batch.pos[edge_index[0]]
+        g = Graph(z=batch.z, pos=batch.pos, batch=batch.batch, num_graphs=batch.num_graphs, edge_index=edge_index,
+                  vec=vec, dist=torch.linalg.vector_norm(vec, dim=-1))
+        return model(g)
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True)
     batches: Iterator[Any] = iter(())  # PyG batches, refilled from the loader when it runs out
@@ -137,7 +162,7 @@ def reference(dataset: Any, pairs: list, args: argparse.Namespace, device: Any) 
             batch = next(batches)
         batch = batch.to(device)
         batch.pos.requires_grad_(True)
-        energy = model(batch.z, batch.pos, batch.batch).squeeze(-1)
+        energy = energies(batch)
         forces = -torch.autograd.grad(energy.sum(), batch.pos, create_graph=True)[0]
         n = torch.bincount(batch.batch).float()
         loss = torch.mean(((energy - (batch.y - mean)) / n) ** 2) + 100.0 * torch.mean((forces - batch.force) ** 2)
@@ -207,14 +232,20 @@ def run(args: argparse.Namespace) -> int:
     compared["reference"] = reference(dataset, pairs, args, device)
     rates = interleaved(compared, args, device)
     others = {name: ours(name, dataset, pairs, args, device) for name in names if name != "schnet"}
+    if "painn" in others:
+        others["reference_painn"] = reference(dataset, pairs, args, device, "painn")
     if others:
         rates.update(interleaved(others, args, device))
+    ref_painn = rates.pop("reference_painn", None)
     rates = {name: rates[name] for name in [*names, "reference"]}
     ref = rates.pop("reference")
     result["conformers_per_s"] = {name: round(rate, 1) for name, rate in rates.items()}
     result["reference_schnet_conformers_per_s"] = round(ref, 1)
     if "schnet" in rates:
         result["ratio_schnet_vs_reference"] = round(rates["schnet"] / ref, 2)
+    if ref_painn is not None:
+        result["reference_painn_conformers_per_s"] = round(ref_painn, 1)
+        result["ratio_painn_vs_reference"] = round(rates["painn"] / ref_painn, 2)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -223,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'reference':<10} {ref:>9.1f} conformers/s (PyG DataLoader + SchNet, graph rebuilt every step)")
         if "ratio_schnet_vs_reference" in result:
             print(f"ratio      {result['ratio_schnet_vs_reference']:>9.2f} x (schnet / reference)")
+        if ref_painn is not None:
+            print(f"{'ref painn':<10} {ref_painn:>9.1f} conformers/s (PyG DataLoader + PaiNN on MessagePassing)")
+            print(f"ratio      {result['ratio_painn_vs_reference']:>9.2f} x (painn / ref painn)")
         print(f"({result['device']}, {result['threads']} threads, batch {args.batch_size}, hidden {args.hidden}, "
               f"{args.interactions} interactions, cutoff {args.cutoff} A, {atoms:.1f} atoms per conformer, "
               f"message step: {result['message_step']})")

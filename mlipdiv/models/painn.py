@@ -1,9 +1,14 @@
 """PaiNN (Schütt, Unke, Gastegger 2021): equivariant message passing with scalar and vector features.
 
-Written on PyG's :class:`~torch_geometric.nn.conv.MessagePassing` and :func:`~torch_geometric.utils.scatter`.
 Scalars ``s`` have shape (n_atoms, F), vectors ``v`` (n_atoms, 3, F). Each interaction is a message block (radial
 filters on the edge, scalar and vector messages summed at the target) followed by an update block (mixing of the
-vector channels, gated by invariants). As in SchNet, the radial filter of a pair is computed once for both directions.
+vector channels, gated by invariants). As in SchNet, the radial filter of a pair is computed once for both directions,
+and the message step is :func:`~mlipdiv.models.painn_ops.painn_message`: one signed convolution over the pairs with
+hand-written derivatives, so that the double backward of force training stores no per-edge (edges, 3, F) messages.
+
+``PaiNN(..., pyg=True)`` computes the same function with the original message step on PyG's
+:class:`~torch_geometric.nn.conv.MessagePassing` (per-edge messages, plain autograd): the reference of the tests and
+of the benchmark's PyG loop. Both have the same parameters, created in the same order (same state-dict keys).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch_geometric.utils import scatter
 
 from mlipdiv.limits import EMBEDDING_MAX_Z
 from mlipdiv.models.graph import Graph, cosine_cutoff
+from mlipdiv.models.painn_ops import expanded_filter, painn_message
 from mlipdiv.models.registry import register
 
 
@@ -38,7 +44,24 @@ class RadialBasis(torch.nn.Module):
         return rbf, envelope
 
 
-class PaiNNMessage(MessagePassing):
+class PaiNNMessage(torch.nn.Module):
+    def __init__(self, features: int, num_rbf: int) -> None:
+        super().__init__()
+        self.features = features
+        self.phi = Sequential(Linear(features, features), SiLU(), Linear(features, 3 * features))
+        self.filter = Linear(num_rbf, 3 * features)
+
+    def forward(
+        self, s: Tensor, v: Tensor, g: Graph, rbf: Tensor, envelope: Tensor, unit: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``unit``: (n_half, 3) the unit vectors of the first half of the edges."""
+        ds, dv = painn_message(self.phi(s), v, expanded_filter(self.filter, rbf), unit, envelope, g.edge_index)
+        return s + ds, v + dv
+
+
+class PaiNNMessagePyG(MessagePassing):
+    """The reference message step: PyG's per-edge messages (``unit`` here has one row per edge)."""
+
     def __init__(self, features: int, num_rbf: int) -> None:
         super().__init__(aggr="add", node_dim=0)
         self.features = features
@@ -79,12 +102,14 @@ class PaiNNUpdate(torch.nn.Module):
 
 
 class PaiNN(torch.nn.Module):
-    def __init__(self, hidden: int, interactions: int, cutoff: float, num_rbf: int) -> None:
+    def __init__(self, hidden: int, interactions: int, cutoff: float, num_rbf: int, pyg: bool = False) -> None:
         super().__init__()
         self.hidden = hidden
+        self.pyg = pyg
         self.embedding = Embedding(EMBEDDING_MAX_Z + 1, hidden)
         self.radial = RadialBasis(num_rbf, cutoff)
-        self.messages = torch.nn.ModuleList(PaiNNMessage(hidden, num_rbf) for _ in range(interactions))
+        block = PaiNNMessagePyG if pyg else PaiNNMessage
+        self.messages = torch.nn.ModuleList(block(hidden, num_rbf) for _ in range(interactions))
         self.updates = torch.nn.ModuleList(PaiNNUpdate(hidden) for _ in range(interactions))
         self.readout = Sequential(Linear(hidden, hidden // 2), SiLU(), Linear(hidden // 2, 1))
         head = self.readout[-1]
@@ -95,7 +120,7 @@ class PaiNN(torch.nn.Module):
     def forward(self, g: Graph) -> Tensor:
         n_half = g.n_half
         rbf, envelope = self.radial(g.dist[:n_half])
-        unit = g.vec / g.dist.unsqueeze(-1)
+        unit = g.vec / g.dist.unsqueeze(-1) if self.pyg else g.vec[:n_half] / g.dist[:n_half].unsqueeze(-1)
         s = self.embedding(g.z)
         v = s.new_zeros(s.shape[0], 3, self.hidden)
         for message, update in zip(self.messages, self.updates):
@@ -106,7 +131,7 @@ class PaiNN(torch.nn.Module):
 
 @register(
     "painn",
-    "PaiNN (equivariant scalar + vector messages, PyG MessagePassing)",
+    "PaiNN (equivariant scalar + vector messages)",
     lr=2e-3,
     max_z=EMBEDDING_MAX_Z,
     num_rbf=20,

@@ -1,0 +1,210 @@
+"""PaiNN's message step over symmetric pairs, differentiable to any order without per-edge saved tensors.
+
+PaiNN's messages (Schütt et al. 2021, eq. 7-8) into atom ``i`` from its neighbours ``j``, with ``x = phi(s)`` split
+into ``(x_s, x_vv, x_vs)``, the pair filter ``W[p]`` split likewise, and ``u`` the unit vector from ``j`` to ``i``::
+
+    ds[i] = sum_j x_s[j] * W_s[p]
+    dv[i] = sum_j v[j] * x_vv[j] * W_vv[p]  +  u_ji (outer) x_vs[j] * W_vs[p]
+
+Each term is a *signed* continuous-filter convolution over the pairs ``p = (a, b)`` (see
+:mod:`mlipdiv.models.cfconv` for the unsigned one, and its derivation)::
+
+    conv(x, W)[i] = sum over pairs with b == i of x[a] * W[p]  +  sigma * sum over pairs with a == i of x[b] * W[p]
+
+with ``sigma = +1`` for the first two terms and ``sigma = -1`` for the last (the unit vector flips with the
+direction: ``W[p] = u_p (outer) W_vs[p]`` is shared by both directions, the sign is not). ``sigma`` is a vector, one
+sign per feature column, so that the whole message step is a single ``conv`` of width ``7F``. Its derivatives are
+``conv`` again and one pair-wise product, column by column::
+
+    d conv(x, W) / dx  applied to G  =  sigma * conv(G, W)
+    d conv(x, W) / dW  applied to G  =  pair(G, x)          pair(u, v)[p] = u[b] * v[a] + sigma * u[a] * v[b]
+    d pair(u, v) / du  applied to H  =  conv(v, H),   d pair(u, v) / dv  applied to H  =  sigma * conv(u, H)
+
+so, as in cfconv, they are autograd functions whose backward passes call each other, saving only their inputs (atom
+features and per-pair filters): no (edges, 3, F) message tensor is ever stored for the double backward of force
+training. On CPU they run as two compiled kernels (``painn_cpu.cpp``: cfconv's, with the signs; built on first use)
+that read each pair's row once; on a GPU, or without a compiler (or with ``MLIPDIV_CPU_KERNELS=0``), the PyTorch path
+computes the same values with gathers, products and one ``index_add``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+KERNEL_SOURCE = Path(__file__).with_name("painn_cpu.cpp")
+
+
+@functools.cache
+def cpu_kernels() -> bool:
+    """Load the CPU kernels of the signed ``conv`` and ``pair`` (:data:`KERNEL_SOURCE`), building them on first use.
+
+    False when ``MLIPDIV_CPU_KERNELS=0`` or when they cannot be built (no C++ compiler; this warns once): the
+    PyTorch path then computes the same values, more slowly.
+    """
+    if os.environ.get("MLIPDIV_CPU_KERNELS", "1") == "0":
+        return False
+    try:
+        _load_library()
+    except Exception as exc:  # noqa: BLE001 - any build failure falls back to PyTorch; first line says what failed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"mlipdiv: PaiNN CPU kernels unavailable ({first}); training on CPU runs the slower plain-PyTorch path. "
+            "Install a C++ compiler (g++) to build them, or set MLIPDIV_CPU_KERNELS=0 to silence this.",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _load_library() -> None:
+    """Load the compiled kernels, cached in :func:`mlipdiv.paths.kernel_dir` by source and torch version (built in a
+    private folder and renamed into place, as :func:`mlipdiv.models.cfconv._load_library` does)."""
+    from torch.utils.cpp_extension import load
+
+    from mlipdiv.io.atomic import atomic_path
+    from mlipdiv.paths import kernel_dir
+
+    flags = ["-O3"]
+    key = hashlib.sha256(KERNEL_SOURCE.read_bytes() + f"{torch.__version__} {flags}".encode()).hexdigest()[:16]
+    target = kernel_dir() / f"mlipdiv_painn-{key}.so"
+    if target.exists():
+        torch.ops.load_library(target)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.which("ninja") is None:  # the `ninja` wheel of requirements.txt, when the venv is not on PATH
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as build:
+        load(name="mlipdiv_painn", sources=[str(KERNEL_SOURCE)], extra_cflags=flags, build_directory=build,
+             is_python_module=False, verbose=False)  # builds and loads
+        with atomic_path(target) as tmp:  # another process may be loading it: it sees the old file or the new one
+            shutil.copyfile(Path(build) / "mlipdiv_painn.so", tmp)
+
+
+def _kernel_applies(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cpu_kernels()
+
+
+def _gather(x: Tensor, src: Tensor) -> Tensor:
+    """(2, n_pairs, C): ``[x[a], x[b]]`` for the pairs ``(a, b)``."""
+    return x.index_select(0, src).view(2, src.shape[0] // 2, x.shape[1])
+
+
+def _conv(x: Tensor, w: Tensor, sign: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    if _kernel_applies(x):
+        a, b = src.reshape(2, -1).contiguous()
+        return torch.ops.mlipdiv_painn.conv(x.contiguous(), w.contiguous(), sign.contiguous(), a, b)
+    messages = _gather(x, src).mul_(w)
+    messages[1].mul_(sign)
+    return torch.zeros_like(x).index_add_(0, dst, messages.view(dst.shape[0], x.shape[1]))
+
+
+def _pair(u: Tensor, v: Tensor, sign: Tensor, src: Tensor) -> Tensor:
+    if _kernel_applies(u):
+        a, b = src.reshape(2, -1).contiguous()
+        return torch.ops.mlipdiv_painn.pair(u.contiguous(), v.contiguous(), sign.contiguous(), a, b)
+    us, vs = _gather(u, src), _gather(v, src)
+    return torch.mul(us[1], vs[0]).addcmul_(us[0].mul_(sign), vs[1])
+
+
+class _Conv(torch.autograd.Function):
+    """``conv(x, W)`` with per-column signs."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, sign: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w, sign, src, dst)
+        return _conv(x, w, sign, src, dst)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        x, w, sign, src, dst = ctx.saved_tensors
+        grad_x = _Conv.apply(grad, w, sign, src, dst) * sign if ctx.needs_input_grad[0] else None
+        grad_w = _Pair.apply(grad, x, sign, src, dst) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None, None, None
+
+
+class _Pair(torch.autograd.Function):
+    """``pair(u, v)`` with per-column signs."""
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, v: Tensor, sign: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        ctx.save_for_backward(u, v, sign, src, dst)
+        return _pair(u, v, sign, src)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        u, v, sign, src, dst = ctx.saved_tensors
+        grad_u = _Conv.apply(v, grad, sign, src, dst) if ctx.needs_input_grad[0] else None
+        grad_v = _Conv.apply(u, grad, sign, src, dst) * sign if ctx.needs_input_grad[1] else None
+        return grad_u, grad_v, None, None, None
+
+
+def signed_conv(x: Tensor, w: Tensor, sign: Tensor, edge_index: Tensor) -> Tensor:
+    """``conv(x, W)`` of the module docstring over symmetric edges (see :class:`~mlipdiv.models.graph.Graph`).
+
+    Args:
+        x: (n_atoms, C) atom features.
+        w: (n_pairs, C) one filter per pair, shared by its two directions.
+        sign: (C,) +1 or -1 per column: the sign of the messages from ``b`` to ``a``.
+        edge_index: (2, 2 * n_pairs) symmetric edges: the first half the pairs, the second half the same reversed.
+    """
+    src, dst = edge_index
+    return _Conv.apply(x, w, sign.to(x.dtype), src, dst)
+
+
+_COLUMNS = (0, 1, 1, 1, 2, 2, 2)
+"""The width-``7F`` operands, in blocks of ``F`` columns, from the blocks ``(s, vv, vs)`` of ``x`` and ``W``."""
+
+
+def expanded_filter(layer: torch.nn.Linear, rbf: Tensor) -> Tensor:
+    """(n_pairs, 7F) ``layer(rbf)`` (3F columns) in the blocks of :func:`painn_message`, computed from the expanded
+    weights (7F x n_rbf, small) rather than by expanding the (n_pairs, 3F) result (whose gathers then cost per pair)."""
+    f = layer.out_features // 3
+    columns = torch.tensor(_COLUMNS, device=rbf.device)
+    weight = layer.weight.view(3, f, -1).index_select(0, columns).view(7 * f, -1)
+    if layer.bias is None:
+        return rbf @ weight.t()
+    return torch.addmm(layer.bias.view(3, f).index_select(0, columns).view(-1), rbf, weight.t())
+
+
+def painn_message(
+    x: Tensor, v: Tensor, w: Tensor, unit: Tensor, envelope: Tensor, edge_index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """PaiNN's summed messages ``(ds, dv)`` (module docstring), as one signed convolution of width ``7F``.
+
+    The operands are ``[x_s, v * x_vv, x_vs, x_vs, x_vs]`` per atom and ``[W_s, W_vv, W_vv, W_vv, u_0 W_vs, u_1 W_vs,
+    u_2 W_vs]`` per pair (blocks of ``F`` columns), each built by one gather of blocks and one product.
+
+    Args:
+        x: (n_atoms, 3F) ``phi(s)``, columns ``(x_s, x_vv, x_vs)``.
+        v: (n_atoms, 3, F) vector features.
+        w: (n_pairs, 3F) the pair filters (without the envelope), columns ``(W_s, W_vv, W_vs)``; or (n_pairs, 7F)
+            the same already in blocks ``(W_s, W_vv, W_vv, W_vv, W_vs, W_vs, W_vs)`` (see :func:`expanded_filter`).
+        unit: (n_pairs, 3) unit vectors from ``a`` to ``b`` of the pairs ``(a, b)`` (the first half of the edges).
+        envelope: (n_pairs,) the cutoff envelope, multiplied into every filter.
+        edge_index: (2, 2 * n_pairs) symmetric edges.
+
+    Returns:
+        ds (n_atoms, F) and dv (n_atoms, 3, F).
+    """
+    n, f = v.shape[0], v.shape[-1]
+    columns = torch.tensor(_COLUMNS, device=x.device)
+    atoms = x.view(n, 3, f).index_select(1, columns) * torch.cat([v.new_ones(n, 1, f), v, v.new_ones(n, 3, f)], 1)
+    scale = torch.cat([envelope.unsqueeze(-1).expand(-1, 4), unit * envelope.unsqueeze(-1)], dim=1)
+    if w.shape[1] != 7 * f:
+        w = w.view(-1, 3, f).index_select(1, columns)
+    pairs = w.view(-1, 7, f) * scale.unsqueeze(-1)
+    sign = x.new_ones(7, f)
+    sign[4:] = -1.0
+    out = signed_conv(atoms.view(n, 7 * f), pairs.view(-1, 7 * f), sign.view(-1), edge_index).view(n, 7, f)
+    return out[:, 0], out[:, 1:4] + out[:, 4:]
