@@ -363,12 +363,11 @@ class JobManager:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "worker.log", "ab") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        signalled = False
         while proc.poll() is None:
-            if control.stop.wait(0.2) and not signalled:
+            if control.stop.wait(0.2):  # once: then wait for the process to stop at its next batch
                 cancel_signal = getattr(signal, "SIGUSR1", signal.SIGTERM)
                 proc.send_signal(signal.SIGTERM if control.interrupted.is_set() else cancel_signal)
-                signalled = True
+                proc.wait()
         if self.store.get(run_id).status == "queued":  # the process died before it claimed the run
             self.store.abandon(run_id, f"its worker process exited with status {proc.returncode} before it started "
                                        f"(see {run_dir / 'worker.log'})")
