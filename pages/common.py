@@ -211,6 +211,10 @@ def sidebar(ds: Any | None = None) -> None:
         else:
             st.markdown(f"**Dataset** `{dataset_name()}`")
         st.markdown(f"**Training device** {device_description()}")
+        try:  # MLIPDIV_CONCURRENCY or auto (choose_concurrency); a store that cannot be opened says so elsewhere
+            st.markdown(f"**Training** {_job_manager(str(home().resolve())).concurrency.describe()}")
+        except MlipdivError:
+            pass
 
 
 def fmt(value: Any, digits: int = 1, unit: str = "") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"train": "mlipdiv.bench.train"}
+BENCHMARKS = {"train": "mlipdiv.bench.train", "sweep": "mlipdiv.bench.sweep"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the training settings a sweep can set (their defaults are TrainConfig's; a sweep trains 30 epochs by default)
     add_dataclass_arguments(parser, TrainConfig, only=("dataset", "model", "epochs", *OPTIONS), defaults={"epochs": 30})
     parser.add_argument("--backend", choices=["local", "ray"], default="local",
-                        help="local: background threads, one run per device at a time; ray: one Ray task per run")
+                        help="local: runs here, --concurrency at once; ray: one Ray task per run")
+    parser.add_argument("--concurrency", default=None, metavar="auto|N",
+                        help="runs at once with --backend local, each in its own process with the cores split "
+                             "between them (default: MLIPDIV_CONCURRENCY or auto: one per core for small CPU "
+                             "models, several per GPU by free memory, else one per device)")
     parser.add_argument("--address", help="existing Ray cluster (with --backend ray); default: a local Ray instance")
     parser.add_argument("--out", required=True, help="folder for results.csv and sweep.json")
 
@@ -36,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlipdiv.errors import InfeasibleRequest
     from mlipdiv.jobs.store import RunStore
-    from mlipdiv.jobs.sweep import plan_sweep, run_sweep, write_results
+    from mlipdiv.jobs.sweep import plan_concurrency, plan_sweep, run_sweep, write_results
 
     if args.address and args.backend != "ray":
         raise InfeasibleRequest("--address needs --backend ray")
@@ -54,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         options=options,
     )
+    try:
+        concurrency = plan_concurrency(plan, args.concurrency)
+    except ValueError as exc:
+        raise InfeasibleRequest(f"--concurrency: {exc}") from None
     store = RunStore()
     done_before = sum(1 for item in plan.runs if (r := store.find(item.key)) is not None and r.status == "done")
     grid = ", ".join(f"{m}x{c}" for m, c in plan.grid)
     print(
         f"{plan.experiment} sweep on {plan.dataset}: points (M x C) {grid}; seeds {plan.seeds}; "
-        f"{len(plan.runs)} runs, {done_before} already done; backend {args.backend}; store {store.root}",
+        f"{len(plan.runs)} runs, {done_before} already done; backend {args.backend}"
+        + (f" ({concurrency.describe()})" if args.backend == "local" else "") + f"; store {store.root}",
         flush=True,
     )
     started = time.monotonic()
@@ -82,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
             line += f" ({r.error})"
         print(line, flush=True)
 
-    runs = run_sweep(plan, store, backend=args.backend, address=args.address, on_finish=report)
+    runs = run_sweep(plan, store, backend=args.backend, address=args.address, on_finish=report,
+                     concurrency=concurrency)
     path = write_results(args.out, plan, runs)
     n_done = sum(r.status == "done" for r in runs)
     print(f"wrote {path}: {n_done} of {len(runs)} runs done ({time.monotonic() - started:.0f} s)")

@@ -1,9 +1,14 @@
-"""The job manager: background training threads behind a queue, with a concurrency limit.
+"""The job manager: background training slots behind a queue, with a concurrency limit.
 
 One manager per server process (the app keeps it in ``st.cache_resource``); every browser session submits to the
 same one, so two sessions pressing Train at once queue two runs instead of oversubscribing the CPU. Runs live in
 the :class:`~mlipdiv.jobs.store.RunStore`, not in a session: a closed tab changes nothing, and a page reads
 progress from the store. Nothing here calls Streamlit.
+
+How many runs train at once is :func:`choose_concurrency`'s answer (``auto`` or a number: ``MLIPDIV_CONCURRENCY``,
+``sweep --concurrency``). With more than one run at once, each real training runs in a process of its own
+(``python -m mlipdiv.jobs.worker``) with its own torch thread count, so runs neither share the GIL nor a
+process-global thread setting, and one that fails, is cancelled or crashes leaves the others running.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import dataclasses
 import logging
 import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -21,9 +29,128 @@ from typing import Any
 from mlipdiv.jobs.store import ACTIVE, InvalidTransition, Run, RunStore
 from mlipdiv.jobs.worker import TrainFn, execute, make_config
 
-__all__ = ["JobManager", "config_dict", "cpu_count", "default_concurrency"]
+__all__ = ["Concurrency", "JobManager", "choose_concurrency", "config_dict", "cpu_count", "default_concurrency"]
 
 log = logging.getLogger(__name__)
+
+CONCURRENCY_ENV = "MLIPDIV_CONCURRENCY"
+"""Environment variable: ``auto`` (default) or the number of runs trained at once by a job manager."""
+SMALL_MODELS = ("schnet", "painn")
+"""Models whose runs are small enough, at ``hidden`` <= :data:`SMALL_HIDDEN`, to share a device with others."""
+SMALL_HIDDEN = 128
+CPU_RUN_BYTES = 600 * 2**20
+"""Host memory one small CPU run in its own process needs (torch itself, the dataset, the model): a bound on runs."""
+GPU_RUN_BYTES = 1536 * 2**20
+"""GPU memory one small run needs (its CUDA context, model, batches): a bound on runs per GPU."""
+MAX_RUNS_PER_GPU = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Concurrency:
+    """How many runs train at once (``runs``), with how many torch threads each (``threads``), on ``device``
+    (``cpu`` or ``cuda``); ``auto``: chosen by :func:`choose_concurrency` rather than set; ``reason``: why."""
+
+    runs: int
+    threads: int
+    device: str = "cpu"
+    auto: bool = True
+    reason: str = ""
+
+    def describe(self) -> str:
+        """E.g. ``2 runs at once × 1 thread (auto)``."""
+        runs = f"{self.runs} run{'s' if self.runs != 1 else ''} at once"
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        where = " on GPU" if self.device == "cuda" else ""
+        return f"{runs}{where} × {threads} ({'auto' if self.auto else 'set'})"
+
+
+def _parse_requested(requested: str | int | None) -> int | None:
+    """None for ``auto``, else the number of runs at once."""
+    if requested is None or (isinstance(requested, str) and requested.strip().lower() in ("", "auto")):
+        return None
+    try:
+        n = int(requested)
+    except (TypeError, ValueError):
+        raise ValueError(f"concurrency must be 'auto' or a whole number of runs, not {requested!r}") from None
+    if isinstance(requested, bool) or n < 1:
+        raise ValueError(f"concurrency must be 'auto' or at least 1, not {requested!r}")
+    return n
+
+
+def _host_free_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gpus() -> tuple[int, int | None]:
+    """(CUDA devices, free bytes on the emptiest one, None when unknown)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, None
+    n = torch.cuda.device_count()
+    try:
+        free = min(torch.cuda.mem_get_info(i)[0] for i in range(n))
+    except Exception:  # noqa: BLE001 - an old driver: fall back to one run per GPU
+        free = None
+    return n, free
+
+
+def choose_concurrency(
+    requested: str | int | None = "auto",
+    *,
+    model: str | None = None,
+    hidden: int | None = None,
+    device: str = "auto",
+    cores: int | None = None,
+    gpus: int | None = None,
+    gpu_free_bytes: int | None = None,
+    host_free_bytes: int | None = None,
+) -> Concurrency:
+    """How many runs to train at once, and torch threads per run, for runs of ``model`` at ``hidden`` on ``device``.
+
+    ``auto`` (``requested`` None or ``"auto"``): on a CPU with at least 2 cores, small runs (schnet/painn,
+    hidden <= 128; ``model`` None counts as small) train one per core with 1 thread each, as far as the free host
+    memory allows: one run rarely scales beyond a core or two (SchNet: 461 conformers/s on 1 thread, about 700 on 2),
+    so separate runs raise runs per hour. Larger runs train one at a time on every core. On GPUs small runs train
+    several per GPU as free memory allows (up to :data:`MAX_RUNS_PER_GPU`), larger ones one per GPU. A number sets
+    the runs at once; the cores are then split between them. Unknown machine facts are read from this machine.
+    """
+    cores = cores if cores is not None else cpu_count()
+    cores = max(1, cores)
+    n = _parse_requested(requested)
+    if gpus is None:
+        gpus, detected_free = (0, None) if device == "cpu" else _gpus()
+        gpu_free_bytes = gpu_free_bytes if gpu_free_bytes is not None else detected_free
+    on_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    kind = "cuda" if on_gpu else "cpu"
+    if n is not None:
+        return Concurrency(n, max(1, cores // n), kind, auto=False, reason="set")
+    small = (model is None or model in SMALL_MODELS) and (hidden is None or hidden <= SMALL_HIDDEN)
+    if on_gpu:
+        gpus = max(1, gpus)
+        if not small:
+            runs, reason = gpus, "one large run per GPU"
+        elif gpu_free_bytes is None:
+            runs, reason = gpus, "GPU memory unknown: one run per GPU"
+        else:
+            per_gpu = max(1, min(MAX_RUNS_PER_GPU, gpu_free_bytes // GPU_RUN_BYTES))
+            runs, reason = per_gpu * gpus, f"{per_gpu} small runs per GPU by free memory"
+        return Concurrency(runs, max(1, cores // runs), kind, reason=reason)
+    if not small:
+        return Concurrency(1, cores, kind, reason="a large model uses every core")
+    if cores < 2:
+        return Concurrency(1, 1, kind, reason="one core")
+    host_free = host_free_bytes if host_free_bytes is not None else _host_free_bytes()
+    runs = cores if host_free is None else max(1, min(cores, host_free // CPU_RUN_BYTES))
+    reason = "small runs: one per core" if runs == cores else "small runs: as many as free memory allows"
+    return Concurrency(runs, max(1, cores // runs), kind, reason=reason)
 
 
 def default_concurrency() -> int:
@@ -56,14 +183,17 @@ class _Control:
 
 
 class JobManager:
-    """Runs stored training runs in ``max_concurrent`` background threads, first come first served.
+    """Runs stored training runs in ``concurrency.runs`` background slots, first come first served.
 
     Args:
         store: where runs live; default ``RunStore()`` (``MLIPDIV_HOME``).
         train_fn: the training function; default :func:`mlipdiv.training.train` (tests inject others).
-        max_concurrent: runs trained at once; default :func:`default_concurrency` (one per device).
-        torch_threads: torch intra-op threads for this process; default: the CPU cores shared between the
-            concurrent runs (all of them for one run at a time).
+        max_concurrent: runs trained at once (the same as ``concurrency=N``).
+        torch_threads: torch intra-op threads per run; default: the cores shared between the concurrent runs.
+        concurrency: a :class:`Concurrency`, ``"auto"`` or a number; default ``MLIPDIV_CONCURRENCY`` or ``auto``
+            (:func:`choose_concurrency` for small runs on the default device).
+        processes: train each run in a process of its own (``python -m mlipdiv.jobs.worker``); default: when
+            more than one run trains at once and ``train_fn`` is the real one.
     """
 
     def __init__(
@@ -73,13 +203,25 @@ class JobManager:
         train_fn: TrainFn | None = None,
         max_concurrent: int | None = None,
         torch_threads: int | None = None,
+        concurrency: Concurrency | str | int | None = None,
+        processes: bool | None = None,
     ):
         self.store = store if store is not None else RunStore()
         self.train_fn = train_fn
-        self.max_concurrent = max_concurrent if max_concurrent is not None else default_concurrency()
-        if self.max_concurrent < 1:
+        if max_concurrent is not None and max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
-        self._torch_threads = torch_threads or max(1, cpu_count() // self.max_concurrent)
+        if not isinstance(concurrency, Concurrency):
+            if max_concurrent is not None:
+                concurrency = max_concurrent
+            elif concurrency is None:
+                concurrency = os.environ.get(CONCURRENCY_ENV, "auto")
+            concurrency = choose_concurrency(concurrency)
+        if torch_threads:
+            concurrency = dataclasses.replace(concurrency, threads=torch_threads)
+        self.concurrency = concurrency
+        self.max_concurrent = concurrency.runs
+        self._torch_threads = concurrency.threads
+        self.processes = processes if processes is not None else (train_fn is None and self.max_concurrent > 1)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._controls: dict[str, _Control] = {}
@@ -189,6 +331,9 @@ class JobManager:
             try:
                 if control.stop.is_set():
                     continue  # cancelled while queued: the store says so already
+                if self.processes:
+                    self._run_process(run_id, slot, control)
+                    continue
                 if not configured:
                     self._configure_torch(slot)
                     configured = True
@@ -202,6 +347,36 @@ class JobManager:
             finally:
                 with self._lock:
                     self._controls.pop(run_id, None)
+
+    def _run_process(self, run_id: str, slot: int, control: _Control) -> None:
+        """Train ``run_id`` in a worker process with this manager's thread count; a cancel reaches it as SIGUSR1
+        (ends ``cancelled``), a shutdown as SIGTERM (ends ``interrupted``). Its log goes to ``worker.log`` in the
+        run folder."""
+        threads = str(self._torch_threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        gpus = self._gpu_count()
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        cmd = [sys.executable, "-m", "mlipdiv.jobs.worker", run_id, "--home", str(self.store.root),
+               "--threads", threads]
+        run_dir = Path(self.store.get(run_id).run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "worker.log", "ab") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while proc.poll() is None:
+            if control.stop.wait(0.2):  # once: then wait for the process to stop at its next batch
+                cancel_signal = getattr(signal, "SIGUSR1", signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM if control.interrupted.is_set() else cancel_signal)
+                proc.wait()
+        if self.store.get(run_id).status == "queued":  # the process died before it claimed the run
+            self.store.abandon(run_id, f"its worker process exited with status {proc.returncode} before it started "
+                                       f"(see {run_dir / 'worker.log'})")
+
+    @staticmethod
+    def _gpu_count() -> int:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
     def _configure_torch(self, slot: int) -> None:
         import torch

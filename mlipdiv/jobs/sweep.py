@@ -3,8 +3,9 @@
 :func:`plan_sweep` lists the runs (the grid comes from :func:`mlipdiv.selection.experiment_grid`); each run has a
 deterministic *key*, a hash of its training config and of the dataset file's bytes, so :func:`run_sweep` can skip
 runs the store already holds as ``done`` and continue the others (a stopped run resumes from its checkpoint).
-Runs execute here (:class:`~mlipdiv.jobs.manager.JobManager`, one per device at a time) or as Ray tasks
-(:mod:`mlipdiv.jobs.ray_backend`). :func:`write_results` writes ``results.csv``: one row per run and split, errors
+Runs execute here (:class:`~mlipdiv.jobs.manager.JobManager`, as many at once as
+:func:`~mlipdiv.jobs.manager.choose_concurrency` says for the plan's model, each in a process of its own) or as Ray
+tasks (:mod:`mlipdiv.jobs.ray_backend`). :func:`write_results` writes ``results.csv``: one row per run and split, errors
 in eV (per molecule), eV/atom and eV/angstrom, as in ``metrics.json``.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from mlipdiv.io.atomic import atomic_write_json, atomic_write_text
 from mlipdiv.io.table import RESULT_COLUMNS, RunRecord, runs_to_table
-from mlipdiv.jobs.manager import JobManager
+from mlipdiv.jobs.manager import CONCURRENCY_ENV, Concurrency, JobManager, choose_concurrency
 from mlipdiv.jobs.ray_backend import check_address, run_on_ray
 from mlipdiv.jobs.store import ACTIVE, Run, RunStore
 from mlipdiv.names import SPLITS  # re-exported: the split names, defined once
@@ -32,6 +33,7 @@ __all__ = [
     "SPLITS",
     "SweepRun",
     "SweepPlan",
+    "plan_concurrency",
     "plan_point",
     "plan_sweep",
     "submit_plan",
@@ -193,6 +195,18 @@ def _prepare(store: RunStore, plan: SweepPlan) -> tuple[dict[str, str], list[str
     return ids, to_start, elsewhere, created
 
 
+def plan_concurrency(plan: SweepPlan, requested: str | int | None = None) -> Concurrency:
+    """Runs at once and threads per run for ``plan`` (:func:`~mlipdiv.jobs.manager.choose_concurrency` from its
+    model, hidden size and device); ``requested``: ``auto`` or a number, default ``MLIPDIV_CONCURRENCY`` or auto."""
+    import os
+
+    if requested is None:
+        requested = os.environ.get(CONCURRENCY_ENV, "auto")
+    config = plan.runs[0].config if plan.runs else {}
+    return choose_concurrency(requested, model=config.get("model", plan.model), hidden=config.get("hidden"),
+                              device=str(config.get("device", "auto")))
+
+
 def run_sweep(
     plan: SweepPlan,
     store: RunStore | None = None,
@@ -202,6 +216,7 @@ def run_sweep(
     train_fn: Callable[..., Mapping[str, Any]] | None = None,
     max_concurrent: int | None = None,
     on_finish: Callable[[Run], None] | None = None,
+    concurrency: Concurrency | str | int | None = None,
 ) -> list[Run]:
     """Train every planned run the store does not already hold as ``done``; returns the plan's runs, in order.
 
@@ -211,7 +226,10 @@ def run_sweep(
         backend: ``local`` (background threads here) or ``ray`` (one Ray task per run).
         address: Ray cluster address (``ray``); default: a local Ray instance started and stopped here.
         train_fn: training function (tests); default :func:`mlipdiv.training.train`.
-        max_concurrent: runs at once for ``local``; default one per device.
+        max_concurrent: runs at once for ``local`` (the same as ``concurrency=N``).
+        concurrency: for ``local``: a :class:`~mlipdiv.jobs.manager.Concurrency`, ``auto`` or a number of runs at
+            once; default :func:`plan_concurrency` (``MLIPDIV_CONCURRENCY`` or auto). Several runs at once train in
+            processes of their own, with the cores split between them.
         on_finish: called with each run that this sweep waited for, as it ends.
     """
     if backend not in BACKENDS:
@@ -224,7 +242,9 @@ def run_sweep(
         run_on_ray(store, to_start, address=address, train_fn=train_fn, on_finish=on_finish)
         _wait(store, elsewhere, on_finish)
     else:
-        manager = JobManager(store, train_fn=train_fn, max_concurrent=max_concurrent)
+        if not isinstance(concurrency, Concurrency):
+            concurrency = plan_concurrency(plan, max_concurrent if max_concurrent is not None else concurrency)
+        manager = JobManager(store, train_fn=train_fn, concurrency=concurrency)
         try:
             for run_id in to_start:
                 manager.enqueue(run_id)

@@ -3,7 +3,8 @@
 :func:`execute` runs a stored run in the calling thread (the job manager's threads, a Ray task, ``runs resume``).
 ``python -m mlipdiv.jobs.worker RUN_ID`` runs one in a process of its own, so that killing that process (even with
 SIGKILL) loses at most the epoch in progress: the run then reads as ``interrupted`` and resumes from its last
-checkpoint.
+checkpoint. The job manager starts one such process per run when it trains several at once (``--threads``: torch
+threads of the run; SIGUSR1 cancels it, SIGTERM interrupts it).
 
 The store object only needs the worker-side methods of :class:`~mlipdiv.jobs.store.RunStore` (``claim``,
 ``heartbeat``, ``progress``, ``finish``, ``get``), so a Ray task can pass a proxy that forwards them to the driver.
@@ -215,10 +216,11 @@ def _write_error_log(run_dir: Path, exc: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m mlipdiv.jobs.worker RUN_ID``: run one stored run in this process. SIGTERM/Ctrl-C stop it at the
-    next batch as ``interrupted``. Exit status 0 when it ends ``done``, 1 otherwise."""
+    next batch as ``interrupted``, SIGUSR1 as ``cancelled``. Exit status 0 when it ends ``done``, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="python -m mlipdiv.jobs.worker", description=main.__doc__)
     parser.add_argument("run_id")
     parser.add_argument("--home", help="run store folder (default: MLIPDIV_HOME or ./runs)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads of the run (default: torch's own choice)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop, interrupted = threading.Event(), threading.Event()
@@ -227,7 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         interrupted.set()
         stop.set()
 
+    def on_cancel(signum: int, frame: Any) -> None:
+        stop.set()
+
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, on_cancel)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     status = execute(RunStore(args.home), args.run_id, stop=stop, interrupted=interrupted)
     print(f"run {args.run_id}: {status}")
     return 0 if status == "done" else 1
