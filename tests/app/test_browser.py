@@ -43,8 +43,9 @@ def server(tmp_path_factory, tiny_dataset_path):
     root = tmp_path_factory.mktemp("browser")
     shutil.copy(tiny_dataset_path, root / "tiny.h5")
     port = _free_port()
+    # one run at a time: the live-curve test queues a second run behind the first (concurrency: tests/jobs)
     env = {**os.environ, "MLIPDIV_DATASET": str(root / "tiny.h5"), "MLIPDIV_HOME": str(root / "runs"),
-           "MLIPDIV_CACHE": str(root / "cache")}
+           "MLIPDIV_CACHE": str(root / "cache"), "MLIPDIV_CONCURRENCY": "1"}
     log = open(root / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
