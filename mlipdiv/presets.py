@@ -101,19 +101,19 @@ _SMALL = {"hidden": 64, "interactions": 2, "patience": 10, "device": "cpu", "val
 # GPU-sized: the default model, larger batches, more patience
 _GPU = {"batch_size": 32, "patience": 30}
 
+LAPTOP_TIME = "both laptop presets: 3 min on an idle 2-core CPU, 6 min on a busy one (2 runs at once; README)"
+"""Measured with concurrency ``auto`` (2 runs x 1 thread): 101 s + 71 s of training idle, 6.3 min at load 4-6."""
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         # The laptop presets are the SchNet part of the docs presets (same runs), so docs/RESULTS.md times them.
         Preset("laptop-fixed-budget", "Fixed budget of 128 conformers, from many molecules to many conformers each",
                Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet",), epochs=10, budget=128,
-               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)",
-               template=_SMALL),
+               expected=LAPTOP_TIME, template=_SMALL),
         Preset("laptop-fixed-molecules", "8 molecules, 1 to 16 conformers each, equal optimiser steps",
                Experiment.FIXED_MOLECULES, points=4, seeds=3, models=("schnet",), epochs=10, molecules=8,
-               max_conformers_per_molecule=16, match_steps=True,
-               expected="measured on a 2-core CPU: 1-3 minutes idle, up to 20 shared (docs/RESULTS.md)",
-               template=_SMALL),
+               max_conformers_per_molecule=16, match_steps=True, expected=LAPTOP_TIME, template=_SMALL),
         # docs/RESULTS.md: the two experiments with two architectures, and random vs diverse selection (SchNet)
         Preset("docs-fixed-budget", "docs/RESULTS.md: B = 128, SchNet and PaiNN, random selection",
                Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn"), epochs=10, budget=128,
