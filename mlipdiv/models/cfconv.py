@@ -25,77 +25,26 @@ compiler, the PyTorch path computes the same values.
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
-import shutil
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from mlipdiv.models.kernels import gather_pairs, load_cpu_kernels
+
 KERNEL_SOURCE = Path(__file__).with_name("cfconv_cpu.cpp")
 
 
 @functools.cache
 def cpu_kernels() -> bool:
-    """Load the CPU kernels of ``conv`` and ``pair`` (:data:`KERNEL_SOURCE`), building them on first use.
-
-    False when ``MLIPDIV_CPU_KERNELS=0`` or when they cannot be built (no C++ compiler; this warns once): the
-    PyTorch path then computes the same values, more slowly.
-    """
-    if os.environ.get("MLIPDIV_CPU_KERNELS", "1") == "0":
-        return False
-    try:
-        _load_library()
-    except Exception as exc:  # noqa: BLE001 - any build failure falls back to PyTorch; first line says what failed
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        warnings.warn(
-            f"mlipdiv: CPU kernels unavailable ({first}); training on CPU runs the slower plain-PyTorch path. "
-            "Install a C++ compiler (g++) to build them, or set MLIPDIV_CPU_KERNELS=0 to silence this.",
-            stacklevel=2,
-        )
-        return False
-    return True
-
-
-def _load_library() -> None:
-    """Load the compiled kernels, cached in :func:`mlipdiv.paths.kernel_dir` by source and torch version.
-
-    Each build runs in a private folder and is renamed into place when complete, so concurrent first uses, or a
-    process killed while compiling (a cancelled run), never leave a half-written library or a lock behind.
-    """
-    from torch.utils.cpp_extension import load
-
-    from mlipdiv.io.atomic import atomic_path
-    from mlipdiv.paths import kernel_dir
-
-    flags = ["-O3"]
-    key = hashlib.sha256(KERNEL_SOURCE.read_bytes() + f"{torch.__version__} {flags}".encode()).hexdigest()[:16]
-    target = kernel_dir() / f"mlipdiv_cfconv-{key}.so"
-    if target.exists():
-        torch.ops.load_library(target)
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.which("ninja") is None:  # the `ninja` wheel of requirements.txt, when the venv is not on PATH
-        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as build:
-        load(name="mlipdiv_cfconv", sources=[str(KERNEL_SOURCE)], extra_cflags=flags, build_directory=build,
-             is_python_module=False, verbose=False)  # builds and loads
-        with atomic_path(target) as tmp:  # another process may be loading it: it sees the old file or the new one
-            shutil.copyfile(Path(build) / "mlipdiv_cfconv.so", tmp)
+    """Whether the CPU kernels of ``conv`` and ``pair`` (:data:`KERNEL_SOURCE`) are loaded, built on first use
+    (see :func:`mlipdiv.models.kernels.load_cpu_kernels`; False means the PyTorch path)."""
+    return load_cpu_kernels("mlipdiv_cfconv", KERNEL_SOURCE, "CPU kernels")
 
 
 def _kernel_applies(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cpu_kernels()
-
-
-def _gather(x: Tensor, src: Tensor) -> Tensor:
-    """(2, n_pairs, F): ``[x[a], x[b]]`` for the pairs ``(a, b)`` (``src`` is both halves of the symmetric edges)."""
-    return x.index_select(0, src).view(2, src.shape[0] // 2, x.shape[1])
 
 
 def _conv(x: Tensor, w: Tensor, src: Tensor, dst: Tensor) -> Tensor:
@@ -103,7 +52,7 @@ def _conv(x: Tensor, w: Tensor, src: Tensor, dst: Tensor) -> Tensor:
     if _kernel_applies(x):
         a, b = src.reshape(2, -1).contiguous()
         return torch.ops.mlipdiv_cfconv.conv(x.contiguous(), w.contiguous(), a, b)
-    messages = _gather(x, src).mul_(w).view(dst.shape[0], x.shape[1])
+    messages = gather_pairs(x, src).mul_(w).view(dst.shape[0], x.shape[1])
     return torch.zeros_like(x).index_add_(0, dst, messages)
 
 
@@ -112,7 +61,7 @@ def _pair(u: Tensor, v: Tensor, src: Tensor) -> Tensor:
     if _kernel_applies(u):
         a, b = src.reshape(2, -1).contiguous()
         return torch.ops.mlipdiv_cfconv.pair(u.contiguous(), v.contiguous(), a, b)
-    us, vs = _gather(u, src), _gather(v, src)
+    us, vs = gather_pairs(u, src), gather_pairs(v, src)
     return torch.mul(us[1], vs[0]).addcmul_(us[0], vs[1])
 
 
