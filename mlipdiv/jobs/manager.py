@@ -29,7 +29,7 @@ from typing import Any
 from mlipdiv.jobs.store import ACTIVE, InvalidTransition, Run, RunStore
 from mlipdiv.jobs.worker import TrainFn, execute, make_config
 
-__all__ = ["Concurrency", "JobManager", "choose_concurrency", "config_dict", "cpu_count", "default_concurrency"]
+__all__ = ["Concurrency", "JobManager", "choose_concurrency", "config_dict", "cpu_count"]
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +151,6 @@ def choose_concurrency(
     runs = cores if host_free is None else max(1, min(cores, host_free // CPU_RUN_BYTES))
     reason = "small runs: one per core" if runs == cores else "small runs: as many as free memory allows"
     return Concurrency(runs, max(1, cores // runs), kind, reason=reason)
-
-
-def default_concurrency() -> int:
-    """One run per device: the number of CUDA GPUs, or 1 on a CPU-only machine."""
-    import torch
-
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
 def cpu_count() -> int:
