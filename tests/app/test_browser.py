@@ -13,67 +13,15 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import ARTIFACTS, ROOT, TIMINGS, free_port, plots, shot, visit, wait_for_plots, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_dataset_path):
-    """``streamlit run app.py`` on a free localhost port with the tiny dataset, an empty store and cache."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
-    root = tmp_path_factory.mktemp("browser")
-    shutil.copy(tiny_dataset_path, root / "tiny.h5")
-    port = _free_port()
-    # one run at a time: the live-curve test queues a second run behind the first (concurrency: tests/jobs)
-    env = {**os.environ, "MLIPDIV_DATASET": str(root / "tiny.h5"), "MLIPDIV_HOME": str(root / "runs"),
-           "MLIPDIV_CACHE": str(root / "cache"), "MLIPDIV_CONCURRENCY": "1"}
-    log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(root / 'streamlit.log').read_text()[-2000:]}")
-    if proc.poll() is not None:
-        pytest.fail(f"streamlit exited: {(root / 'streamlit.log').read_text()[-2000:]}")
-    yield {"url": url, "root": root}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 def _make_run_command(port: int) -> list[str]:
@@ -113,7 +61,7 @@ def test_the_server_listens_on_localhost_only(how, tmp_path, tiny_dataset_path):
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux's /proc/net")
     shutil.copy(tiny_dataset_path, tmp_path / "tiny.h5")
-    port = _free_port()
+    port = free_port()
     command = (_make_run_command(port) if how == "make run"
                else [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)])
     env = {**os.environ, "MLIPDIV_DATASET": str(tmp_path / "tiny.h5"), "MLIPDIV_HOME": str(tmp_path / "runs"),
@@ -141,68 +89,6 @@ def test_the_server_listens_on_localhost_only(how, tmp_path, tiny_dataset_path):
     urls = re.findall(r"https?://[^\s]+", text)
     assert urls and all(re.match(rf"http://(127\.0\.0\.1|localhost):{port}\b", u) for u in urls), urls
     assert "Network URL" not in text and "External URL" not in text
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        pg = browser.new_page(viewport={"width": 1500, "height": 2400})
-        pg.external_requests = []  # anything that left localhost
-        pg.on("request", lambda r: pg.external_requests.append(r.url)
-              if not r.url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")) else None)
-        yield pg
-        browser.close()
-
-
-def wait_idle(pg, timeout: float = 120.0) -> None:
-    """Wait until Streamlit has finished the script run (the app's ``data-test-script-state`` says so for a
-    moment; fragments that refresh on a timer make it blink, which the short quiet period tolerates)."""
-    deadline = time.time() + timeout
-    quiet = 0
-    while time.time() < deadline and quiet < 4:
-        state = pg.locator("[data-test-script-state]").first.get_attribute("data-test-script-state")
-        quiet = quiet + 1 if state == "notRunning" else 0
-        time.sleep(0.25)
-    assert quiet >= 4, "the app kept running"
-
-
-TIMINGS: dict[str, float] = {}  # seconds from navigation to the finished script run, per page (an artifact)
-
-
-def visit(pg, server, path: str, heading: str) -> None:
-    start = time.perf_counter()
-    pg.goto(f"{server['url']}/{path}")
-    pg.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=90_000)
-    pg.get_by_text("Training device").first.wait_for(timeout=90_000)  # every page's sidebar names the device
-    wait_idle(pg)
-    TIMINGS.setdefault(path or "home", round(time.perf_counter() - start, 1))
-    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first \
-        .inner_text()
-
-
-def plots(pg) -> list[dict]:
-    """Title and trace lengths of every Plotly chart on the page (read from the live plot objects)."""
-    return pg.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
-        title: (d.layout && d.layout.title && d.layout.title.text) || '',
-        n: (d._fullData || d.data || []).map(t => (t.x && t.x.length) || 0)}))""")
-
-
-def wait_for_plots(pg, count: int, timeout: float = 60.0) -> list[dict]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = plots(pg)
-        if len(found) >= count:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"expected {count} plots, found {plots(pg)}")
-
-
-def shot(pg, name: str) -> None:
-    pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
 
 
 def test_every_page_renders(page, server):

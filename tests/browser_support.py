@@ -1,0 +1,67 @@
+"""Helpers of the browser tests (Debian's Chromium driven by Playwright against ``streamlit run app.py``):
+waiting for a script run, visiting a page, reading the live Plotly figures, screenshots. The fixtures that start
+the server and the browser are in ``tests/app/conftest.py``."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+def wait_idle(pg, timeout: float = 120.0) -> None:
+    """Wait until Streamlit has finished the script run (the app's ``data-test-script-state`` says so for a
+    moment; fragments that refresh on a timer make it blink, which the short quiet period tolerates)."""
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline and quiet < 4:
+        state = pg.locator("[data-test-script-state]").first.get_attribute("data-test-script-state")
+        quiet = quiet + 1 if state == "notRunning" else 0
+        time.sleep(0.25)
+    assert quiet >= 4, "the app kept running"
+
+
+TIMINGS: dict[str, float] = {}  # seconds from navigation to the finished script run, per page (an artifact)
+
+
+def visit(pg, server, path: str, heading: str) -> None:
+    start = time.perf_counter()
+    pg.goto(f"{server['url']}/{path}")
+    pg.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=90_000)
+    pg.get_by_text("Training device").first.wait_for(timeout=90_000)  # every page's sidebar names the device
+    wait_idle(pg)
+    TIMINGS.setdefault(path or "home", round(time.perf_counter() - start, 1))
+    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first \
+        .inner_text()
+
+
+def plots(pg) -> list[dict]:
+    """Title and trace lengths of every Plotly chart on the page (read from the live plot objects)."""
+    return pg.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
+        title: (d.layout && d.layout.title && d.layout.title.text) || '',
+        n: (d._fullData || d.data || []).map(t => (t.x && t.x.length) || 0)}))""")
+
+
+def wait_for_plots(pg, count: int, timeout: float = 60.0) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = plots(pg)
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"expected {count} plots, found {plots(pg)}")
+
+
+def shot(pg, name: str) -> None:
+    pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
