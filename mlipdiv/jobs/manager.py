@@ -7,8 +7,9 @@ progress from the store. Nothing here calls Streamlit.
 
 How many runs train at once is :func:`choose_concurrency`'s answer (``auto`` or a number: ``MLIPDIV_CONCURRENCY``,
 ``sweep --concurrency``). With more than one run at once, each real training runs in a process of its own
-(``python -m mlipdiv.jobs.worker``) with its own torch thread count, so runs neither share the GIL nor a
-process-global thread setting, and one that fails, is cancelled or crashes leaves the others running.
+(a slot's long-lived ``python -m mlipdiv.jobs.worker --serve``, :mod:`mlipdiv.jobs.slot`) with its own torch
+thread count, so runs neither share the GIL nor a process-global thread setting, a run pays no process start, and
+one that fails, is cancelled or crashes leaves the others running.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import dataclasses
 import logging
 import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mlipdiv.jobs.slot import SlotProcess
 from mlipdiv.jobs.store import ACTIVE, InvalidTransition, Run, RunStore
 from mlipdiv.jobs.worker import TrainFn, execute, make_config
 
@@ -43,6 +42,9 @@ CPU_RUN_BYTES = 600 * 2**20
 GPU_RUN_BYTES = 1536 * 2**20
 """GPU memory one small run needs (its CUDA context, model, batches): a bound on runs per GPU."""
 MAX_RUNS_PER_GPU = 4
+SLOT_IDLE = 300.0
+"""Seconds a slot's worker process waits for its next run before it ends (a sweep keeps it busy; the app between
+clicks gives the memory back)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +187,7 @@ class JobManager:
         torch_threads: torch intra-op threads per run; default: the cores shared between the concurrent runs.
         concurrency: a :class:`Concurrency`, ``"auto"`` or a number; default ``MLIPDIV_CONCURRENCY`` or ``auto``
             (:func:`choose_concurrency` for small runs on the default device).
-        processes: train each run in a process of its own (``python -m mlipdiv.jobs.worker``); default: when
+        processes: train runs in one long-lived worker process per slot (:mod:`mlipdiv.jobs.slot`); default: when
             more than one run trains at once and ``train_fn`` is the real one.
     """
 
@@ -315,55 +317,58 @@ class JobManager:
 
     def _work(self, slot: int) -> None:
         configured = False
-        while True:
-            run_id = self._queue.get()
-            if run_id is None:
-                return
-            with self._lock:
-                control = self._controls.setdefault(run_id, _Control())
-            try:
-                if control.stop.is_set():
-                    continue  # cancelled while queued: the store says so already
-                if self.processes:
-                    self._run_process(run_id, slot, control)
+        worker: SlotProcess | None = None
+        try:
+            while True:
+                try:
+                    run_id = self._queue.get(timeout=SLOT_IDLE if worker is not None else None)
+                except queue.Empty:  # idle for a while: give the worker's memory back until the next run
+                    assert worker is not None
+                    worker.close()
+                    worker = None
                     continue
-                if not configured:
-                    self._configure_torch(slot)
-                    configured = True
-                execute(
-                    self.store, run_id, train_fn=self.train_fn, stop=control.stop, interrupted=control.interrupted
-                )
-            except InvalidTransition as exc:  # cancelled or taken over by someone else before it started
-                log.info("skipping run %s: %s", run_id, exc)
-            except Exception:  # execute records training errors itself; this is a store problem
-                log.exception("run %s could not be executed", run_id)
-            finally:
+                if run_id is None:
+                    return
                 with self._lock:
-                    self._controls.pop(run_id, None)
+                    control = self._controls.setdefault(run_id, _Control())
+                try:
+                    if control.stop.is_set():
+                        continue  # cancelled while queued: the store says so already
+                    if self.processes:
+                        worker = self._run_in_worker(worker, run_id, slot, control)
+                        continue
+                    if not configured:
+                        self._configure_torch(slot)
+                        configured = True
+                    execute(
+                        self.store, run_id, train_fn=self.train_fn, stop=control.stop, interrupted=control.interrupted
+                    )
+                except InvalidTransition as exc:  # cancelled or taken over by someone else before it started
+                    log.info("skipping run %s: %s", run_id, exc)
+                except Exception:  # execute records training errors itself; this is a store problem
+                    log.exception("run %s could not be executed", run_id)
+                finally:
+                    with self._lock:
+                        self._controls.pop(run_id, None)
+        finally:
+            if worker is not None:
+                worker.close()
 
-    def _run_process(self, run_id: str, slot: int, control: _Control) -> None:
-        """Train ``run_id`` in a worker process with this manager's thread count; a cancel reaches it as SIGUSR1
-        (ends ``cancelled``), a shutdown as SIGTERM (ends ``interrupted``). Its log goes to ``worker.log`` in the
-        run folder."""
-        threads = str(self._torch_threads)
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        gpus = self._gpu_count()
-        if gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-        cmd = [sys.executable, "-m", "mlipdiv.jobs.worker", run_id, "--home", str(self.store.root),
-               "--threads", threads]
-        run_dir = Path(self.store.get(run_id).run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "worker.log", "ab") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        while proc.poll() is None:
-            if control.stop.wait(0.2):  # once: then wait for the process to stop at its next batch
-                cancel_signal = getattr(signal, "SIGUSR1", signal.SIGTERM)
-                proc.send_signal(signal.SIGTERM if control.interrupted.is_set() else cancel_signal)
-                proc.wait()
-        if self.store.get(run_id).status == "queued":  # the process died before it claimed the run
-            self.store.abandon(run_id, f"its worker process exited with status {proc.returncode} before it started "
-                                       f"(see {run_dir / 'worker.log'})")
+    def _run_in_worker(
+        self, worker: SlotProcess | None, run_id: str, slot: int, control: _Control
+    ) -> SlotProcess | None:
+        """Train ``run_id`` in the slot's long-lived worker process (started now if it has none or it died); a
+        cancel reaches it as ``cancel ID``, a shutdown as ``interrupt ID``. Returns the worker to keep (None: it
+        died with this run; the next run starts a fresh one)."""
+        if worker is None or not worker.alive():
+            env: dict[str, str] = {}
+            gpus = self._gpu_count()
+            if gpus > 1:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            first_log = Path(self.store.get(run_id).run_dir) / "worker.log"
+            worker = SlotProcess(self.store, self._torch_threads, env, first_log)
+        status = worker.train(run_id, control.stop, control.interrupted.is_set)
+        return worker if status is not None else None
 
     @staticmethod
     def _gpu_count() -> int:

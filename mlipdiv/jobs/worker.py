@@ -3,8 +3,10 @@
 :func:`execute` runs a stored run in the calling thread (the job manager's threads, a Ray task, ``runs resume``).
 ``python -m mlipdiv.jobs.worker RUN_ID`` runs one in a process of its own, so that killing that process (even with
 SIGKILL) loses at most the epoch in progress: the run then reads as ``interrupted`` and resumes from its last
-checkpoint. The job manager starts one such process per run when it trains several at once (``--threads``: torch
-threads of the run; SIGUSR1 cancels it, SIGTERM interrupts it).
+checkpoint (``--threads``: torch threads of the run; SIGUSR1 cancels it, SIGTERM interrupts it).
+``python -m mlipdiv.jobs.worker --serve`` is the job manager's long-lived worker of one slot when it trains several
+runs at once: it imports torch once and trains the runs its standard input names one after another (:func:`serve`),
+so a run no longer pays a process start.
 
 The store object only needs the worker-side methods of :class:`~mlipdiv.jobs.store.RunStore` (``claim``,
 ``heartbeat``, ``progress``, ``finish``, ``get``), so a Ray task can pass a proxy that forwards them to the driver.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import queue
 import signal
 import sys
 import threading
@@ -21,14 +25,14 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled
 from mlipdiv.io.metrics import CurvePoint, RunMetrics
 from mlipdiv.io.rundir import RunDir
-from mlipdiv.jobs.store import Run, RunStore, interrupted_message, process_owner
+from mlipdiv.jobs.store import InvalidTransition, Run, RunStore, interrupted_message, process_owner
 
-__all__ = ["TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config"]
+__all__ = ["TrainFn", "checkpoint_curve", "curve_entry", "execute", "main", "make_config", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -214,23 +218,130 @@ def _write_error_log(run_dir: Path, exc: BaseException) -> None:
         pass
 
 
+class _Current:
+    """The run a serving worker trains now, so that a ``cancel ID`` line (read by another thread) reaches it and no
+    other: a late cancel of a run that already ended is ignored instead of stopping the next one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.run_id: str | None = None
+        self.stop = threading.Event()
+        self.interrupted = threading.Event()
+        self.closing = False  # SIGTERM: interrupt the current run, take no more
+
+    def begin(self, run_id: str) -> tuple[threading.Event, threading.Event]:
+        with self.lock:
+            self.run_id, self.stop, self.interrupted = run_id, threading.Event(), threading.Event()
+            if self.closing:
+                self.interrupted.set()
+                self.stop.set()
+            return self.stop, self.interrupted
+
+    def signal(self, run_id: str | None, interrupt: bool) -> None:
+        """Stop ``run_id`` (None: whichever runs) at its next batch; ``interrupt``: as ``interrupted``."""
+        with self.lock:
+            if run_id is not None and run_id != self.run_id:
+                return
+            if interrupt:
+                self.interrupted.set()
+            self.stop.set()
+
+
+def _redirect_output(path: Path) -> None:
+    """Point this process's stdout and stderr (file descriptors 1 and 2, so C++ and warnings too) at ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def serve(store: Any, commands: TextIO, replies: TextIO, current: _Current | None = None,
+          train_fn: TrainFn | None = None) -> int:
+    """Train runs one after another in this process, as ``commands`` names them; returns how many it trained.
+
+    The protocol (one line each): ``run ID`` trains a run (its output goes to ``worker.log`` in its folder);
+    ``cancel ID`` / ``interrupt ID`` stop that run at its next batch as ``cancelled`` / ``interrupted``; the end of
+    ``commands`` ends the process once the current run is over. ``replies`` gets ``ready`` once torch and training are
+    imported, then ``end ID STATUS`` after every run. Runs stay independent: each is claimed, seeded and recorded on
+    its own, and a failure of one is that run's status, not the process's end.
+    """
+    current = current if current is not None else _Current()
+    train_fn = train_fn if train_fn is not None else _real_train()  # imports torch once, before the first run
+    todo: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in commands:
+            verb, _, arg = line.strip().partition(" ")
+            if verb == "run":
+                todo.put(arg)
+            elif verb in ("cancel", "interrupt"):
+                current.signal(arg or None, interrupt=verb == "interrupt")
+        todo.put(None)
+
+    threading.Thread(target=read, name="worker-commands", daemon=True).start()
+    replies.write("ready\n")
+    replies.flush()
+    trained = 0
+    while not current.closing:
+        try:
+            run_id = todo.get(timeout=0.5)
+        except queue.Empty:
+            continue  # look at ``closing`` again (SIGTERM while idle)
+        if run_id is None:
+            break
+        stop, interrupted = current.begin(run_id)
+        status = "failed"
+        try:
+            _redirect_output(Path(store.get(run_id).run_dir) / "worker.log")
+            status = execute(store, run_id, train_fn=train_fn, stop=stop, interrupted=interrupted)
+            trained += 1
+        except InvalidTransition as exc:  # cancelled or taken by another worker before it started
+            status = "skipped"
+            log.info("skipping run %s: %s", run_id, exc)
+        except Exception:  # noqa: BLE001 - a store problem with this run: say so and take the next one
+            log.exception("run %s could not be executed", run_id)
+        finally:
+            with current.lock:
+                current.run_id = None
+        print(f"run {run_id}: {status}", flush=True)
+        replies.write(f"end {run_id} {status}\n")
+        replies.flush()
+    return trained
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mlipdiv.jobs.worker RUN_ID``: run one stored run in this process. SIGTERM/Ctrl-C stop it at the
-    next batch as ``interrupted``, SIGUSR1 as ``cancelled``. Exit status 0 when it ends ``done``, 1 otherwise."""
+    next batch as ``interrupted``, SIGUSR1 as ``cancelled``. Exit status 0 when it ends ``done``, 1 otherwise.
+    ``--serve`` (no RUN_ID): train runs one after another as standard input names them (see :func:`serve`), the job
+    manager's long-lived worker of one slot."""
     parser = argparse.ArgumentParser(prog="python -m mlipdiv.jobs.worker", description=main.__doc__)
-    parser.add_argument("run_id")
+    parser.add_argument("run_id", nargs="?")
     parser.add_argument("--home", help="run store folder (default: MLIPDIV_HOME or ./runs)")
     parser.add_argument("--threads", type=int, help="torch CPU threads of the run (default: torch's own choice)")
+    parser.add_argument("--serve", action="store_true", help="take run ids from standard input, one per line")
     args = parser.parse_args(argv)
+    if (args.run_id is None) != args.serve:
+        parser.error("give a RUN_ID or --serve, not both")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    stop, interrupted = threading.Event(), threading.Event()
+    current = _Current()
+    if args.serve:
+        # the replies keep the original stdout; everything printed from here on goes to the run's worker.log
+        replies = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+    else:
+        current.begin(args.run_id)
 
     def on_signal(signum: int, frame: Any) -> None:
-        interrupted.set()
-        stop.set()
+        current.closing = True
+        current.signal(None, interrupt=True)
 
     def on_cancel(signum: int, frame: Any) -> None:
-        stop.set()
+        current.signal(None, interrupt=False)
 
     signal.signal(signal.SIGTERM, on_signal)
     if hasattr(signal, "SIGUSR1"):
@@ -238,8 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
-    status = execute(RunStore(args.home), args.run_id, stop=stop, interrupted=interrupted)
+        torch.set_num_threads(max(1, args.threads))  # once: every run of this process trains with it
+    store = RunStore(args.home)
+    if args.serve:
+        serve(store, sys.stdin, replies, current)
+        return 0
+    status = execute(store, args.run_id, stop=current.stop, interrupted=current.interrupted)
     print(f"run {args.run_id}: {status}")
     return 0 if status == "done" else 1
 

@@ -3,6 +3,8 @@ bit-identical to the same run trained alone with the same thread count."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -121,7 +123,7 @@ def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_concurrent_runs_are_bit_identical_to_the_run_alone(tmp_path: Path, tiny_dataset_path: Path) -> None:
-    """Same config, 1 torch thread each: alone, then two at once in separate processes. (Results may depend on the
+    """Same config, 1 torch thread each: alone, then four on two slots (two per long-lived worker process). (Results may depend on the
     thread count - a reduction split differently rounds differently - so the thread count is held the same.)"""
     config = {**CONFIG, "dataset": str(tiny_dataset_path), "epochs": 3}
     alone_store, together_store = RunStore(tmp_path / "alone"), RunStore(tmp_path / "together")
@@ -130,13 +132,40 @@ def test_concurrent_runs_are_bit_identical_to_the_run_alone(tmp_path: Path, tiny
         (ref,) = alone.wait([alone.submit(config).id], timeout=300)
     finally:
         alone.shutdown()
+    # two slots, four runs: each slot's long-lived process trains two, the second right after another run
     together = JobManager(together_store, concurrency=Concurrency(2, 1, auto=False), processes=True)
     try:
-        runs = together.wait([together.submit(config).id, together.submit(config).id], timeout=300)
+        runs = together.wait([together.submit(config).id for _ in range(4)], timeout=300)
     finally:
         together.shutdown()
-    assert ref.status == "done" and [r.status for r in runs] == ["done", "done"], [r.error for r in runs]
+    assert ref.status == "done" and [r.status for r in runs] == ["done"] * 4, [r.error for r in runs]
+    assert len({r.pid for r in runs}) == 2  # one process per slot, not per run
     for run in runs:
         assert run.status not in ACTIVE
         assert _comparable(run.metrics) == _comparable(ref.metrics)
         assert (run.run_dir / "model.pt").read_bytes() == (ref.run_dir / "model.pt").read_bytes()
+
+
+def test_a_crashed_worker_process_loses_only_its_run(tmp_path: Path, tiny_dataset_path: Path) -> None:
+    """SIGKILL the slot's process mid-run: that run reads interrupted (resumable), the next one trains in a fresh
+    process, and a cancel of a run that already ended does not stop the next run of the same process."""
+    store = RunStore(tmp_path / "home")
+    manager = JobManager(store, concurrency=Concurrency(1, 1, auto=False), processes=True)
+    base = {**CONFIG, "dataset": str(tiny_dataset_path)}
+    try:
+        first = manager.submit({**base, "epochs": 1})
+        (first,) = manager.wait([first.id], timeout=300)
+        with pytest.raises(Exception, match="already done"):
+            manager.cancel(first.id)  # too late: refused, and nothing reaches the process's next run
+        victim = manager.submit({**base, "epochs": 500, "patience": 1000})
+        after = manager.submit(base)
+        _wait_for(lambda: store.get(victim.id).status == "running" and store.get(victim.id).epoch >= 1)
+        pid = store.get(victim.id).pid
+        assert pid == first.pid  # the same long-lived process took the next run
+        os.kill(pid, signal.SIGKILL)
+        finals = manager.wait([victim.id, after.id], timeout=300)
+    finally:
+        manager.shutdown(timeout=60)
+    assert [r.status for r in finals] == ["interrupted", "done"], [r.error for r in finals]
+    assert "worker process exited" in (finals[0].error or "") and "runs resume" in (finals[0].error or "")
+    assert finals[1].pid != pid
