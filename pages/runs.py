@@ -24,6 +24,24 @@ st.caption(f"Runs are stored in `{store.root}` and keep going when the browser i
 st.session_state["runs_active"] = live.active_ids(runs)
 
 
+def cancel_all_or_delete(ids: list[str], active: list[str]) -> None:
+    """Two bulk actions on the runs ``ids`` (oldest first): cancel every queued and running one (``active``); delete
+    one stopped run (its row and folder), behind a confirmation. The library refuses to delete an active run."""
+    if len(active) > 1 and st.button("Cancel all", key="runs_cancel_all", icon=":material/cancel:",
+                                     help="cancel every queued run now and every running one at its next batch"):
+        n = len(common.job_manager().cancel_all())
+        st.toast(f"Cancelling {n} run{'s' if n != 1 else ''}.", icon=":material/cancel:")
+    stopped = [i for i in reversed(ids) if i not in active]
+    if stopped:
+        with st.popover("Delete a run", icon=":material/delete:"):
+            target = st.selectbox("Stopped or finished run", stopped, key="runs_delete_target")
+            st.caption("Removes the run and its folder (model, predictions); this cannot be undone.")
+            if st.button("Delete for good", key="runs_delete", type="primary"):
+                with common.user_errors("Cannot delete: "):
+                    store.delete(target)
+                    st.rerun(scope="app")
+
+
 @st.fragment(run_every=live.poll_interval(runs))
 def live_runs() -> None:
     """The part of the page that refreshes every few seconds while something trains."""
@@ -78,6 +96,7 @@ def live_runs() -> None:
                 with common.user_errors("Cannot resume: "):
                     common.job_manager().resume(target)
                     st.rerun(scope="app")
+        cancel_all_or_delete([r.id for r in current], active)
 
 
 live_runs()

@@ -272,6 +272,18 @@ class JobManager:
             control.stop.set()  # our own thread stops at its next batch without waiting for a heartbeat
         return self.store.request_cancel(run_id)
 
+    def cancel_all(self) -> list[Run]:
+        """Cancel every queued and running run of the store (queued ones first, so no slot starts one of them while
+        the running ones stop); returns the runs as the cancel left them. Runs that ended meanwhile are skipped."""
+        active = self.store.list(status=list(ACTIVE))
+        out = []
+        for run in sorted(active, key=lambda r: r.status != "queued"):
+            try:
+                out.append(self.cancel(run.id))
+            except InvalidTransition:
+                continue
+        return out
+
     # -- watching ------------------------------------------------------------------------------------------------
 
     def wait(self, run_ids: Iterable[str], timeout: float | None = None, poll: float = 0.1) -> list[Run]:

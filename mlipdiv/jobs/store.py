@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import time
@@ -779,6 +780,36 @@ class RunStore:
                     f"run {run_id} is already {run.status}; only a queued or running run can be cancelled"
                 )
         return self.get(run_id)
+
+    def delete(self, run_id: str) -> Run:
+        """Remove a run that is not active: its row, and its folder when that lies in this store's root.
+
+        A folder elsewhere (a run made with an explicit folder) is left where it is: the store only deletes what it
+        made. Returns the run as it was.
+
+        Raises:
+            InvalidTransition: the run is queued or running (cancel it first); nothing is removed.
+            UnknownRun: no run has this id.
+        """
+        with self._write() as con:
+            run = self._load(con, run_id)
+            reason = self.owner_gone(run)
+            if reason is not None:
+                run = self._reconcile_in(con, run, reason, time.time())
+            if run.status in ACTIVE:
+                raise InvalidTransition(
+                    f"run {run_id} is {run.status}; cancel it and wait until it has stopped before deleting it"
+                )
+            if run.status == "interrupted" and run.host == _HOST and run.pid and pid_alive(run.pid, run.proc_start):
+                raise InvalidTransition(
+                    f"run {run_id} is interrupted but its process {run.pid} is still alive and may write to its "
+                    "folder; cancel it or wait for that process to end before deleting it"
+                )
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        folder = run.run_dir
+        if folder.is_dir() and folder.resolve().is_relative_to(self.root) and folder.resolve() != self.root:
+            shutil.rmtree(folder, ignore_errors=True)
+        return run
 
     def abandon(self, run_id: str, reason: str) -> bool:
         """Mark a ``queued`` run that will not be started after all as ``interrupted`` (resumable)."""

@@ -163,9 +163,11 @@ def execute(
         also_progress: called with every progress event too (the CLI's console display).
 
     Returns:
-        ``done``, ``failed``, ``cancelled`` or ``interrupted``. Exceptions from training become ``failed`` with
-        their message (and ``error.log`` in the run folder); nothing propagates except KeyboardInterrupt, after the
-        run is marked ``interrupted``.
+        ``done``, ``failed``, ``cancelled`` or ``interrupted``. A stopped run keeps the metrics training gave for it
+        (``train`` returning after a stop request, or a :class:`TrainingCancelled` with a ``metrics`` attribute:
+        e.g. its best checkpoint evaluated), so a cancelled run shows its errors. Exceptions from training become
+        ``failed`` with their message (and ``error.log`` in the run folder); nothing propagates except
+        KeyboardInterrupt, after the run is marked ``interrupted``.
     """
     stop = stop if stop is not None else threading.Event()
     interrupted = interrupted if interrupted is not None else threading.Event()
@@ -188,12 +190,14 @@ def execute(
                 should_stop=stop.is_set,
                 resume=resume,
             )
-        metrics = result.to_dict() if isinstance(result, RunMetrics) else dict(result)
-        status, curve = "done", metrics.get("curve")
-    except TrainingCancelled:
+        metrics = _metrics_dict(result)
+        status, curve = "done", metrics.get("curve") if metrics else None
+        if stop.is_set():  # training stopped on request and returned what it evaluated (its best checkpoint)
+            status = "interrupted" if interrupted.is_set() else "cancelled"
+    except TrainingCancelled as exc:
         status = "interrupted" if interrupted.is_set() else "cancelled"
-        if status == "interrupted":
-            error = interrupted_message(run_id, "stopped by a signal or a shutdown")
+        metrics = _metrics_dict(getattr(exc, "metrics", None))  # a cancelled run's evaluation, when training gives one
+        curve = metrics.get("curve") if metrics else None
     except KeyboardInterrupt:
         status, error = "interrupted", interrupted_message(run_id, "stopped by Ctrl-C")
         raise
@@ -201,6 +205,8 @@ def execute(
         status, error = "failed", _message(exc)
         _write_error_log(run.run_dir, exc)
     finally:
+        if status == "interrupted" and error is None:
+            error = interrupted_message(run_id, "stopped by a signal or a shutdown")
         heart.finished.set()
         heart.join()
         try:
@@ -208,6 +214,13 @@ def execute(
         except Exception as exc:  # noqa: BLE001 - the outcome is in the run's folder; the store will call it interrupted
             log.error("could not record the end (%s) of run %s: %s", status, run_id, exc)
     return status
+
+
+def _metrics_dict(result: RunMetrics | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What training returned as the stored metrics dict (kept whole: the worker does not interpret its fields)."""
+    if result is None:
+        return None
+    return result.to_dict() if isinstance(result, RunMetrics) else dict(result)
 
 
 def _write_error_log(run_dir: Path, exc: BaseException) -> None:

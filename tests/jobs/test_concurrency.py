@@ -123,8 +123,8 @@ def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_concurrent_runs_are_bit_identical_to_the_run_alone(tmp_path: Path, tiny_dataset_path: Path) -> None:
-    """Same config, 1 torch thread each: alone, then four on two slots (two per long-lived worker process). (Results may depend on the
-    thread count - a reduction split differently rounds differently - so the thread count is held the same.)"""
+    """Same config, 1 torch thread each: alone, then four on two slots (two per long-lived worker process). (Results
+    may depend on the thread count - a reduction split differently rounds differently - so it is held the same.)"""
     config = {**CONFIG, "dataset": str(tiny_dataset_path), "epochs": 3}
     alone_store, together_store = RunStore(tmp_path / "alone"), RunStore(tmp_path / "together")
     alone = JobManager(alone_store, concurrency=Concurrency(1, 1, auto=False), processes=True)

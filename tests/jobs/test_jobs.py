@@ -234,3 +234,58 @@ def test_the_worker_takes_the_run_folder_lock(store: RunStore) -> None:
         holder.wait(timeout=60)
     failed = store.get(run.id)
     assert f"being written by another process (pid {holder.pid})" in failed.error and train.steps == {}
+
+
+class EvaluatingCancel(ScriptedTrain):
+    """Training that, once stopped, evaluates what it has and hands the metrics back on the exception (the shape the
+    trainer's cancel path gives) or by returning them."""
+
+    def __init__(self, by_return: bool, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.by_return = by_return
+
+    def __call__(self, cfg: Any, out_dir: Path, on_progress=None, should_stop=None, resume=False) -> dict:
+        try:
+            return super().__call__(cfg, out_dir, on_progress, should_stop, resume)
+        except TrainingCancelled as exc:
+            metrics = {"splits": {"val": {"energy_mae": 0.5, "forces_mae": 0.7}}, "curve": [{"epoch": 1, "step": 3}],
+                       "stopped": "cancelled", "best_epoch": 1}
+            if self.by_return:
+                return metrics
+            exc.metrics = metrics  # type: ignore[attr-defined]
+            raise
+
+
+@pytest.mark.parametrize("by_return", [False, True])
+def test_a_cancelled_run_keeps_the_metrics_training_evaluated(store: RunStore, by_return: bool) -> None:
+    manager = JobManager(store, train_fn=EvaluatingCancel(by_return, batches=1000, batch_seconds=0.01),
+                         max_concurrent=1)
+    try:
+        run = manager.submit(CONFIG)
+        _wait_for(lambda: store.get(run.id).batch >= 2)
+        manager.cancel(run.id)
+        (final,) = manager.wait([run.id], timeout=10)
+    finally:
+        manager.shutdown()
+    assert final.status == "cancelled" and final.error is None
+    assert final.metrics is not None and final.metrics["splits"]["val"]["forces_mae"] == 0.7
+    assert final.metrics["stopped"] == "cancelled" and final.curve == [{"epoch": 1, "step": 3}]
+
+
+def test_cancel_all_stops_queued_and_running_runs(store: RunStore) -> None:
+    train = ScriptedTrain(batches=2, batch_seconds=0.01)
+    manager = JobManager(store, train_fn=train, max_concurrent=1)
+    try:
+        finished = manager.submit({**CONFIG, "epochs": 1})
+        manager.wait([finished.id], timeout=10)
+        train.batches = 1000
+        runs = [manager.submit(CONFIG) for _ in range(3)]
+        _wait_for(lambda: store.get(runs[0].id).status == "running")
+        cancelled = manager.cancel_all()
+        finals = manager.wait([r.id for r in runs], timeout=10)
+    finally:
+        manager.shutdown()
+    assert sorted(r.id for r in cancelled) == sorted(r.id for r in runs)
+    assert [r.status for r in finals] == ["cancelled"] * 3
+    assert store.get(finished.id).status == "done"  # a finished run is not touched
+    assert not any(train.steps.get(r.id) for r in runs[1:])  # the queued ones never started

@@ -414,3 +414,36 @@ def test_a_run_folder_deleted_behind_the_store_is_not_done(store: RunStore, monk
     monkeypatch.setenv("MLIPDIV_HOME", str(store.root))
     assert main(["runs", "list"]) == 0
     assert "done" in capsys.readouterr().out.split(kept.id)[1].splitlines()[0]
+
+
+def test_delete_removes_a_stopped_run_and_its_folder_and_refuses_an_active_one(store: RunStore) -> None:
+    run = store.create(CONFIG, key="k")
+    (run.run_dir / "model.pt").write_bytes(b"weights")
+    with pytest.raises(InvalidTransition, match="cancel it"):
+        store.delete(run.id)  # queued
+    run = store.claim(run.id, curve=[])
+    with pytest.raises(InvalidTransition, match="running; cancel it"):
+        store.delete(run.id)
+    assert store.get(run.id).status == "running" and (run.run_dir / "model.pt").exists()  # nothing removed
+    store.finish(run.id, run.attempt, "cancelled")
+    other = store.create({**CONFIG, "seed": 1})
+    deleted = store.delete(run.id)
+    assert deleted.id == run.id and not run.run_dir.exists()
+    with pytest.raises(UnknownRun):
+        store.get(run.id)
+    assert [r.id for r in store.list()] == [other.id] and other.run_dir.is_dir()
+    assert store.find("k") is None  # its key is free: a sweep trains that config again
+    with pytest.raises(UnknownRun):
+        store.delete(run.id)
+
+
+def test_delete_leaves_a_folder_outside_the_store(store: RunStore, tmp_path: Path) -> None:
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    run = store.create(CONFIG)
+    with store._write() as con:  # a run whose folder the user chose elsewhere
+        con.execute("UPDATE runs SET run_dir = ?, status = 'failed' WHERE id = ?", (str(outside), run.id))
+    store.delete(run.id)
+    assert (outside / "keep.txt").read_text() == "mine"
+    assert store.list() == []
