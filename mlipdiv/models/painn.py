@@ -24,7 +24,7 @@ from torch_geometric.utils import scatter
 
 from mlipdiv.limits import EMBEDDING_MAX_Z
 from mlipdiv.models.graph import Graph, cosine_cutoff
-from mlipdiv.models.painn_ops import expanded_filter, painn_message
+from mlipdiv.models.painn_ops import painn_message
 from mlipdiv.models.registry import register
 
 
@@ -55,7 +55,7 @@ class PaiNNMessage(torch.nn.Module):
         self, s: Tensor, v: Tensor, g: Graph, rbf: Tensor, envelope: Tensor, unit: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``unit``: (n_half, 3) the unit vectors of the first half of the edges."""
-        ds, dv = painn_message(self.phi(s), v, expanded_filter(self.filter, rbf), unit, envelope, g.edge_index)
+        ds, dv = painn_message(self.phi(s), v, self.filter(rbf), unit, envelope, g.edge_index)
         return s + ds, v + dv
 
 

@@ -193,3 +193,76 @@ def test_the_benchmarks_pyg_loop_over_painn_trains_the_reference(tiny_dataset_pa
     step = bench.reference(tiny_dataset, bench._pairs(tiny_dataset, 16), args, torch.device("cpu"), "painn")
     step(0)
     step(1)
+
+
+# --- the fused form: the pair filter expand(w, g) formed inside the kernel ---
+
+
+def _fused_inputs(n_atoms: int = 7, n_pairs: int = 12, f: int = 3, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    _, _, _, edge_index = _graph(n_atoms, n_pairs, seed=seed)
+    x = torch.randn(n_atoms, 7 * f, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_pairs, 3 * f, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(n_pairs, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    sign = torch.ones(7, f, dtype=torch.float64)
+    sign[4:] = -1.0
+    return x, w, g, sign.view(-1), edge_index
+
+
+def _fused_naive(x, w, g, sign, edge_index):
+    """The same with the (n_pairs, 7F) filter built by plain tensor operations and summed by plain autograd."""
+    n_pairs, f = w.shape[0], w.shape[1] // 3
+    blocks = w.view(n_pairs, 3, f)[:, [0, 1, 1, 1, 2, 2, 2]] * g[:, [0, 0, 0, 0, 1, 2, 3]].unsqueeze(-1)
+    return _naive(x, blocks.reshape(n_pairs, 7 * f), sign, edge_index)
+
+
+def _fused_third_order(conv, x, w, g, sign, edge_index):
+    out = conv(x, w, g, sign, edge_index)
+    loss = (torch.tanh(out) * torch.arange(1.0, out.shape[1] + 1, dtype=out.dtype)).sum()
+    gx, gg = torch.autograd.grad(loss, (x, g), create_graph=True)
+    gw, gg2 = torch.autograd.grad((gx**2).sum() + (gg**3).sum(), (w, g), create_graph=True)
+    return torch.autograd.grad((gw**2).sum() + (gg2**2).sum(), (x, w, g))
+
+
+def test_fused_conv_matches_plain_autograd_at_every_order(path):
+    x, w, g, sign, edge_index = _fused_inputs()
+    torch.testing.assert_close(painn_ops.fused_conv(x, w, g, sign, edge_index), _fused_naive(x, w, g, sign, edge_index))
+    ours = _fused_third_order(painn_ops.fused_conv, x, w, g, sign, edge_index)
+    plain = _fused_third_order(_fused_naive, x, w, g, sign, edge_index)
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_conv_derivatives_match_finite_differences(path):
+    x, w, g, sign, edge_index = _fused_inputs(n_atoms=5, n_pairs=6, f=2)
+    f = lambda x, w, g: painn_ops.fused_conv(x, w, g, sign, edge_index)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, g))
+    assert torch.autograd.gradgradcheck(f, (x, w, g))
+
+
+def test_fused_results_do_not_depend_on_the_thread_count(path):
+    x, w, g, sign, edge_index = _fused_inputs(n_atoms=40, n_pairs=300, f=20)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = painn_ops.fused_conv(x, w, g, sign, edge_index)
+            gx, gw, gg = torch.autograd.grad(torch.tanh(out).sum(), (x, w, g), create_graph=True)
+            results.append([out, gx, gw, gg, *torch.autograd.grad((gw**2).sum() + (gg**2).sum(), (x, w, g))])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_fused_kernels_refuse_bad_operands():
+    assert painn_ops.cpu_kernels()
+    x, w, g = torch.randn(4, 14), torch.randn(2, 6), torch.randn(2, 4)
+    a, b = torch.tensor([0, 1]), torch.tensor([2, 4])
+    with pytest.raises(RuntimeError, match="out of range"):
+        torch.ops.mlipdiv_painn.convg(x, w, g, torch.ones(14), a, b)
+    with pytest.raises(RuntimeError, match="out of range"):
+        torch.ops.mlipdiv_painn.pairg(x, x, w, g, torch.ones(14), a, b)
+    with pytest.raises(RuntimeError, match=r"\(n_pairs, 4\)"):
+        torch.ops.mlipdiv_painn.convg(x, w, torch.randn(2, 3), torch.ones(14), a, a)
