@@ -266,11 +266,12 @@ class JobManager:
 
     def cancel(self, run_id: str) -> Run:
         """Cancel a queued run now, or a running one at its next batch (wherever it runs)."""
+        run = self.store.request_cancel(run_id)  # first: a run our thread stops at once must not read as ended
         with self._lock:
             control = self._controls.get(run_id)
         if control is not None:
             control.stop.set()  # our own thread stops at its next batch without waiting for a heartbeat
-        return self.store.request_cancel(run_id)
+        return run
 
     def cancel_all(self) -> list[Run]:
         """Cancel every queued and running run of the store (queued ones first, so no slot starts one of them while
