@@ -59,8 +59,16 @@ def shape_plan(plan: Any, preset: Any) -> Any:
     grid = [tuple(g) for g in plan.grid if cap is None or g[1] <= cap]
     if not grid:
         raise MlipdivError(f"preset {preset.name}: no grid point has C <= {cap}")
-    # the same log-even choice experiment_grid makes, now among the points under the cap
-    grid = spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == Experiment.FIXED_MOLECULES else p[0])
+    axis = 1 if plan.experiment == Experiment.FIXED_MOLECULES else 0
+    if preset.grid:  # the preset names its points
+        missing = sorted(set(preset.grid) - {g[axis] for g in grid})
+        if missing:
+            what = "C" if axis else "M"
+            raise MlipdivError(f"preset {preset.name}: {what} = {', '.join(map(str, missing))} is not feasible on "
+                               f"{plan.dataset}; feasible points: {grid}")
+        grid = [g for g in grid if g[axis] in preset.grid]
+    else:  # the same log-even choice experiment_grid makes, now among the points under the cap
+        grid = spread(grid, preset.points, key=lambda p: p[axis])
     keep = [r for r in plan.runs if (r.molecules, r.conformers_per_molecule) in grid]
     largest = max(r.molecules * r.conformers_per_molecule for r in keep)
     digest = None
@@ -85,7 +93,7 @@ def plan_preset(preset: Any, dataset: str | Path | None = None) -> list[Any]:
     plans = []
     for kw in preset.sweeps():
         # with a cap on C, plan every feasible point first and choose the preset's number under the cap
-        wide = {**kw, "points": 64} if preset.max_conformers_per_molecule else kw
+        wide = {**kw, "points": 64} if preset.max_conformers_per_molecule or preset.grid else kw
         plans.append(shape_plan(plan_sweep(dataset=dataset, **wide), preset))
     return plans
 

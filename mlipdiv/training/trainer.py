@@ -282,10 +282,12 @@ def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     allowed = set(elements)
     excluded: dict[str, int] = {}
     packed: dict[str, PackedSplit] = {}
+    left_out_by_split = {SplitName.TEST_CONFORMERS: split.counts.get("rigid_test_conformers", 0),
+                         SplitName.TEST_MOLECULES: split.counts.get("test_molecules_excluded", 0)}
     for name in SPLITS:
         pairs = getattr(split, name)
         keep = [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]
-        excluded[name] = len(pairs) - len(keep)
+        excluded[name] = len(pairs) - len(keep) + int(left_out_by_split.get(name, 0))
         packed[name] = pack(dataset, keep, name, device, cfg.model.cutoff)
     train = packed[SplitName.TRAIN]
     prior = element_prior(cfg, dataset.attrs, elements)

@@ -169,7 +169,14 @@ def test_the_three_tables_agree() -> None:
                                "fixed-budget", ("test_conformers", "test_molecules"))
     assert [{k: r[k] for k in RESULT_COLUMNS} for r in study] == sweep_like
     extra = extra_columns(RunMetrics.from_dict(runs[0].metrics), "test_molecules")
-    assert tuple(extra) == EXTRA_COLUMNS and extra == {"baseline_forces_mae": 2.0,
-                                                       "baseline_energy_mae_per_atom": 0.1, "seconds": 1.5,
-                                                       "n_eval": 4}
+    assert tuple(extra) == EXTRA_COLUMNS
+    assert {k: extra[k] for k in EXTRA_COLUMNS[:4]} == {"baseline_forces_mae": 2.0,
+                                                         "baseline_energy_mae_per_atom": 0.1, "seconds": 1.5,
+                                                         "n_eval": 4}
+    assert all(math.isnan(extra[k]) for k in EXTRA_COLUMNS[4:])  # a version 1 run: no training length
+    longer = replace(RunMetrics.from_dict(runs[0].metrics), steps_run=40, epochs_run=5, best_step=32, best_epoch=4,
+                     converged=True, excluded={"test_molecules": 3})
+    extra = extra_columns(longer, "test_molecules", {"steps": 40})
+    assert (extra["steps"], extra["steps_run"], extra["best_step"], extra["converged"], extra["n_excluded"]) == (
+        40, 40, 32, True, 3)
     assert all(math.isnan(v) for v in extra_columns(None, "val").values())
