@@ -166,18 +166,24 @@ _STUDY_BATCH = {128: 16, 512: 16, 2048: 32, 8192: 32}
 STUDY_TIME = "the whole study (study-* presets) is sized for ~6 CPU-hours on a 2-core machine; see docs/RESULTS.md"
 
 
+def _batch(budget: int) -> dict[str, int]:
+    """The batch size of a budget's runs, when it is not TrainConfig's default (templates repeat no default)."""
+    from mlipdiv.training.config import OptimConfig
+
+    size = _STUDY_BATCH[budget]
+    return {} if size == OptimConfig.batch_size else {"batch_size": size}
+
+
 def _study(budget: int, grid: tuple[int, ...], seeds: int, models: tuple[str, ...], steps_factor: int = 1,
            suffix: str = "", description: str = "") -> Preset:
-    template = {**_STUDY, "steps": STUDY_STEPS[budget] * steps_factor, "batch_size": _STUDY_BATCH[budget],
-                "anchor_molecules": min(grid)}
+    template = {**_STUDY, "steps": STUDY_STEPS[budget] * steps_factor, **_batch(budget), "anchor_molecules": min(grid)}
     return Preset(f"study-b{budget}{suffix}", description or f"docs/RESULTS.md: fixed budget B = {budget}",
                   Experiment.FIXED_BUDGET, points=len(grid), seeds=seeds, models=models, epochs=1, budget=budget,
                   grid=grid, template=template, expected=STUDY_TIME)
 
 
 def _study_molecules(molecules: int, grid: tuple[int, ...], seeds: int, steps_of: int) -> Preset:
-    template = {**_STUDY, "steps": STUDY_STEPS[steps_of], "batch_size": _STUDY_BATCH[steps_of],
-                "anchor_molecules": molecules}
+    template = {**_STUDY, "steps": STUDY_STEPS[steps_of], **_batch(steps_of), "anchor_molecules": molecules}
     return Preset(f"study-m{molecules}", f"docs/RESULTS.md: {molecules} molecules, C = {'/'.join(map(str, grid))}, "
                   "equal optimiser steps", Experiment.FIXED_MOLECULES, points=len(grid), seeds=seeds,
                   models=("schnet", "painn"), epochs=1, molecules=molecules, grid=grid, template=template,
@@ -199,8 +205,8 @@ STUDY_PRESETS = (
 )
 # the same protocol on a GPU: budgets of 32,768 and 131,072 conformers need a dataset of >= 2,048 / 4,096 trainable
 # molecules with >= 64 conformers each (``generate`` or ``import``); the default model, CUDA
-_GPU_STUDY = {**_STUDY, "hidden": 128, "interactions": 3, "device": "auto", "batch_size": 64,
-              "test_molecules": 0.05}
+_GPU_STUDY = {**{k: v for k, v in _STUDY.items() if k not in ("hidden", "interactions", "device")},
+              "batch_size": 64, "test_molecules": 0.05}  # the default model on the default device
 GPU_STUDY_PRESETS = (
     Preset("gpu-b32768", "fixed budget B = 32,768 on a GPU, the study's protocol (steps, anchors, no early stop)",
            Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn", "mace"), epochs=1, budget=32768,
