@@ -7,6 +7,7 @@ Keys ``nuclear_charges`` (n_atoms,), ``coords`` (n_frames, n_atoms, 3) angstrom,
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def open_npz(path: Path, options: SourceOptions) -> Source:
     try:
         data = np.load(path, allow_pickle=False)
         keys = list(data.files)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}); check the file or --format") \
             from exc
     layout = next((lay for lay in LAYOUTS if lay["z"] in keys and lay["R"] in keys), None)
@@ -48,7 +49,7 @@ def open_npz(path: Path, options: SourceOptions) -> Source:
             forces = to_float(data[forces_key], path, where, "forces") * units.force_factor if forces_key else None
         except DatasetError:
             raise
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise DatasetError(f"{path}: an array cannot be read ({type(exc).__name__}); the file may be damaged") \
                 from exc
         yield Block(where="trajectory", atomic_numbers=z, positions=positions, energy=energy, forces=forces,
