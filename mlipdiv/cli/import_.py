@@ -81,5 +81,7 @@ def summary(report: dict, out: str, report_file: str) -> str:
     if skipped["conformers"]:
         why = ", ".join(f"{k}: {v}" for k, v in skipped["by_reason"].items())
         lines.append(f"skipped {skipped['conformers']} conformers ({why})")
+    if report["molecules"] == 1:
+        lines.append("one molecule: split and train with --test-molecules 0 (only unseen conformers can be tested)")
     lines.append(f"report: {report_file}")
     return "\n".join(lines)
