@@ -166,7 +166,7 @@ def family_atoms(z: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Indices compared for families: heavy atoms and hydrogens whose nearest heavy atom is N, O or S (an OH
     rotamer counts, a methyl rotation does not -- as ``generate`` judges distinct conformers)."""
     heavy = np.flatnonzero(z > 1)
-    keep = list(heavy)
+    keep: list[int] = [int(i) for i in heavy]
     if len(heavy):
         for h in np.flatnonzero(z == 1):
             nearest = heavy[np.argmin(np.linalg.norm(positions[heavy] - positions[h], axis=1))]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from import_sources import ani_h5, ethanol_md_db, extxyz_file, qm9_like_db, rmd17_npz, spice_h5
 from mlipdiv.cli import main
+
+from import_sources import ani_h5, ethanol_md_db, extxyz_file, qm9_like_db, rmd17_npz, spice_h5
 
 SOURCES = {  # builder, file name, extra import flags, split flags (M x C that each dataset can give)
     "ase-db": (lambda p: ethanol_md_db(p, n=12), "md_ethanol.db", [], ["--molecules", "1", "--test-molecules", "0",

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 
-from import_sources import ani_h5, extxyz_file, qm9_like_db, rmd17_npz, spice_h5
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.sources import SourceOptions, detect_format, open_source
 from mlipdiv.units import (
@@ -19,6 +18,8 @@ from mlipdiv.units import (
     energy_unit,
     length_unit,
 )
+
+from import_sources import ani_h5, extxyz_file, qm9_like_db, rmd17_npz, spice_h5
 
 
 def _blocks(path: Path, **kw):
