@@ -93,3 +93,22 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     assert "already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"mine"
     assert main(["import", str(tmp_path / "m.npz"), "--out", str(out), "--quiet", "--overwrite"]) == 0
+
+
+def test_entered_cost_model_prices_the_imported_level_of_theory(tmp_path: Path) -> None:
+    import argparse
+
+    from mlipdiv.analysis.cost import CostModel
+    from mlipdiv.cli.budget import _entered_model
+
+    rmd17_npz(tmp_path / "m.npz")
+    assert main(["import", str(tmp_path / "m.npz"), "--out", str(tmp_path / "m.h5"), "--quiet",
+                 "--level-of-theory", "PBE/def2-SVP"]) == 0
+    args = argparse.Namespace(qm_seconds=120.0, qm_name=None, atoms=None, dataset=str(tmp_path / "m.h5"),
+                              dft_exponent=3.0)
+    model = _entered_model(args)
+    assert model.label.startswith("PBE/def2-SVP (entered: 120 CPU-s per conformer at 9 atoms")
+    assert model.conformers_for(1.0, 9) == 30  # 3600 s / 120 s
+    assert model.seconds_per_conformer(18) == pytest.approx(120.0 * 8)
+    with pytest.raises(Exception, match="positive cost"):
+        CostModel.entered(0.0, 9)
