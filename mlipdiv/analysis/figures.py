@@ -182,8 +182,8 @@ def budget_map_figure(
     known = list(on_map() if known is None else known)
     coords = [_map_point(d) for d in known]
     fig = go.Figure()
-    xs: list[float] = [m for m, _ in coords] + ([ours[0]] if ours else [])
-    ys: list[float] = [c for _, c in coords] + ([ours[1]] if ours else [])
+    xs: list[float] = [float(m) for m, _ in coords] + ([float(ours[0])] if ours else [])
+    ys: list[float] = [float(c) for _, c in coords] + ([float(ours[1])] if ours else [])
     if fits:
         f = fits[SplitName.TEST_MOLECULES]
         xs += list(f.points.M)
