@@ -36,9 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-molecules", type=int, help="at most this many distinct molecules are available")
     parser.add_argument("--dataset", help="dataset whose molecule sizes set the cost per conformer (default: shipped)")
     parser.add_argument("--atoms", type=float, help="atoms per molecule for the cost model (overrides --dataset)")
-    parser.add_argument("--qm", choices=["xtb", "xtb-pipeline", "dft"], default="xtb",
+    parser.add_argument("--qm", choices=["xtb", "xtb-pipeline", "dft", "entered"], default="xtb",
                         help="cost model: measured GFN2-xTB single points (default), the measured end-to-end cost of "
-                             "generating the shipped dataset (xtb-pipeline), or DFT scaled from xtb (--dft-factor)")
+                             "generating the shipped dataset (xtb-pipeline), DFT scaled from xtb (--dft-factor), or "
+                             "your own method's cost per conformer (entered: --qm-seconds, --qm-name)")
+    parser.add_argument("--qm-seconds", type=float, help="with --qm entered: CPU-seconds for one conformer of the "
+                        "dataset's mean size, at your level of theory (scales as n^--dft-exponent)")
+    parser.add_argument("--qm-name", help="with --qm entered: the method's name (default: the dataset's level of "
+                        "theory)")
     parser.add_argument("--dft-factor", type=float,
                         help="DFT/xTB cost ratio at 20 atoms, measured with your DFT code (required with --qm dft)")
     parser.add_argument("--dft-exponent", type=float, default=3.0, help="DFT cost scaling n^k (default 3)")
@@ -95,12 +100,34 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise MlipdivError(f"--dft-exponent must be in (0, 10] (3 for hybrid DFT), got {args.dft_exponent}")
 
 
+def _entered_model(args: argparse.Namespace) -> Any:
+    """``--qm entered``: the user's price per conformer at the mean size of ``--dataset`` (or ``--atoms``)."""
+    from mlipdiv.analysis.cost import CostModel, dataset_atom_counts
+    from mlipdiv.errors import MlipdivError
+
+    if args.qm_seconds is None or not (math.isfinite(args.qm_seconds) and args.qm_seconds > 0):
+        raise MlipdivError("--qm entered needs --qm-seconds: the CPU-seconds one conformer costs at your level of "
+                           "theory (for a molecule of the dataset's mean size)")
+    name = args.qm_name
+    if args.atoms is not None:
+        n_ref = float(args.atoms)
+    else:
+        from mlipdiv.io.load import load_dataset
+
+        n_ref = float(dataset_atom_counts(args.dataset).mean())
+        if name is None and args.dataset:
+            name = load_dataset(args.dataset).level_of_theory
+    return CostModel.entered(args.qm_seconds, n_ref, args.dft_exponent, label=name or "your QM method")
+
+
 def _cost_model(args: argparse.Namespace) -> Any:
     from mlipdiv.analysis.cost import pipeline_cost_model, xtb_cost_model
     from mlipdiv.errors import MlipdivError
 
     if args.qm == "xtb-pipeline":
         return pipeline_cost_model()
+    if args.qm == "entered":
+        return _entered_model(args)
     model = xtb_cost_model()
     if args.qm == "dft":
         if args.dft_factor is None:

@@ -265,6 +265,14 @@ class Setup:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
+def require_forces(dataset: Any) -> None:
+    """Refuse a dataset imported without forces: every model here trains on energies and forces."""
+    if not dataset.has_forces:
+        name = dataset.path.name if dataset.path is not None else "the dataset"
+        raise TrainingError(f"{name} has no forces (imported from a source without them): training needs energies "
+                            "and forces; it can still be explored (info, split, the Dataset and Embeddings pages)")
+
+
 def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     """Data, model, optimiser and schedule of ``cfg``.
 
@@ -277,6 +285,7 @@ def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     from mlipdiv.selection import make_split
 
     dataset = load_dataset(cfg.dataset)
+    require_forces(dataset)
     split = make_split(dataset, cfg.split, diversity=False)
     elements = sorted({int(z) for m, _ in split.train for z in dataset[m].atomic_numbers})
     allowed = set(elements)
