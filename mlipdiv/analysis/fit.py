@@ -103,7 +103,9 @@ _TERMS: dict[str, tuple[str, ...]] = {
 _TERM_TEXT = {"floor": "E_inf", "M": "a·(M/M0)^-alpha", "C": "b·(C/C0)^-beta", "MC": "a·(M·C/(M0·C0))^-alpha",
               "S": "d·(S/S0)^-gamma"}
 _ORDER = ("floor", "M", "C", "MC", "S")
-_ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total"}
+_ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total"}  # the candidates
+_NESTED_NAMES = {("MC",): "total_no_floor", ("floor", "M"): "molecules_only", ("floor", "C"): "conformers_only",
+                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Form:
     @property
     def name(self) -> str:
         base = tuple(t for t in self.terms if t != "S")
-        name = _ALIASES.get(base, "+".join(base))
+        name = _ALIASES.get(base) or _NESTED_NAMES.get(base) or "+".join(base)
         return f"{name}+steps" if "S" in self.terms else name
 
     @property

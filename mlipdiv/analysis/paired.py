@@ -145,7 +145,8 @@ class BudgetComparison:
         """One sentence that says what the numbers resolve, and no more."""
         pct = f"{100 * self.level:.0f} %"
         what = self.quantity.replace("_", " ") if self.quantity != MEAN else "mean of both test splits"
-        head = f"{self.model}, B = {self.budget:,}, {what} ({len(self.seeds)} seeds)"
+        sel = "" if self.strategy == "random" else f", {self.strategy} selection"
+        head = f"{self.model}{sel}, B = {self.budget:,}, {what} ({len(self.seeds)} seeds)"
         if len(self.seeds) < 2:
             return f"{head}: not resolved at this budget (fewer than 2 seeds common to all points)"
         best = f"M = {self.best_M}, C = {self.best_C} ({self.means[self.best]:.1f} {self.unit})"
@@ -156,13 +157,14 @@ class BudgetComparison:
                     f"[{worst_gap.low:.1f}, {worst_gap.high:.1f}] {self.unit} (paired {pct} interval, "
                     f"M = {worst_gap.n_molecules})")
         tied = [f"M = {self.M[i]}" for i in self.plausible if i != self.best]
-        close = next(d for d in self.differences if not d.resolved)
+        close = min((d for d in self.differences if not d.resolved), key=lambda d: abs(d.mean))
         extra = ""
         if self.interior:
             extra = "; the optimum is interior (both ends are resolved worse)"
         return (f"{head}: not resolved at this budget: lowest mean at {best}, but {', '.join(tied)} cannot be "
                 f"told apart from it (e.g. M = {close.n_molecules}: {close.mean:+.1f} [{close.low:.1f}, "
-                f"{close.high:.1f}] {self.unit}, paired {pct} interval){extra}")
+                f"{close.high:.1f}] {self.unit}, paired {pct} bootstrap interval; t interval [{close.t_low:.1f}, "
+                f"{close.t_high:.1f}]){extra}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
