@@ -392,29 +392,43 @@ def _segment_distance(q: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(q - (a + t * ab)))
 
 
+class _Hull:
+    """The convex hull of 2-D points (a segment when they are collinear, a point when there is one), built once so
+    that many distances can be asked of it."""
+
+    def __init__(self, points: np.ndarray) -> None:
+        pts = np.unique(np.asarray(points, float), axis=0)
+        self.single = pts[0] if len(pts) == 1 else None
+        self.equations: np.ndarray | None = None
+        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.single is not None:
+            return
+        centred = pts - pts.mean(0)
+        if len(pts) >= 3 and np.linalg.matrix_rank(centred, tol=1e-9) == 2:
+            from scipy.spatial import ConvexHull
+
+            hull = ConvexHull(pts)
+            self.equations = hull.equations
+            verts = pts[hull.vertices]
+            self.edges = list(zip(verts, np.roll(verts, -1, axis=0)))
+        else:  # collinear: the hull is the segment between the two extreme points
+            direction = centred[np.argmax(np.linalg.norm(centred, axis=1))]
+            proj = centred @ direction
+            self.edges = [(pts[np.argmin(proj)], pts[np.argmax(proj)])]
+
+    def distance(self, q: np.ndarray) -> float:
+        q = np.asarray(q, float)
+        if self.single is not None:
+            return float(np.linalg.norm(q - self.single))
+        # inside when on the inner side of every facet (equations: normal . x + offset <= 0)
+        if self.equations is not None and np.all(self.equations[:, :2] @ q + self.equations[:, 2] <= 1e-12):
+            return 0.0
+        return min(_segment_distance(q, a, b) for a, b in self.edges)
+
+
 def hull_distance(points: np.ndarray, q: np.ndarray) -> float:
     """Euclidean distance from ``q`` to the convex hull of ``points`` (2-D; 0 inside; works for collinear points)."""
-    pts = np.unique(np.asarray(points, float), axis=0)
-    q = np.asarray(q, float)
-    if len(pts) == 1:
-        return float(np.linalg.norm(q - pts[0]))
-    centred = pts - pts.mean(0)
-    if len(pts) >= 3 and np.linalg.matrix_rank(centred, tol=1e-9) == 2:
-        from scipy.spatial import ConvexHull
-
-        hull = ConvexHull(pts)
-        # inside when on the inner side of every facet (equations: normal . x + offset <= 0)
-        if np.all(hull.equations[:, :2] @ q + hull.equations[:, 2] <= 1e-12):
-            return 0.0
-        verts = pts[hull.vertices]
-        edges: Iterable[tuple[np.ndarray, np.ndarray]] = zip(verts, np.roll(verts, -1, axis=0))
-    else:  # collinear: the hull is the segment between the two extreme points
-        direction = centred[np.argmax(np.linalg.norm(centred, axis=1))]
-        proj = centred @ direction
-        edges = [(pts[np.argmin(proj)], pts[np.argmax(proj)])]
-    return min(_segment_distance(q, a, b) for a, b in edges)
-
-
+    return _Hull(points).distance(q)
 
 
 # ------------------------------------------------------------------------------------------------------ fits
@@ -470,6 +484,7 @@ class ErrorFit:
     components: list[Component] = field(default_factory=list)
     S0: float = math.nan
     steps_by_budget: dict[int, float] = field(default_factory=dict)
+    loo_errors: np.ndarray | None = None  # per point: prediction without it minus its measured mean
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def steps_for(self, budget: Any) -> np.ndarray:
@@ -510,8 +525,10 @@ class ErrorFit:
 
     def extrapolation(self, M: float, C: float) -> float:
         """How far (M, C) lies outside the fitted region, as a multiplicative factor (1.0 = inside)."""
-        pts = np.log(np.column_stack([self.points.M, self.points.C]))
-        return math.exp(hull_distance(pts, np.log([M, C])))
+        hull = self.__dict__.get("_hull")
+        if hull is None:  # built once per fit: recommendations ask this for hundreds of candidates
+            hull = self.__dict__["_hull"] = _Hull(np.log(np.column_stack([self.points.M, self.points.C])))
+        return math.exp(hull.distance(np.log([M, C])))
 
     def check(self, M: float, C: float) -> None:
         """Raise :class:`ExtrapolationError` when (M, C) is beyond ``max_factor`` outside the fitted region."""
@@ -831,18 +848,18 @@ def _refit(components: list[Component], x: np.ndarray, y: np.ndarray, sigma: np.
     return np.concatenate([[wi, *t] for wi, t in zip(w, parts)])
 
 
-def _leave_one_out_rmse(components: list[Component], data: _Scaled) -> float:
-    """Refit without each point and predict it: quality on unseen points (nan when the fit interpolates)."""
+def _leave_one_out(components: list[Component], data: _Scaled) -> np.ndarray:
+    """Refit without each point and predict it (predicted minus measured; all nan when the fit interpolates)."""
     x, y, sigma = data.x, data.y, data.sigma
     n, k = len(y), max(len(c.theta) for c in components)
     if n <= k:
-        return float("nan")
+        return np.full(n, np.nan)
     loo = []
     for i in range(n):
         keep = np.arange(n) != i
         draw = _refit(components, x[:, keep], y[keep], None if sigma is None else sigma[keep])
         loo.append(math.nan if draw is None else float(_average(components, draw, x[:, [i]])[0] - y[i]))
-    return float(np.sqrt(np.nanmean(np.square(loo)))) if np.isfinite(loo).any() else float("nan")
+    return np.array(loo)
 
 
 def _bootstrap(points: Points, components: list[Component], data: _Scaled, n_boot: int, seed: int
@@ -904,6 +921,7 @@ def fit_error_model(
         except MlipdivError:
             pass
     top = max(components, key=lambda c: c.weight)
+    loo = _leave_one_out(components, data)
     x = data.x
     resid = _average(components, np.concatenate([[c.weight, *c.theta] for c in components]), x) - data.y
     rss = float(resid @ resid)
@@ -924,7 +942,8 @@ def fit_error_model(
         M0=data.M0, C0=data.C0, points=points,
         r2=1.0 - rss / ss_tot if ss_tot > 0 else float("nan"),
         rmse=math.sqrt(rss / len(data.y)),
-        loo_rmse=_leave_one_out_rmse(components, data),
+        loo_rmse=float(np.sqrt(np.nanmean(np.square(loo)))) if np.isfinite(loo).any() else float("nan"),
+        loo_errors=loo,
         aicc=top.aicc, aicc_by_form=aicc_by_form,
         bootstrap=_bootstrap(points, components, data, n_boot, seed),
         max_factor=max_factor, warnings=notes, components=components, S0=data.S0,
@@ -977,11 +996,16 @@ def acceptance(fit: ErrorFit) -> dict[str, Any]:
                         "ok": ok})
     stds = pts.std[pts.std > 0]
     median_std = float(np.median(stds)) if len(stds) else math.nan
+    worst = None
+    if fit.loo_errors is not None and np.isfinite(fit.loo_errors).any():
+        i = int(np.nanargmax(np.abs(fit.loo_errors)))
+        worst = {"M": float(pts.M[i]), "C": float(pts.C[i]), "error": float(fit.loo_errors[i])}
     loo_ok = bool(math.isfinite(fit.loo_rmse) and math.isfinite(median_std) and fit.loo_rmse < median_std)
     return {
         "budgets": budgets,
         "residuals_ok": bool(budgets) and all(x["ok"] for x in budgets),
         "loo_rmse": fit.loo_rmse,
+        "loo_worst": worst,
         "median_seed_std": median_std,
         "loo_ok": loo_ok,
         "ok": bool(budgets) and all(x["ok"] for x in budgets) and loo_ok,

@@ -344,7 +344,10 @@ def _md_acceptance(result: dict[str, Any]) -> list[str]:
         for split, f in a.get("fits", {}).items():
             res = "; ".join(f"B={b['budget']}: {b['mean_residual']:+.1f} ± {b['standard_error']:.1f}"
                             f"{'' if b['ok'] else ' ✗'}" for b in f["budgets"]) or "–"
-            lines.append(f"| {model} | {split} | {f['formula']} | {res} | {_f(f['loo_rmse'])} | "
+            worst = f.get("loo_worst")
+            loo = _f(f["loo_rmse"]) + (f" (worst: M = {worst['M']:g}, C = {worst['C']:g}, {worst['error']:+.1f})"
+                                       if worst else "")
+            lines.append(f"| {model} | {split} | {f['formula']} | {res} | {loo} | "
                          f"{_f(f['median_seed_std'])} | {'yes' if f['ok'] else '**no**'} |")
     lines += ["", "| model | B | measured best M | resolved | fitted best M on the grid (90 %) | recommended M "
               "(90 %) | contains | consistent |", "|---|---|---|---|---|---|---|---|"]
