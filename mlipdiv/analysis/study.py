@@ -3,12 +3,22 @@ domain and figures from the finished runs.
 
 ``python -m mlipdiv.analysis.study --preset NAME [--preset NAME ...] --out DIR`` runs every sweep of the presets
 (finished runs in the store are reused, so a rerun only trains what is missing) and analyses them;
-``--analyse-only`` skips training and analyses what ``DIR`` already holds. Written to ``DIR``:
+``--analyse-only`` skips training and analyses what ``DIR`` already holds: the sweeps below it with the run store, or,
+when ``DIR`` holds only ``results.csv`` (the shipped ``docs/results``), that table alone. The docs page regenerates
+with one command::
+
+    python -m mlipdiv.analysis.study --analyse-only --out docs/results --figures docs/figures --page docs/RESULTS.md
+
+(``--page`` replaces what lies between the page's two ``mlipdiv:generated`` markers; a page without them is refused.)
+Convergence-check runs (presets ending in ``-convergence``) feed only the convergence table. Written to ``DIR``:
 
 - ``<preset>/<model>-<strategy>/results.csv`` (the sweep verb's table) and ``results.csv`` (all of them, with
   ``strategy`` and ``preset`` columns, and the element/zero-force baselines of each run);
 - ``summary.csv``: mean ± std over seeds per experiment, model, strategy, (M, C) and split, in meV/Å and meV/atom;
-- ``analysis.json``: the checks against the study's claims, fits, recommendations, information gap and domain;
+- ``analysis.json``: the checks against the study's claims, paired comparisons within budgets, fits and their
+  acceptance checks, recommendations, convergence, evaluated counts, energies, information gap and domain;
+- ``report.md``: the generated sections of docs/RESULTS.md; ``curves.csv``: every run's learning curve (from the
+  store; kept as it is when only ``results.csv`` is analysed);
 - ``figures/*.html`` and, when kaleido and a Chrome are available, ``figures/*.png`` / ``*.svg`` (the same Plotly
   figures; set ``BROWSER_PATH=/usr/bin/chromium`` for Debian's).
 """
