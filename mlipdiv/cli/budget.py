@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="error to minimise (default: forces_mae)")
     parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
-    parser.add_argument("--form", default="full", choices=["full", "no_floor", "total"],
-                        help="error-model form (default: full = E_inf + a M^-alpha + b C^-beta)")
+    parser.add_argument("--form", default="average",
+                        choices=["average", "full", "no_floor", "total", "full+steps", "no_floor+steps",
+                                 "total+steps"],
+                        help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
+                             "full = E_inf + a M^-alpha + b C^-beta; +steps adds d S^-gamma for training steps)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",
@@ -221,15 +224,28 @@ def _print(o: dict[str, Any]) -> None:
     if o["n_molecules_range"]:
         lo, hi = o["n_molecules_range"]
         w(f"  the optimum's n_molecules over the bootstrap: {lo:,}..{hi:,} ({lvl}%)\n")
+    if o.get("measured"):
+        w(f"  {o['measured']['statement']}\n")
+    else:
+        w("  no runs at this budget: the advice rests on the fitted model alone\n")
+    if o.get("allowed_budgets"):
+        lo, hi = o["allowed_budgets"]
+        w(f"  budgets the fits may advise on: {lo:,}..{hi:,} conformers\n")
     w("predicted:\n")
     for split, p in o["predicted"].items():
         w(f"  {split:16s} {p['mean']:8.2f} {p['unit']}   [{p['low']:.2f}, {p['high']:.2f}] ({lvl}% interval)\n")
     w("\nfits:\n")
     for split, f in o["fits"].items():
         params = ", ".join(f"{k} = {v:.3g} ± {f['stderr'][k]:.2g}" for k, v in f["params"].items())
-        w(f"  {split}: {f['formula']}, M0 = {f['M0']:.3g}, C0 = {f['C0']:.3g}\n    {params}\n")
+        w(f"  {split}: {f['formula']}, M0 = {f['M0']:.3g}, C0 = {f['C0']:.3g}\n    {params} "
+          f"(form with the largest weight)\n")
         w(f"    R² {f['r2']:.3f}, RMSE {f['rmse']:.3g}, leave-one-out RMSE {f['loo_rmse']:.3g} {f['unit']}; "
           f"{f['n_points']} points, {f['n_runs']} runs; M {f['M_range'][0]:g}..{f['M_range'][1]:g}, "
           f"C {f['C_range'][0]:g}..{f['C_range'][1]:g}\n")
+        a = f["acceptance"]
+        res = ", ".join(f"B={b['budget']}: {b['mean_residual']:+.2f} ± {b['standard_error']:.2f}" for b in a["budgets"])
+        w(f"    acceptance: {'passed' if a['ok'] else 'FAILED'} (mean residual per budget {res or '–'}; "
+          f"leave-one-out RMSE {a['loo_rmse']:.3g} vs median seed std {a['median_seed_std']:.3g})\n")
     for note in o["notes"]:
-        w(f"note: {note}\n")
+        if not (o.get("measured") and note == o["measured"]["statement"]):
+            w(f"note: {note}\n")
