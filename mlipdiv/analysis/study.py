@@ -177,11 +177,13 @@ def collect(out: Path, store: Any = None) -> Any:
     df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["experiment", "run_id", "split"])
     df = df.reset_index(drop=True)
     cache: dict[str, RunMetrics | None] = {}
+    configs: dict[str, dict[str, Any]] = {}
     extras = []
     for run_id, split in zip(df["run_id"], df["split"]):
         if run_id not in cache:
-            cache[run_id] = store.get(run_id).run_metrics()
-        extras.append(extra_columns(cache[run_id], split))
+            run = store.get(run_id)
+            cache[run_id], configs[run_id] = run.run_metrics(), dict(run.config)
+        extras.append(extra_columns(cache[run_id], split, configs[run_id]))
     for column in EXTRA_COLUMNS:
         df[column] = [e[column] for e in extras]
     df.to_csv(out / "results.csv", index=False)
