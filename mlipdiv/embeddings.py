@@ -579,7 +579,10 @@ def start_background_build(dataset_path: str | Path | None = None, params: list[
         try:
             dataset = load_dataset(path)
             for p in todo:
-                cached_map(dataset, p)
+                build = build_map(dataset, p)  # the page finds this build and shows its progress
+                build.join()
+                if build.status != "done":
+                    raise RuntimeError(build.error or f"the {p.kind} map was {build.status}")
                 state["done"].append(p.kind)
             state["status"] = "done"
         except Exception as exc:  # noqa: BLE001 - background thread: reported in the page, maps then computed on demand

@@ -21,7 +21,7 @@ st.markdown(
     "Three maps. **Molecules**: one point per molecule, UMAP of Morgan fingerprints; neighbours share substructures "
     "(chemistry). **All conformers**: one point per conformer, UMAP of its atoms' SOAP descriptors averaged "
     "(local environments within 5 Å, the models' cutoff); neighbours look alike *to a potential*. **One "
-    "molecule's conformers** (below): its conformers placed so that a distance is their heavy-atom RMSD in Å, "
+    "molecule's conformers** (below): its conformers placed so that a distance is their RMSD in Å, "
     "coloured by parent family (a relaxed conformer and its thermal samples), marked by what the chosen trade-off "
     "trains on and holds out. Click a point on any map to see it in 2D and 3D; box or lasso selection is in each "
     "map's toolbar.")
@@ -57,7 +57,7 @@ with st.expander("Map settings (UMAP)", expanded=False):
                                   help="neighbourhood size: small keeps local detail, large the global layout")
         min_dist = c[1].slider("min_dist", 0.0, 0.99, value=float(applied["min_dist"]), step=0.01,
                                help="how tightly points may pack")
-        metric_s = c[2].selectbox("Metric (molecules)", METRICS["structures"],
+        metric_s = c[2].selectbox("Metric (structures)", METRICS["structures"],
                                   index=METRICS["structures"].index(applied["metric_structures"]))
         metric_c = c[3].selectbox("Metric (conformers)", METRICS["conformers"],
                                   index=METRICS["conformers"].index(applied["metric_conformers"]))
@@ -75,9 +75,14 @@ ready = {kind: common.embedding_ready(kind, p.n_neighbors, p.min_dist, p.metric)
 if all(ready.values()):
     st.session_state["p_emb_shown"] = dict(applied)
 else:
-    for kind, p in wanted.items():
-        if not ready[kind]:
-            build_map(ds, p)  # started once per process and setting; shared by every session
+    started = [build_map(ds, p) for kind, p in wanted.items() if not ready[kind]]  # once per process and setting
+    if started and all(b.status == "running" for b in started) and max(b.estimate for b in started) <= 40:
+        # short ones (a small dataset; UMAP's start-up counts once) are simply waited for
+        with st.spinner(f"Computing the maps (about {max(b.estimate for b in started):.0f} s) …"):
+            for b in started:
+                b.join(60)
+        if all(b.status == "done" for b in started):
+            st.rerun()
 
     @st.fragment(run_every=1.0)
     def build_progress() -> None:
@@ -236,7 +241,7 @@ with left:
     st.plotly_chart(fig, width="stretch", key="emb_map_molecule", on_select="rerun",
                     selection_mode=("points", "box", "lasso"))
     counts = {r: int((roles == r).sum()) for r in maps.ROLE_SYMBOLS}
-    st.caption(f"A distance between two points is about their heavy-atom RMSD after alignment, in Å (classical "
+    st.caption(f"A distance between two points is about their RMSD (all atoms, after alignment), in Å (classical "
                f"scaling; the two axes keep {kept:.0%} of the spread). Colour: parent family. Marker: ● trained on "
                f"({counts['train']}), ✕ held out as unseen conformers ({counts['test_conformers']}: whole families), "
                f"◆ validation ({counts['val']}), ○ not used ({counts['unused']})"

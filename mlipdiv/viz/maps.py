@@ -253,5 +253,7 @@ def molecule_conformer_figure(
     fig.update_yaxes(title_text="MDS 2 (Å)", zeroline=False, scaleanchor="x", scaleratio=1)
     fig.update_layout(title=title, showlegend=True)
     apply_style(fig, height=height, legend_top=False)
-    fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "xanchor": "left"}, margin={"t": 60, "r": 10})
+    # legend under the plot: beside it, it would take half of a half-page-wide figure
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
+                      margin={"t": 60, "b": 130})
     return clickable(fig)
