@@ -69,7 +69,7 @@ with st.expander("Map settings (UMAP)", expanded=False):
                 "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "metric_structures": metric_s,
                 "metric_conformers": metric_c}
 
-# ---------------------------------------------------------------------------------------------- maps: ready or building
+# ------------------------------------------------------------------------------------------- maps: ready or building
 wanted = {kind: params_of(kind, applied) for kind in KINDS}
 ready = {kind: common.embedding_ready(kind, p.n_neighbors, p.min_dist, p.metric) for kind, p in wanted.items()}
 if all(ready.values()):
@@ -95,10 +95,10 @@ else:
             name = "molecule" if kind == "structures" else "conformer"
             if b.status == "running":
                 left = max(b.estimate - b.elapsed, 0)
+                remaining = f"about {left:.0f} s left" if left else "any moment now"
                 st.progress(b.done / max(b.total, 1),
                             text=f"Computing the {name} map ({b.n_points:,} points, estimated {b.estimate:.0f} s; "
-                                 f"{b.elapsed:.0f} s so far, {'about ' + str(round(left)) + ' s left' if left else 'any moment now'}): "
-                                 f"{b.message}")
+                                 f"{b.elapsed:.0f} s so far, {remaining}): {b.message}")
             elif b.status in ("failed", "cancelled"):
                 st.warning(f"The {name} map was {b.status}{': ' + b.error if b.error else ''}.",
                            icon=":material/warning:")
@@ -200,7 +200,7 @@ else:
     st.caption("Grey: conformers the run was not evaluated on (training conformers, and evaluation sets are capped "
                "per molecule). Molecules: mean over each molecule's evaluated conformers.")
 
-# ---------------------------------------------------------------------------------------------- the two dataset maps
+# ----------------------------------------------------------------------------------------------  the two dataset maps
 cols = st.columns(2)
 titles = {"structures": "Molecules (Morgan fingerprints)", "conformers": "All conformers (averaged SOAP)"}
 for col, kind in zip(cols, KINDS):
@@ -217,7 +217,7 @@ cols[1].caption("UMAP keeps neighbours, not distances: conformers close together
                 "share regions, and a molecule's conformers spread along what changes in its geometry. Zoom in "
                 "(drag a box) to separate them.")
 
-# ---------------------------------------------------------------------------------------------- one molecule's conformers
+# ---------------------------------------------------------------------------------------- one molecule's conformers
 st.subheader("One molecule's conformers")
 ids = list(ds.ids)
 default_mol = next((m for m, _ in split.get("train", [])), ids[0])

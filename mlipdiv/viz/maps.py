@@ -237,12 +237,12 @@ def molecule_conformer_figure(
     for k, fam in enumerate(np.unique(parent)):
         mask = parent == fam
         colour = PALETTE[k % len(PALETTE)]
+        hover_text = [f"{t}<br>family {int(fam)}, {_ROLE_TEXT.get(str(r), str(r))}" for t, r in zip(text[mask], role[mask])]
+        symbols = [ROLE_SYMBOLS.get(str(r), "circle") for r in role[mask]]
         fig.add_trace(go.Scatter(
-            x=xy[mask, 0], y=xy[mask, 1], customdata=ids[mask][:, None], mode="markers",
-            text=[f"{t}<br>family {int(fam)}, {_ROLE_TEXT.get(str(r), str(r))}" for t, r in zip(text[mask], role[mask])],
+            x=xy[mask, 0], y=xy[mask, 1], customdata=ids[mask][:, None], mode="markers", text=hover_text,
             hovertemplate="%{text}<extra></extra>", name=f"family {int(fam)} ({int(mask.sum())})",
-            marker={"color": colour, "size": 11, "symbol": [ROLE_SYMBOLS.get(str(r), "circle") for r in role[mask]],
-                    "line": {"width": 2, "color": colour}},
+            marker={"color": colour, "size": 11, "symbol": symbols, "line": {"width": 2, "color": colour}},
         ))
     if roles is not None:  # legend entries for the markers (no points)
         for r in [r for r in ROLE_SYMBOLS if r in set(map(str, role))]:
