@@ -11,8 +11,9 @@ one molecule's conformers on their own.
   pairwise RMSD, so a distance on it approximates an RMSD in angstrom and parent families separate.
 
 Large maps are fitted on a fixed-seed sample of :attr:`MapParams.sample` points and the others are placed among
-their nearest fitted neighbours in chunks (:func:`compute_map`): on the shipped 105,000 conformers this is what makes a new
-setting take a minute instead of ten, and it gives progress and a place to stop between chunks (:class:`MapBuild`).
+their nearest fitted neighbours in chunks (:func:`compute_map`): on the shipped 105,000 conformers this is what
+makes a new setting take a minute instead of ten, and it gives progress and a place to stop between chunks
+(:class:`MapBuild`).
 :func:`estimate_seconds` predicts the time from the point count and the seconds per point measured on this machine
 by the last computation (kept in ``umap/timing.json`` of the cache).
 

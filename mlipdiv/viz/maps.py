@@ -237,7 +237,8 @@ def molecule_conformer_figure(
     for k, fam in enumerate(np.unique(parent)):
         mask = parent == fam
         colour = PALETTE[k % len(PALETTE)]
-        hover_text = [f"{t}<br>family {int(fam)}, {_ROLE_TEXT.get(str(r), str(r))}" for t, r in zip(text[mask], role[mask])]
+        hover_text = [f"{t}<br>family {int(fam)}, {_ROLE_TEXT.get(str(r), str(r))}"
+                      for t, r in zip(text[mask], role[mask])]
         symbols = [ROLE_SYMBOLS.get(str(r), "circle") for r in role[mask]]
         fig.add_trace(go.Scatter(
             x=xy[mask, 0], y=xy[mask, 1], customdata=ids[mask][:, None], mode="markers", text=hover_text,
