@@ -75,7 +75,7 @@ METRICS = {
 MIN_UMAP_POINTS = 8
 FIT_SAMPLE = 10_000  # maps with more points are fitted on this many and the rest placed by transform
 _CHUNK = 5_000  # points placed per transform call: one progress step, and where a cancel takes effect
-_VERSION = 2  # bump when the map definition changes: old files are then ignored (2: SOAP conformers, sampling)
+_VERSION = 3  # bump when the map definition changes: old files are then ignored (2: SOAP, sampling; 3: PCA init)
 _LOCK = threading.Lock()  # one UMAP at a time in a process (numba compilation and 2 cores do not share well)
 
 
@@ -235,6 +235,10 @@ def compute_map(
             random_state=params.seed,
             n_components=2,
             low_memory=True,
+            # each molecule's conformers form a graph component of their own, on which the default spectral start
+            # fails and falls back to random: islands then lie anywhere. Starting from the descriptor's principal
+            # components puts similar molecules' islands near each other.
+            init="pca",
             n_jobs=1,  # a fixed random_state makes UMAP single-threaded anyway; saying so silences its warning
         )
         stop()
