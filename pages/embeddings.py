@@ -213,9 +213,9 @@ for col, kind in zip(cols, KINDS):
 cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "
                 "similarity of Morgan fingerprints); the gaps between far-apart groups mean little.")
 cols[1].caption("UMAP keeps neighbours, not distances: conformers close together have similar local atomic "
-                "environments (mean SOAP vector within 5 Å), so a potential sees them as alike; similar molecules "
-                "share regions, and a molecule's conformers spread along what changes in its geometry. Zoom in "
-                "(drag a box) to separate them.")
+                "environments (mean SOAP vector within 5 Å), so a potential sees them as alike. Each molecule forms "
+                "a streak of its own, spread along what changes in its geometry; where streaks lie relative to each "
+                "other means little. Zoom in (drag a box) to see one molecule's conformers.")
 
 # ---------------------------------------------------------------------------------------- one molecule's conformers
 st.subheader("One molecule's conformers")
