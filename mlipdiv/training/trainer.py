@@ -273,7 +273,7 @@ def require_forces(dataset: Any) -> None:
                             "and forces; it can still be explored (info, split, the Dataset and Embeddings pages)")
 
 
-def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
+def prepare(cfg: TrainConfig, device: torch.device, dataset: Any = None) -> Setup:
     """Data, model, optimiser and schedule of ``cfg``.
 
     The split is made from the data each time (the same one for a seed, so a resume trains on what the run started
@@ -284,7 +284,7 @@ def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     from mlipdiv.io.load import load_dataset
     from mlipdiv.selection import make_split
 
-    dataset = load_dataset(cfg.dataset)
+    dataset = dataset if dataset is not None else load_dataset(cfg.dataset)
     require_forces(dataset)
     split = make_split(dataset, cfg.split, diversity=False)
     elements = sorted({int(z) for m, _ in split.train for z in dataset[m].atomic_numbers})
@@ -645,6 +645,10 @@ def _train(
     should_stop: Callable[[], bool] | None,
     resume: bool,
 ) -> RunMetrics:
+    from mlipdiv.io.load import load_dataset
+
+    dataset = load_dataset(cfg.dataset)
+    require_forces(dataset)  # before the folder is touched: a dataset that cannot train leaves it as it was
     saved = Checkpoint.load(run.checkpoint_path, cfg) if resume else None
     if saved is None:  # a fresh start: results of an earlier run in this folder must not pass for this one's
         run.clear_training_outputs()
@@ -652,7 +656,7 @@ def _train(
     run.write_config(cfg.to_dict())
     clock = _Clock(saved.seconds if saved is not None else 0.0)
     with _deterministic(device):
-        setup = prepare(cfg, device)
+        setup = prepare(cfg, device, dataset)
         run.write_split(setup.split.to_json())
         state = saved.restore(setup) if saved is not None else TrainState()
         total = total_steps(cfg, setup.steps_per_epoch)

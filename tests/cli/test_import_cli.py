@@ -69,6 +69,7 @@ def test_without_forces_imports_and_explores_but_does_not_train(tmp_path: Path, 
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "qm9.h5 has no forces" in err and "training needs energies and forces" in err
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before the run folder was written
 
 
 def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
