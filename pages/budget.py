@@ -79,9 +79,10 @@ c[2].caption("0: unseen conformers · 1: unseen molecules")
 metric = c[3].selectbox("Error", ["forces_mae", "energy_mae_per_atom"], key="p_budget_metric",
                         format_func={"forces_mae": "force MAE (meV/Å)", "energy_mae_per_atom": "energy MAE (meV/atom)"}
                         .get)
-qm = st.radio("QM method for the cost", ["xtb", "dft"], horizontal=True, key="p_budget_qm",
+qm = st.radio("QM method for the cost", ["xtb", "dft", "entered"], horizontal=True, key="p_budget_qm",
               format_func={"xtb": "GFN2-xTB (cost measured on this machine)",
-                           "dft": "DFT (scaled from GFN2-xTB by your factor)"}.get)
+                           "dft": "DFT (scaled from GFN2-xTB by your factor)",
+                           "entered": "your method (cost per conformer entered)"}.get)
 n_conf = None
 with common.user_errors("Cannot convert the budget: "):
     from mlipdiv.analysis.cost import budget_in_conformers, xtb_cost_model
@@ -96,6 +97,17 @@ with common.user_errors("Cannot convert the budget: "):
         exponent = k[1].number_input("DFT scaling exponent", min_value=1.0, max_value=7.0, key="p_budget_exp")
         cost = cost.scaled(factor, exponent)
     atoms = np.array([m.n_atoms for m in ds]) if ds is not None else np.array([20.0])
+    if qm == "entered":  # e.g. the level of theory of an imported dataset, priced by its owner
+        from mlipdiv.analysis.cost import CostModel
+
+        k = st.columns(3)
+        name = k[0].text_input("QM method", value=ds.level_of_theory if ds is not None else "", key="p_budget_qm_name")
+        common.default("p_budget_qm_seconds", 3600.0)
+        seconds = k[1].number_input(f"CPU-seconds per conformer ({atoms.mean():.0f} atoms)", min_value=1e-3,
+                                    key="p_budget_qm_seconds", format="%g")
+        exponent = k[2].number_input("Scaling exponent", min_value=1.0, max_value=7.0, value=3.0,
+                                     key="p_budget_qm_exp")
+        cost = CostModel.entered(seconds, float(atoms.mean()), exponent, label=name or "your QM method")
     n_conf = budget_in_conformers(value, unit, cost, atoms)
     st.caption(f"{n_conf:,} conformers ≈ {cost.cpu_hours_for(n_conf, atoms):,.3g} CPU-hours with {cost.label}, for "
                f"molecules the size of this dataset's (mean {atoms.mean():.1f} atoms).")
@@ -167,8 +179,11 @@ if fits is not None:
     from mlipdiv.analysis.recommend import budget_grid, optimum_path
 
     path = optimum_path(fits, budget_grid(fits), weight)
-ours = (len(ds), int(round(ds.n_conformers / max(len(ds), 1)))) if ds is not None else None
-st.plotly_chart(afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours),
+ours = (len(ds), max(1, int(round(ds.n_conformers / max(len(ds), 1))))) if ds is not None else None
+st.plotly_chart(afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours,
+                                       ours_name="default dataset (all of it)"
+                                       if common.dataset_path().resolve() == common.default_dataset_path().resolve()
+                                       else f"your dataset: {common.dataset_name()}"),
                 width="stretch", key="budget_map")
 st.dataframe(pd.DataFrame(known_datasets()), hide_index=True,
              column_config={"source": st.column_config.TextColumn(width="large")})
