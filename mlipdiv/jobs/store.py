@@ -696,8 +696,9 @@ class RunStore:
             if row["status"] == "interrupted":
                 values.update(status="running", finished=None, error=None)
             if curve_entry is not None:
-                # an epoch seen again (a resume from an older checkpoint) replaces itself and everything after it
-                curve = [e for e in json.loads(row["curve"]) if e.get("epoch", -1) < curve_entry["epoch"]]
+                # a point seen again (a resume from an older checkpoint) replaces itself and everything after it;
+                # points within an epoch (a ``step`` each) are told apart by their step
+                curve = [e for e in json.loads(row["curve"]) if _before(e, curve_entry)]
                 values["curve"] = json.dumps([*curve, dict(curve_entry)])
             sets = ", ".join(f"{name} = :{name}" for name in values)
             con.execute(f"UPDATE runs SET {sets} WHERE id = :id", {**values, "id": run_id})
@@ -870,6 +871,13 @@ class RunStore:
         con.execute(f"UPDATE runs SET {sets} WHERE id = :id", params)
         if config is not None:
             _write_marker(self._load(con, run.id))
+
+
+def _before(entry: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether curve point ``entry`` comes before ``new`` (by ``step`` where both have one, else by ``epoch``)."""
+    if entry.get("step") is not None and new.get("step") is not None:
+        return bool(entry["step"] < new["step"])
+    return bool(entry.get("epoch", -1) < new["epoch"])
 
 
 def _writable(path: Path) -> bool:

@@ -447,3 +447,12 @@ def test_delete_leaves_a_folder_outside_the_store(store: RunStore, tmp_path: Pat
     store.delete(run.id)
     assert (outside / "keep.txt").read_text() == "mine"
     assert store.list() == []
+
+
+def test_sub_epoch_curve_points_are_kept_and_a_repeated_step_replaces_what_follows(store: RunStore) -> None:
+    run = store.claim(store.create(CONFIG).id, curve=[])
+    for step, epoch in ((10, 1), (20, 1), (30, 2), (40, 2)):
+        store.progress(run.id, run.attempt, epoch=epoch, curve_entry={"epoch": epoch, "step": step})
+    assert [e["step"] for e in store.get(run.id).curve] == [10, 20, 30, 40]
+    store.progress(run.id, run.attempt, epoch=1, curve_entry={"epoch": 1, "step": 20})  # resumed from step 20
+    assert [e["step"] for e in store.get(run.id).curve] == [10, 20]
