@@ -200,14 +200,15 @@ def test_kill_9_then_resume_gives_an_unbroken_curve(tmp_path: Path, tiny_dataset
     proc = subprocess.Popen([sys.executable, "-m", "mlipdiv.jobs.worker", run.id], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(store.get(run.id).curve) >= 2 or proc.poll() is not None, timeout=120)
+        # 3 steps per epoch, a validation after every step (a short run): 4 points means epoch 2 has begun
+        _wait_for(lambda: len(store.get(run.id).curve) >= 4 or proc.poll() is not None, timeout=120)
         assert proc.poll() is None, "the training process ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     killed = store.get(run.id)
     assert killed.status == "interrupted" and "is gone" in killed.error
-    assert 2 <= len(killed.curve) < epochs
+    assert 4 <= len(killed.curve) < 3 * epochs
 
     done = subprocess.run([sys.executable, "-m", "mlipdiv", "runs", "resume", run.id], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
