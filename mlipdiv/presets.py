@@ -167,7 +167,8 @@ of the runs short of the convergence rule (their validation loss still fell > 5 
 batches buy most of the difference. Whether the steps suffice is what the ``-convergence`` presets measure
 (docs/RESULTS.md)."""
 _STUDY_BATCH = {128: 16, 512: 32, 2048: 32, 8192: 32}
-STUDY_TIME = "the whole study (study-* presets) is sized for ~6 CPU-hours on a 2-core machine; see docs/RESULTS.md"
+STUDY_TIME = ("the whole study (study-* presets): about 13 CPU-hours on a 2-core machine, estimated from measured "
+              "step times; run it in the background and rerun after interruptions")
 
 
 def _batch(budget: int) -> dict[str, int]:
