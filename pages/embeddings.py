@@ -106,7 +106,7 @@ for col, kind in zip(cols, ("structures", "conformers")):
     fig = figures.umap_scatter(e["coords"], e["global_ids"], hover[kind],
                                title=f"{'Structures' if kind == 'structures' else 'Conformers'}"
                                      f"{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
-                               **colouring[kind])
+                               method=e["method"], **colouring[kind])
     events[kind] = col.plotly_chart(fig, width="stretch", key=f"emb_map_{kind}", on_select="rerun",
                                     selection_mode=("points", "box", "lasso"))
 

@@ -248,8 +248,8 @@ def test_budget_page_shows_known_datasets_and_handles_bad_input(env):
     at.radio(key="p_budget_unit").set_value("cpu-hours").run()
     at.number_input(key="p_budget_value").set_value(1.0).run()
     assert not at.exception
-    assert len(at.radio(key="p_budget_source").options) == 3
-    for source in ("store", "folder", "upload"):  # no source takes a typed server path
+    assert len(at.radio(key="p_budget_source").options) == 4
+    for source in ("project", "store", "folder", "upload"):  # no source takes a typed server path
         at.radio(key="p_budget_source").set_value(source).run()
         assert not at.exception and not at.text_input, source
     at.radio(key="p_budget_source").set_value("upload").run()
