@@ -13,6 +13,7 @@ from mlipdiv.viz import figures, maps
 from pages import common
 
 MAX_GRID = 64  # slider positions at most
+PREVIEW_POINTS = 5_000  # points per preview map (the split's own are always drawn): each slider step resends them
 
 st.title("Trade-off")
 ds = common.require_dataset()
@@ -63,7 +64,8 @@ def preview_map(path: str, version: tuple, spec: dict, kind: str) -> object:
                                 priority=labels != "unused", category_colors=SPLIT_COLORS,
                                 category_labels=SPLIT_LABELS,
                                 category_order=["unused", *[x for x in SPLIT_ORDER if x != "unused"]],
-                                color_title="split", height=460, method=emb["method"])
+                                color_title="split", height=460, method=emb["method"],
+                                max_points=PREVIEW_POINTS)
 st.markdown("Choose how a training set spends its conformers: **many molecules with few conformers each** "
             "(structural diversity) or **few molecules with many conformers each** (conformational diversity). "
             "The held-out sets are the same for every point, so points are compared on the same test data.")
