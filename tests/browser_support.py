@@ -89,7 +89,8 @@ TRUNCATED_JS = """() => {
     const labels = '.gtitle, .g-xtitle text, .g-ytitle text, .g-y2title text, .legendtext, .annotation-text';
     for (const t of plot.querySelectorAll(labels)) {
       const r = t.getBoundingClientRect();
-      if (r.width > 0 && t.textContent.trim() && !inside(r, box)) out.push('outside its figure: ' + t.textContent.trim());
+      if (r.width > 0 && t.textContent.trim() && !inside(r, box))
+        out.push('outside its figure: ' + t.textContent.trim());
     }
     const area = plot.querySelector('.nsewdrag');
     if (!area) continue;
