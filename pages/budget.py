@@ -242,6 +242,7 @@ def known_table() -> pd.DataFrame:
 from mlipdiv.analysis import figures as afig  # noqa: E402
 
 fig = afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours)
+fig.update_traces(cliponaxis=False, selector={"mode": "markers+text"})  # a name near the edge shows in full
 if rec is not None and rec.extrapolated:
     fig.update_traces(selector={"name": "recommendation"}, name="recommendation (extrapolated)",
                       marker={"color": "#FFFFFF", "line": {"color": "#000", "width": 2}})

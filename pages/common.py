@@ -455,7 +455,15 @@ def budget_surfaces(df: Any, metric: str, model: str, strategy: str, form: str) 
     """The error-surface figure of each split (thousands of range checks each: drawn once per fit)."""
     from mlipdiv.analysis.figures import error_surface_figure
 
-    return {split: error_surface_figure(f) for split, f in budget_fits(df, metric, model, strategy, form).items()}
+    out = {}
+    for split, f in budget_fits(df, metric, model, strategy, form).items():
+        fig = error_surface_figure(f)
+        title = fig.layout.title.text or ""
+        if ";" in title:  # half a page wide, the one-line title ran past the figure: its second part below
+            head, tail = title.split(";", 1)
+            fig.update_layout(title={"text": f"{head}<br><sup>{tail.strip()}</sup>"}, margin={"t": 90})
+        out[split] = fig
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

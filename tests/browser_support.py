@@ -97,7 +97,8 @@ TRUNCATED_JS = """() => {
     const a = area.getBoundingClientRect();
     for (const t of plot.querySelectorAll('.textpoint text')) {
       const r = t.getBoundingClientRect();
-      if (r.width > 0 && t.textContent.trim() && !inside(r, a))
+      const clipped = t.closest('[clip-path]') !== null;  // cliponaxis: Plotly cuts it at the plot area
+      if (r.width > 0 && t.textContent.trim() && !inside(r, clipped ? a : box))
         out.push('clipped point label: ' + t.textContent.trim());
     }
   }
