@@ -20,7 +20,13 @@ class TrainingError(MlipdivError):
 
 
 class TrainingCancelled(MlipdivError):
-    """Training was stopped on request (``should_stop``); the last epoch's checkpoint is kept for ``resume``."""
+    """Training was stopped on request (``should_stop``); the last validation's checkpoint is kept for ``resume``.
+
+    ``metrics``: the ``metrics.json`` dictionary of the best weights reached, scored on every split (None when no
+    validation was reached), so a cancelled run still shows what it learnt.
+    """
+
+    metrics: dict | None = None
 
 
 class InvalidSetting(MlipdivError, ValueError):

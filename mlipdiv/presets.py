@@ -47,6 +47,7 @@ class Preset:
     expected: str = ""
     max_conformers_per_molecule: int | None = None
     match_steps: bool = False
+    grid: tuple[int, ...] = ()  # the exact points: M values (fixed budget) or C values (fixed molecules)
 
     def options(self, strategy: str) -> dict[str, Any]:
         """:class:`~mlipdiv.training.TrainConfig` settings shared by every run of the preset (besides model, epochs)."""
@@ -88,11 +89,12 @@ class Preset:
 
     def describe(self) -> str:
         size = f"B = {self.budget}" if self.experiment == Experiment.FIXED_BUDGET else f"M = {self.molecules}"
-        model = self.config().model
+        cfg = self.config()
+        length = f"{cfg.optim.steps} steps" if cfg.optim.steps else f"{self.epochs} epochs"
         return (
             f"{self.name}: {self.experiment} ({size}), {self.points} points x {self.seeds} seeds x "
-            f"{'/'.join(self.models)} x {'/'.join(self.strategies)} = {self.n_runs} runs, {self.epochs} epochs, "
-            f"hidden {model.hidden}, {model.interactions} interactions; {self.expected}"
+            f"{'/'.join(self.models)} x {'/'.join(self.strategies)} = {self.n_runs} runs, {length}, "
+            f"hidden {cfg.model.hidden}, {cfg.model.interactions} interactions; {self.expected}"
         )
 
 
@@ -145,6 +147,78 @@ PRESETS: dict[str, Preset] = {
                expected="one Ray task per run (GPU or CPU share)", template=_GPU),
     )
 }
+
+
+# ------------------------------------------------------------------------------------------------- the study
+#
+# The protocol of docs/RESULTS.md (issue 16): every run trains a fixed number of optimiser steps that depends on the
+# budget only (within a budget every point trains as long; the convergence presets train two points per budget twice
+# as long to show that it is enough), never stops early, and is scored on evaluation sets that do not move between
+# the points of one seed (anchors: the smallest M of the grid, see mlipdiv.selection.splits). 26 held-out molecules
+# leave 1,024 trainable ones, so B = 8,192 has four points (M = 128 ... 1,024) on the shipped dataset.
+
+_STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 2, "test_molecules": 26,
+          "max_eval_per_molecule": 16, "patience": 0}
+STUDY_STEPS = {128: 1000, 512: 2000, 2048: 3000, 8192: 5000}
+"""Optimiser steps per budget (batches of 8, 8, 16, 32 conformers: 62, 31, 23 and 20 epochs); the fixed-molecules
+grids use the steps of their largest training set. Sized so that the whole study fits a few CPU-hours; whether they
+suffice is what the ``-convergence`` presets measure (docs/RESULTS.md)."""
+_STUDY_BATCH = {128: 8, 512: 8, 2048: 16, 8192: 32}
+STUDY_TIME = "the whole study (study-* presets) is sized for ~6 CPU-hours on a 2-core machine; see docs/RESULTS.md"
+
+
+def _batch(budget: int) -> dict[str, int]:
+    """The batch size of a budget's runs, when it is not TrainConfig's default (templates repeat no default)."""
+    from mlipdiv.training.config import OptimConfig
+
+    size = _STUDY_BATCH[budget]
+    return {} if size == OptimConfig.batch_size else {"batch_size": size}
+
+
+def _study(budget: int, grid: tuple[int, ...], seeds: int, models: tuple[str, ...], steps_factor: int = 1,
+           suffix: str = "", description: str = "") -> Preset:
+    template = {**_STUDY, "steps": STUDY_STEPS[budget] * steps_factor, **_batch(budget), "anchor_molecules": min(grid)}
+    return Preset(f"study-b{budget}{suffix}", description or f"docs/RESULTS.md: fixed budget B = {budget}",
+                  Experiment.FIXED_BUDGET, points=len(grid), seeds=seeds, models=models, epochs=1, budget=budget,
+                  grid=grid, template=template, expected=STUDY_TIME)
+
+
+def _study_molecules(molecules: int, grid: tuple[int, ...], seeds: int, steps_of: int) -> Preset:
+    template = {**_STUDY, "steps": STUDY_STEPS[steps_of], **_batch(steps_of), "anchor_molecules": molecules}
+    return Preset(f"study-m{molecules}", f"docs/RESULTS.md: {molecules} molecules, C = {'/'.join(map(str, grid))}, "
+                  "equal optimiser steps", Experiment.FIXED_MOLECULES, points=len(grid), seeds=seeds,
+                  models=("schnet", "painn"), epochs=1, molecules=molecules, grid=grid, template=template,
+                  expected=STUDY_TIME)
+
+
+_BOTH = ("schnet", "painn")
+STUDY_PRESETS = (
+    _study(128, (4, 8, 32, 128), 8, _BOTH),
+    _study(512, (8, 32, 128, 512), 8, _BOTH),
+    _study(2048, (32, 128, 512, 1024), 3, _BOTH),
+    _study(8192, (128, 256, 512, 1024), 3, ("schnet",)),
+    _study_molecules(8, (1, 4, 16, 64), 4, steps_of=512),
+    _study_molecules(64, (1, 4, 16, 64), 3, steps_of=2048),
+    # convergence: two points per budget (the ends of the grid), SchNet, twice the steps, the first seeds
+    *(_study(b, (g[0], g[-1]), seeds, ("schnet",), steps_factor=2, suffix="-convergence",
+             description=f"docs/RESULTS.md: B = {b} at twice the steps (is the protocol converged?)")
+      for b, g, seeds in ((128, (4, 128), 3), (512, (8, 512), 3), (2048, (32, 1024), 2), (8192, (128, 1024), 2))),
+)
+# the same protocol on a GPU: budgets of 32,768 and 131,072 conformers need a dataset of >= 2,048 / 4,096 trainable
+# molecules with >= 64 conformers each (``generate`` or ``import``); the default model, CUDA
+_GPU_STUDY = {**{k: v for k, v in _STUDY.items() if k not in ("hidden", "interactions", "device")},
+              "batch_size": 64, "test_molecules": 0.05}  # the default model on the default device
+GPU_STUDY_PRESETS = (
+    Preset("gpu-b32768", "fixed budget B = 32,768 on a GPU, the study's protocol (steps, anchors, no early stop)",
+           Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn", "mace"), epochs=1, budget=32768,
+           grid=(512, 1024, 2048, 4096), expected="sized for one GPU (about a day on a CPU)",
+           template={**_GPU_STUDY, "steps": 24000, "anchor_molecules": 512}),
+    Preset("gpu-b131072", "fixed budget B = 131,072 on a GPU, the study's protocol",
+           Experiment.FIXED_BUDGET, points=4, seeds=3, models=("schnet", "painn", "mace"), epochs=1, budget=131072,
+           grid=(2048, 4096, 8192, 16384), expected="sized for one GPU (needs a dataset of >= 16,384 molecules)",
+           template={**_GPU_STUDY, "steps": 48000, "anchor_molecules": 2048}),
+)
+PRESETS.update({p.name: p for p in (*STUDY_PRESETS, *GPU_STUDY_PRESETS)})
 
 
 def get_preset(name: str) -> Preset:

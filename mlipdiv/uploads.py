@@ -6,7 +6,10 @@ Three things follow from that, and live here rather than in a page:
 * the upload is validated by :func:`mlipdiv.io.load.load_dataset`, exactly what ``--dataset`` gets on the
   command line, and is kept only when that passed (a refused file is deleted at once);
 * messages name the file the user chose, never the server path of its cached copy;
-* the folder is bounded (files and bytes, oldest first), so uploads do not pile up on the server forever.
+* the folder is bounded (files and bytes, oldest first), so uploads do not pile up on the server forever;
+* a file in another program's format (ASE database, SPICE/ANI-1x HDF5, rMD17 npz, extended XYZ without mlipdiv's
+  ``mol_id``) is imported (:func:`mlipdiv.data.importing.import_dataset`) into an mlipdiv HDF5 file, which is what
+  stays in the cache; the uploaded original is deleted.
 
 Standard library only at import; no Streamlit.
 """
@@ -14,6 +17,7 @@ Standard library only at import; no Streamlit.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -23,10 +27,13 @@ from typing import Any
 
 from mlipdiv.errors import MlipdivError
 
-__all__ = ["UploadResult", "accept_upload", "discard_upload", "one_line", "prune_uploads", "redact", "redact_uploads",
+__all__ = ["IMPORT_SUFFIXES", "UploadResult",
+           "accept_upload", "discard_upload", "one_line", "prune_uploads", "redact", "redact_uploads",
            "upload_dir", "DATASET_SUFFIXES", "MAX_UPLOAD_BYTES", "MAX_CACHED_UPLOADS", "MAX_CACHED_BYTES"]
 
-DATASET_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
+DATASET_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz", ".db", ".npz")
+IMPORT_SUFFIXES = (".db", ".npz")  # always another program's format; .h5 and .xyz may be either
+IMPORT_OPTIONS = ("energy_key", "forces_key", "energy_unit", "length_unit", "level_of_theory")
 MAX_UPLOAD_BYTES = 100 * 2**20  # one upload; larger files belong on the command line (--dataset)
 MAX_CACHED_UPLOADS = 8  # the cache keeps at most this many uploads ...
 MAX_CACHED_BYTES = 400 * 2**20  # ... and at most this many bytes; the oldest go first
@@ -41,6 +48,7 @@ class UploadResult:
     path: Path | None = None
     dataset: Any = None
     error: str | None = None
+    report: dict[str, Any] | None = None  # the import report, when the upload was imported from another format
 
     @property
     def ok(self) -> bool:
@@ -94,7 +102,8 @@ def _safe_name(name: str) -> str:
 
 
 def accept_upload(name: str, data: bytes, cache_dir: str | Path, *, keep: Iterable[str | Path] = (),
-                  max_bytes: int = MAX_UPLOAD_BYTES) -> UploadResult:
+                  max_bytes: int = MAX_UPLOAD_BYTES, import_options: Mapping[str, Any] | None = None
+                  ) -> UploadResult:
     """Check an uploaded dataset as the CLI would, and keep it in the cache only when it passed.
 
     Args:
@@ -103,6 +112,8 @@ def accept_upload(name: str, data: bytes, cache_dir: str | Path, *, keep: Iterab
         cache_dir: the app's cache (``mlipdiv.paths.cache_dir()``); the copy goes to ``upload_dir(cache_dir)``.
         keep: cached uploads still in use (the session's dataset): never pruned to make room.
         max_bytes: the largest upload accepted.
+        import_options: for a file in another format: ``energy_key``, ``forces_key``, ``energy_unit``,
+            ``length_unit``, ``level_of_theory`` (``None`` or empty: detected, as the ``import`` verb does).
 
     Returns:
         An :class:`UploadResult`; a refused upload leaves no file behind. Never raises for a bad file.
@@ -111,19 +122,60 @@ def accept_upload(name: str, data: bytes, cache_dir: str | Path, *, keep: Iterab
     suffix = Path(display).suffix.lower()
     if suffix not in DATASET_SUFFIXES:
         return UploadResult(display, error=f"{display}: not a dataset file name; use an mlipdiv HDF5 file (.h5, "
-                                           ".hdf5) or extended XYZ (.xyz, .extxyz)")
+                                           ".hdf5), extended XYZ (.xyz, .extxyz), an ASE database (.db), SPICE or "
+                                           "ANI-1x HDF5 (.h5) or an rMD17 .npz")
     if len(data) > max_bytes:
         return UploadResult(display, error=f"{display} is {len(data) / 2**20:.0f} MB; the limit here is "
                                            f"{max_bytes / 2**20:.0f} MB. Use it from the command line (--dataset) "
                                            "or set MLIPDIV_DATASET")
     folder = upload_dir(cache_dir)
-    target = folder / f"{hashlib.sha1(data).hexdigest()[:12]}-{_safe_name(display)}"
+    options = {k: str(v) for k, v in (import_options or {}).items() if k in IMPORT_OPTIONS and v}
+    digest = hashlib.sha1(data + repr(sorted(options.items())).encode()).hexdigest()[:12]
+    target = folder / f"{digest}-{_safe_name(display)}"
+    imported = target.with_name(target.name + ".imported.h5")
+    if imported.exists():  # the same file with the same options, imported before
+        os.utime(imported)
+        return _load_cached(display, imported, folder, keep)
     if target.exists():
         os.utime(target)  # uploaded again: the most recent, last to be pruned
     else:
         from mlipdiv.io.atomic import atomic_write_bytes
 
         atomic_write_bytes(target, data)
+    if _foreign(target, suffix, data):
+        return _import(display, target, imported, folder, keep, options)
+    return _load_cached(display, target, folder, keep)
+
+
+def _foreign(target: Path, suffix: str, data: bytes) -> bool:
+    """Whether an upload is another program's format (imported) rather than an mlipdiv dataset (loaded)."""
+    if suffix in IMPORT_SUFFIXES:
+        return True
+    if suffix in (".xyz", ".extxyz"):
+        return b"mol_id=" not in data[: 2**16]  # mlipdiv's own extended XYZ names each frame's molecule
+    try:
+        import h5py
+
+        with h5py.File(target, "r") as f:
+            return f.attrs.get("format") not in ("mlipdiv", b"mlipdiv")
+    except OSError:
+        return False  # not HDF5 at all: the reader says so
+
+
+def _refused(display: str, exc: BaseException, *paths: Path) -> UploadResult:
+    for p in paths:
+        p.unlink(missing_ok=True)
+    reason = str(exc) if isinstance(exc, MlipdivError) else f"not a readable dataset ({type(exc).__name__})"
+    message = reason
+    for p in paths:  # the cached name <sha1>-<name> alone means nothing to the user either
+        message = redact(message, {p: display}).replace(p.name, display)
+    message = one_line(message)
+    if not message.startswith(display):
+        message = f"{display}: {message}"
+    return UploadResult(display, error=message)
+
+
+def _load_cached(display: str, target: Path, folder: Path, keep: Iterable[str | Path]) -> UploadResult:
     try:
         from mlipdiv.io.load import load_dataset
 
@@ -131,15 +183,34 @@ def accept_upload(name: str, data: bytes, cache_dir: str | Path, *, keep: Iterab
         if len(dataset) == 0:
             raise MlipdivError(f"{target}: holds no molecules")
     except Exception as exc:  # noqa: BLE001 - whatever a reader trips on, the file is at fault: say so, keep nothing
-        target.unlink(missing_ok=True)
-        reason = str(exc) if isinstance(exc, MlipdivError) else f"not a readable dataset ({type(exc).__name__})"
-        # the cached name <sha1>-<name> alone means nothing to the user either
-        message = one_line(redact(reason, {target: display}).replace(target.name, display))
-        if not message.startswith(display):
-            message = f"{display}: {message}"
-        return UploadResult(display, error=message)
+        return _refused(display, exc, target)
     prune_uploads(folder, keep=[target, *keep], max_files=MAX_CACHED_UPLOADS, max_bytes=MAX_CACHED_BYTES)
-    return UploadResult(display, path=target, dataset=dataset)
+    report = dataset.attrs.get("import_report")
+    try:
+        parsed = json.loads(report) if isinstance(report, str) else None
+    except ValueError:
+        parsed = None
+    return UploadResult(display, path=target, dataset=dataset, report=parsed)
+
+
+def _import(display: str, source: Path, out: Path, folder: Path, keep: Iterable[str | Path],
+            options: Mapping[str, str]) -> UploadResult:
+    """Import ``source`` into ``out`` (the report goes into the file, not beside it: one cached file per upload);
+    the uploaded original is deleted whatever happens."""
+    try:
+        from mlipdiv.data.importing import import_dataset
+        from mlipdiv.io.sources import SourceOptions
+
+        result = import_dataset(
+            source, out, options=SourceOptions(**{k: options.get(k) for k in IMPORT_OPTIONS[:4]}),
+            level_of_theory=options.get("level_of_theory"), overwrite=True, write_report=False,
+            display_name=display,
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever a reader trips on, the file is at fault: say so, keep nothing
+        return _refused(display, exc, source, out)
+    source.unlink(missing_ok=True)
+    prune_uploads(folder, keep=[out, *keep], max_files=MAX_CACHED_UPLOADS, max_bytes=MAX_CACHED_BYTES)
+    return UploadResult(display, path=out, dataset=result.dataset, report=result.report)
 
 
 def discard_upload(path: str | Path, cache_dir: str | Path) -> bool:

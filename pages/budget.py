@@ -112,9 +112,10 @@ from mlipdiv.analysis.cost import budget_in_conformers, xtb_cost_model  # noqa: 
 
 atoms = np.array([m.n_atoms for m in ds]) if ds is not None else np.array([20.0])
 common.default("p_budget_qm", "xtb")
-qm = st.radio("QM method for the cost", ["xtb", "dft"], horizontal=True, key="p_budget_qm",
+qm = st.radio("QM method for the cost", ["xtb", "dft", "entered"], horizontal=True, key="p_budget_qm",
               format_func={"xtb": "GFN2-xTB (cost measured on this machine)",
-                           "dft": "DFT (scaled from GFN2-xTB by your factor)"}.get)
+                           "dft": "DFT (scaled from GFN2-xTB by your factor)",
+                           "entered": "your method (cost per conformer entered)"}.get)
 cost = xtb_cost_model()
 if qm == "dft":
     k = st.columns(2)
@@ -124,6 +125,16 @@ if qm == "dft":
                                help="measure it with your DFT code and machine; no default is right for all")
     exponent = k[1].number_input("DFT scaling exponent", min_value=1.0, max_value=7.0, key="p_budget_exp")
     cost = cost.scaled(factor, exponent)
+if qm == "entered":  # e.g. the level of theory of an imported dataset, priced by its owner
+    from mlipdiv.analysis.cost import CostModel
+
+    k = st.columns(3)
+    name = k[0].text_input("QM method", value=ds.level_of_theory if ds is not None else "", key="p_budget_qm_name")
+    common.default("p_budget_qm_seconds", 3600.0)
+    seconds = k[1].number_input(f"CPU-seconds per conformer ({atoms.mean():.0f} atoms)", min_value=1e-3,
+                                key="p_budget_qm_seconds", format="%g")
+    exponent = k[2].number_input("Scaling exponent", min_value=1.0, max_value=7.0, value=3.0, key="p_budget_qm_exp")
+    cost = CostModel.entered(seconds, float(atoms.mean()), exponent, label=name or "your QM method")
 
 # the range the runs answer for: budgets (M x C) of the fitted points, a factor max_factor either side
 covered = answered = None
@@ -231,7 +242,9 @@ if rec is not None and fits is not None and fit_args is not None:
 # ---------------------------------------------------------------------------------------------- the map
 st.subheader("Where QM datasets sit")
 path = common.budget_path(*fit_args, weight) if fits is not None and fit_args is not None else []
-ours = (len(ds), int(round(ds.n_conformers / max(len(ds), 1)))) if ds is not None else None
+ours = (len(ds), max(1, int(round(ds.n_conformers / max(len(ds), 1))))) if ds is not None else None
+ours_name = ("default dataset (all of it)" if common.dataset_path().resolve() == common.default_dataset_path().resolve()
+             else f"your dataset: {common.dataset_name()}")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -241,7 +254,8 @@ def known_table() -> pd.DataFrame:
 
 from mlipdiv.analysis import figures as afig  # noqa: E402
 
-fig = afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours)
+fig = afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours,
+                             ours_name=ours_name)
 fig.update_traces(cliponaxis=False, selector={"mode": "markers+text"})  # a name near the edge shows in full
 if rec is not None and rec.extrapolated:
     fig.update_traces(selector={"name": "recommendation"}, name="recommendation (extrapolated)",

@@ -106,23 +106,24 @@ def set_dataset_path(path: str | Path | None, name: str | None = None) -> None:
 MAX_UPLOAD_MB = uploads.MAX_UPLOAD_BYTES // 2**20
 
 
-def accept_upload(upload: Any) -> Any:
+def accept_upload(upload: Any, import_options: dict[str, Any] | None = None) -> Any:
     """Validate an ``st.file_uploader`` file once per upload (see :func:`mlipdiv.uploads.accept_upload`).
 
     The result is kept for the session, so reruns do not read the file again; an upload replaced by another one
     is deleted from the cache unless it is the session's dataset.
     """
     previous = st.session_state.get(UPLOAD_KEY)
-    if previous is not None and previous[0] == upload.file_id:
+    upload_key = (upload.file_id, tuple(sorted((import_options or {}).items())))
+    if previous is not None and previous[0] == upload_key:
         result = previous[1]
         if not result.ok or result.path.exists():
             return result
     result = uploads.accept_upload(upload.name, upload.getvalue(), cache_dir(), keep=[dataset_path()],
-                                    max_bytes=MAX_UPLOAD_MB * 2**20)
+                                    max_bytes=MAX_UPLOAD_MB * 2**20, import_options=import_options)
     if previous is not None and previous[1].ok and previous[1].path != result.path:
         if Path(previous[1].path).resolve() != dataset_path().resolve():
             discard_upload(previous[1].path, cache_dir())
-    st.session_state[UPLOAD_KEY] = (upload.file_id, result)
+    st.session_state[UPLOAD_KEY] = (upload_key, result)
     return result
 
 

@@ -55,6 +55,28 @@ if ds is not None:
 
     # ---------------------------------------------------------------------------------------------- the table
     st.subheader(f"{len(ds):,} molecules, {ds.n_conformers:,} conformers ({ds.level_of_theory})")
+    if "import_report" in ds.attrs:
+        import json
+
+        with st.expander(f"Import report ({ds.attrs.get('source', 'imported')})"):
+            report = json.loads(ds.attrs["import_report"])
+            cpm, fam, skipped = report["conformers_per_molecule"], report["families"], report["skipped"]
+            c = st.columns(4)
+            c[0].metric("Molecules", f"{report['molecules']:,}")
+            c[1].metric("Conformers per molecule", f"{cpm['median']:g}", f"{cpm['min']}–{cpm['max']}",
+                        delta_color="off", delta_arrow="off")
+            c[2].metric("Families", f"{fam['total']:,}", help=fam["method"])
+            c[3].metric("Skipped conformers", f"{skipped['conformers']:,}")
+            st.markdown(f"Elements {' '.join(report['elements'])} · level of theory {report['level_of_theory']} · "
+                        f"energy from `{report['energy_key']}`, forces "
+                        + (f"from `{report['forces_key']}`" if report["forces"] else "**none** (not trainable)"))
+            for line in report["units"]["conversions"] or ["units: eV and Å, no conversion"]:
+                st.caption(line)
+            if skipped["entries"]:
+                st.dataframe(skipped["entries"], hide_index=True, height=200)
+            if report["identity"]["disagreements"]:
+                st.caption("SMILES of the file that disagree with the geometry:")
+                st.dataframe(report["identity"]["disagreements"], hide_index=True, height=160)
     query = st.text_input("Search by name, formula (e.g. `C7H8O`), SMILES, id, or a SMARTS substructure (e.g. "
                           "`c1ccccc1`, `[OX2H]`)", key="dataset_search")
     shown, how = tables.search_molecules(rows, query)
@@ -149,18 +171,35 @@ st.subheader("Use another dataset")
 tab_upload, tab_generate = st.tabs(["Load a file", "Generate from SMILES"])
 
 with tab_upload:
-    st.markdown(f"An mlipdiv HDF5 file (`.h5`) or extended XYZ (`.xyz`/`.extxyz` with energies and forces), at most "
-                f"{common.MAX_UPLOAD_MB} MB. The file is checked as the command line checks `--dataset` before it "
-                "can be used.")
-    upload = st.file_uploader("Dataset file", type=["h5", "hdf5", "xyz", "extxyz"], key="dataset_upload")
+    st.markdown(f"An mlipdiv HDF5 file (`.h5`) or extended XYZ, or your own data in another program's format — an "
+                f"ASE database (`.db`), extended XYZ from MACE/NequIP workflows, SPICE or ANI-1x style HDF5, an rMD17 "
+                f"`.npz` — which is imported (molecules by connectivity, conformer families, units converted to eV "
+                f"and Å), at most {common.MAX_UPLOAD_MB} MB. The file is checked as the command line checks "
+                "`--dataset` (or `import`) before it can be used.")
+    with st.expander("Import options (other formats; empty: detected)"):
+        k = st.columns(5)
+        import_options = {
+            "energy_key": k[0].text_input("Energy key", key="import_energy_key",
+                                          help="e.g. energy_U0, wb97x_dz.energy, formation_energy"),
+            "forces_key": k[1].text_input("Forces key", key="import_forces_key"),
+            "energy_unit": k[2].selectbox("Energy unit", ["", "eV", "hartree", "kcal/mol", "kJ/mol"],
+                                          key="import_energy_unit", help="empty: the file's metadata, else the "
+                                          "format's convention (eV; hartree for SPICE/ANI; kcal/mol for npz)"),
+            "length_unit": k[3].selectbox("Length unit", ["", "angstrom", "bohr"], key="import_length_unit"),
+            "level_of_theory": k[4].text_input("Level of theory", key="import_level"),
+        }
+    upload = st.file_uploader("Dataset file", type=["h5", "hdf5", "xyz", "extxyz", "db", "npz"],
+                              key="dataset_upload")
     if upload is not None:
-        result = common.accept_upload(upload)
+        result = common.accept_upload(upload, {k: v for k, v in import_options.items() if v})
         if not result.ok:
             st.error(common.md(result.error), icon=":material/error:")
         else:
             loaded = result.dataset
             st.success(f"{common.md(result.name)}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
-                       f"{loaded.level_of_theory}.")
+                       f"{loaded.level_of_theory}" + (" (imported)." if result.report else "."))
+            if result.report and not result.report["forces"]:
+                st.warning("No forces in this file: it can be explored, not trained on.", icon=":material/warning:")
             if st.button("Use this dataset in every page", key="use_upload", type="primary"):
                 common.set_dataset_path(result.path, name=result.name)
                 st.rerun()

@@ -1,4 +1,5 @@
-"""Embeddings: UMAP maps of structures and conformers side by side; click a point to see that conformer in 3D."""
+"""Embeddings: a map of the molecules, a map of all conformers by their local atomic environments, and one
+molecule's conformers with its parent families and the chosen trade-off's training and held-out conformers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from mlipdiv.embeddings import METRICS
+from mlipdiv.embeddings import METRICS, MapParams, build_map, estimate_seconds, molecule_conformer_map, running_build
 from mlipdiv.io.rundir import RunDir
 from mlipdiv.style import SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, mev
 from mlipdiv.viz import figures, live, maps, molview
@@ -16,48 +17,148 @@ from pages import common
 st.title("Embeddings")
 ds = common.require_dataset()
 common.sidebar(ds)
-st.markdown("Each point of the left map is a **molecule** (UMAP of Morgan fingerprints); each point of the right map "
-            "is a **conformer** (UMAP of sorted Coulomb-matrix eigenvalues, one fixed-length 3D descriptor for all "
-            "molecules). Hover to see the molecule; click a point (or draw a box) to see that conformer in 3D.")
+st.markdown(
+    "Three maps. **Molecules**: one point per molecule, UMAP of Morgan fingerprints; neighbours share substructures "
+    "(chemistry). **All conformers**: one point per conformer, UMAP of its atoms' SOAP descriptors averaged "
+    "(local environments within 5 Å, the models' cutoff); neighbours look alike *to a potential*. **One "
+    "molecule's conformers** (below): its conformers placed so that a distance is their RMSD in Å, "
+    "coloured by parent family (a relaxed conformer and its thermal samples), marked by what the chosen trade-off "
+    "trains on and holds out. Click a point on any map to see it in 2D and 3D; box or lasso selection is in each "
+    "map's toolbar.")
 
-# ---------------------------------------------------------------------------------------------- controls
+# ---------------------------------------------------------------------------------------------- settings
+KINDS = ("structures", "conformers")
+N_POINTS = {"structures": len(ds), "conformers": ds.n_conformers}
+common.default("p_emb_applied", {"n_neighbors": 15, "min_dist": 0.1, "metric_structures": METRICS["structures"][0],
+                                 "metric_conformers": METRICS["conformers"][0]})
+applied = dict(st.session_state["p_emb_applied"])
+
+
+def params_of(kind: str, settings: dict) -> MapParams:
+    return MapParams(kind, int(settings["n_neighbors"]), float(settings["min_dist"]), settings[f"metric_{kind}"])
+
+
+def estimate_text() -> str:
+    parts = []
+    for kind in KINDS:
+        p = params_of(kind, applied)
+        secs = estimate_seconds(N_POINTS[kind], p, descriptors_ready=True)
+        fit = min(N_POINTS[kind], p.sample) if p.sample else N_POINTS[kind]
+        how = f"fitted on {fit:,}, the rest placed" if fit < N_POINTS[kind] else "all fitted"
+        parts.append(f"{'molecule' if kind == 'structures' else 'conformer'} map {N_POINTS[kind]:,} points "
+                     f"({how}): about {secs:.0f} s")
+    return "; ".join(parts)
+
+
 with st.expander("Map settings (UMAP)", expanded=False):
-    c = st.columns(4)
-    common.default("p_emb_neighbors", 15)
-    common.default("p_emb_min_dist", 0.1)
-    common.default("p_emb_metric_structures", METRICS["structures"][0])
-    common.default("p_emb_metric_conformers", METRICS["conformers"][0])
-    n_neighbors = int(c[0].slider("n_neighbors", 2, 100, key="p_emb_neighbors",
-                                  help="neighbourhood size: small keeps local detail, large the global layout"))
-    min_dist = float(c[1].slider("min_dist", 0.0, 0.99, step=0.01, key="p_emb_min_dist",
-                                 help="how tightly points may pack"))
-    metric_s = c[2].selectbox("Metric (structures)", METRICS["structures"], key="p_emb_metric_structures")
-    metric_c = c[3].selectbox("Metric (conformers)", METRICS["conformers"], key="p_emb_metric_conformers")
-    st.caption("Each map is computed once per dataset and setting and stored on disk, so it is instant afterwards, "
-               "also after a restart.")
+    with st.form("emb_settings", border=False):
+        c = st.columns(4)
+        n_neighbors = c[0].slider("n_neighbors", 2, 100, value=int(applied["n_neighbors"]),
+                                  help="neighbourhood size: small keeps local detail, large the global layout")
+        min_dist = c[1].slider("min_dist", 0.0, 0.99, value=float(applied["min_dist"]), step=0.01,
+                               help="how tightly points may pack")
+        metric_s = c[2].selectbox("Metric (structures)", METRICS["structures"],
+                                  index=METRICS["structures"].index(applied["metric_structures"]))
+        metric_c = c[3].selectbox("Metric (conformers)", METRICS["conformers"],
+                                  index=METRICS["conformers"].index(applied["metric_conformers"]))
+        st.caption(f"A new setting is computed once and stored, then instant (also after a restart). Time for a "
+                   f"new one on this machine, from the seconds per point the last computation measured: "
+                   f"{estimate_text()}.")
+        if st.form_submit_button("Apply", key="emb_apply"):
+            st.session_state["p_emb_applied"] = applied = {
+                "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "metric_structures": metric_s,
+                "metric_conformers": metric_c}
 
+# ------------------------------------------------------------------------------------------- maps: ready or building
+wanted = {kind: params_of(kind, applied) for kind in KINDS}
+ready = {kind: common.embedding_ready(kind, p.n_neighbors, p.min_dist, p.metric) for kind, p in wanted.items()}
+if all(ready.values()):
+    st.session_state["p_emb_shown"] = dict(applied)
+else:
+    started = [build_map(ds, p) for kind, p in wanted.items() if not ready[kind]]  # once per process and setting
+    if started and all(b.status == "running" for b in started) and max(b.estimate for b in started) <= 40:
+        # short ones (a small dataset; UMAP's start-up counts once) are simply waited for
+        with st.spinner(f"Computing the maps (about {max(b.estimate for b in started):.0f} s) …"):
+            for b in started:
+                b.join(60)
+        if all(b.status == "done" for b in started):
+            st.rerun()
+
+    @st.fragment(run_every=1.0)
+    def build_progress() -> None:
+        builds = {kind: running_build(ds, p) for kind, p in wanted.items() if not ready[kind]}
+        if all(b is not None and b.status == "done" for b in builds.values()):
+            st.rerun()
+        for kind, b in builds.items():
+            if b is None:
+                continue
+            name = "molecule" if kind == "structures" else "conformer"
+            if b.status == "running":
+                left = max(b.estimate - b.elapsed, 0)
+                remaining = f"about {left:.0f} s left" if left else "any moment now"
+                st.progress(b.done / max(b.total, 1),
+                            text=f"Computing the {name} map ({b.n_points:,} points, estimated {b.estimate:.0f} s; "
+                                 f"{b.elapsed:.0f} s so far, {remaining}): {b.message}")
+            elif b.status in ("failed", "cancelled"):
+                st.warning(f"The {name} map was {b.status}{': ' + b.error if b.error else ''}.",
+                           icon=":material/warning:")
+        if st.button("Cancel", key="emb_cancel", help="stop computing these maps (after the current step, a few "
+                                                      "seconds) and keep the ones shown"):
+            for b in builds.values():
+                if b is not None:
+                    b.cancel()
+            st.session_state["p_emb_applied"] = st.session_state.get("p_emb_shown", applied)
+            st.rerun(scope="app")
+
+    build_progress()
+
+shown = st.session_state.get("p_emb_shown")
+if shown is None:
+    st.info("The maps are being computed for the first time (see the progress above).", icon=":material/hourglass:")
+    st.stop()
+if shown != applied:
+    st.caption("Showing the maps of the previous settings until the new ones are ready.")
+emb = {}
+for kind in KINDS:
+    p = params_of(kind, shown)
+    with common.user_errors(f"Cannot read the {kind} map: "):
+        emb[kind] = common.embedding(kind, p.n_neighbors, p.min_dist, p.metric)
+if len(emb) < 2:
+    st.stop()
+
+# ---------------------------------------------------------------------------------------------- what was clicked
+MAP_KEYS = ("emb_map_structures", "emb_map_conformers", "emb_map_molecule")
+
+
+def selection_of(key: str) -> tuple[int, ...]:
+    return tuple(live.selected_global_ids(st.session_state.get(key)))
+
+
+previous = st.session_state.setdefault("emb_previous_selection", {})
+for key in MAP_KEYS:
+    now = selection_of(key)
+    if now and now != previous.get(key):  # the map clicked last decides what is shown
+        st.session_state["emb_picked"] = list(now)
+        mol_now = ds[ds.locate(now[0])[0]].id
+        if key != "emb_map_molecule" and st.session_state.get("p_emb_molecule") != mol_now:
+            st.session_state["p_emb_molecule"] = mol_now
+    previous[key] = now
+picked: list[int] = st.session_state.get("emb_picked", [])
+
+# ---------------------------------------------------------------------------------------------- colouring
 common.default("p_emb_colour", "split")
 colour = st.radio("Colour by", ["split", "molecule", "energy", "error"], horizontal=True, key="p_emb_colour",
                   format_func={"split": "split of the chosen trade-off", "molecule": "molecule",
                                "energy": "energy", "error": "a finished run's error"}.get)
-
-# ---------------------------------------------------------------------------------------------- the maps
-emb = {}
-for kind, metric in (("structures", metric_s), ("conformers", metric_c)):
-    with common.user_errors(f"Cannot compute the {kind} map: "):
-        emb[kind] = common.embedding(kind, n_neighbors, min_dist, metric)
-if len(emb) < 2:
+spec = common.tradeoff_spec(ds)
+split = None
+with common.user_errors("Cannot build the chosen trade-off's split: "):
+    split = common.split_preview(spec)
+if split is None:
     st.stop()
-
 hover = {kind: maps.hover_texts(ds, kind) for kind in emb}
 colouring: dict[str, dict] = {}
 if colour == "split":
-    spec = common.tradeoff_spec(ds)
-    split = None
-    with common.user_errors("Cannot build the chosen trade-off's split: "):
-        split = common.split_preview(spec)
-    if split is None:
-        st.stop()
     st.caption(f"Split of the trade-off chosen on **Trade-off**: M={spec.molecules} × "
                f"C={spec.conformers_per_molecule}, {spec.strategy} selection, seed {spec.seed}.")
     order = ["unused", *[x for x in SPLIT_ORDER if x != "unused"]]
@@ -97,50 +198,84 @@ else:
     colouring["conformers"] = {"color": err, "categorical": False, "color_title": "force MAE (meV/Å)",
                                "priority": np.isfinite(err)}
     st.caption("Grey: conformers the run was not evaluated on (training conformers, and evaluation sets are capped "
-               "per molecule). Structures: mean over each molecule's evaluated conformers.")
+               "per molecule). Molecules: mean over each molecule's evaluated conformers.")
 
+# ----------------------------------------------------------------------------------------------  the two dataset maps
 cols = st.columns(2)
-events = {}
-for col, kind in zip(cols, ("structures", "conformers")):
+titles = {"structures": "Molecules (Morgan fingerprints)", "conformers": "All conformers (averaged SOAP)"}
+for col, kind in zip(cols, KINDS):
     e = emb[kind]
     fig = figures.umap_scatter(e["coords"], e["global_ids"], hover[kind],
-                               title=f"{'Structures' if kind == 'structures' else 'Conformers'}"
-                                     f"{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
+                               title=f"{titles[kind]}{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
                                method=e["method"], **colouring[kind])
-    events[kind] = col.plotly_chart(fig, width="stretch", key=f"emb_map_{kind}", on_select="rerun",
-                                    selection_mode=("points", "box", "lasso"))
+    col.plotly_chart(maps.clickable(fig), width="stretch", key=f"emb_map_{kind}", on_select="rerun",
+                     selection_mode=("points", "box", "lasso"))
+cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "
+                "similarity of Morgan fingerprints); the gaps between far-apart groups mean little.")
+cols[1].caption("UMAP keeps neighbours, not distances: conformers close together have similar local atomic "
+                "environments (mean SOAP vector within 5 Å), so a potential sees them as alike. Each molecule forms "
+                "a streak of its own, spread along what changes in its geometry; where streaks lie relative to each "
+                "other means little. Zoom in (drag a box) to see one molecule's conformers.")
 
-st.caption("How to read the conformer map: a molecule's conformers are always each other's nearest neighbours, so "
-           "each molecule forms an island of its own and the way islands are arranged carries little meaning. Zoom "
-           "into an island (scroll, or the zoom tool) to see one molecule's conformers: relaxed conformers and their "
-           "thermal samples form clumps. The structure map on the left is the one that places molecules by "
-           "similarity.")
+# ---------------------------------------------------------------------------------------- one molecule's conformers
+st.subheader("One molecule's conformers")
+ids = list(ds.ids)
+default_mol = next((m for m, _ in split.get("train", [])), ids[0])
+common.default("p_emb_molecule", default_mol)
+if st.session_state["p_emb_molecule"] not in ds:
+    st.session_state["p_emb_molecule"] = default_mol
+mol_id = st.selectbox("Molecule", ids, key="p_emb_molecule",
+                      format_func=lambda m: f"{ds[m].name or ds[m].smiles} ({ds[m].smiles})" if ds[m].name
+                      else ds[m].smiles, help="or click a point on a map above")
+mol = ds[mol_id]
+start = int(ds.conformer_offsets()[ds.index_of(mol_id)])
+coords, kept = molecule_conformer_map(mol)
+roles = maps.molecule_conformer_roles(ds, spec, split, mol_id)
+rel_all = mev(mol.energy - mol.energy.min())
+mol_hover = [f"conformer {j}: {rel_all[j]:.0f} meV above lowest" for j in range(mol.n_conformers)]
+left, right = st.columns([3, 2])
+with left:
+    fig = maps.molecule_conformer_figure(
+        coords, mol.parent, np.arange(start, start + mol.n_conformers), mol_hover, roles,
+        title=f"{mol.name or mol.smiles}: {mol.n_conformers} conformers, {len(np.unique(mol.parent))} families")
+    st.plotly_chart(fig, width="stretch", key="emb_map_molecule", on_select="rerun",
+                    selection_mode=("points", "box", "lasso"))
+    counts = {r: int((roles == r).sum()) for r in maps.ROLE_SYMBOLS}
+    st.caption(f"A distance between two points is about their RMSD (all atoms, after alignment), in Å (classical "
+               f"scaling; the two axes keep {kept:.0%} of the spread). Colour: parent family. Marker: ● trained on "
+               f"({counts['train']}), ✕ held out as unseen conformers ({counts['test_conformers']}: whole families), "
+               f"◆ validation ({counts['val']}), ○ not used ({counts['unused']})"
+               f"{', ■ the whole molecule is held out' if counts['test_molecules'] else ''}.")
 
 # ---------------------------------------------------------------------------------------------- the clicked one
-picked = live.selected_global_ids(events["conformers"]) or live.selected_global_ids(events["structures"])
-st.subheader("Selected conformer")
-if not picked:
-    st.caption("Click a point on either map (a molecule's point shows its first conformer).")
-else:
-    gid = picked[0]
-    if len(picked) > 1:
-        shown = picked[:500]
-        gid = st.selectbox(f"{len(picked)} points selected; show", shown, key="emb_pick",
-                           format_func=lambda g: f"{ds[ds.locate(g)[0]].name or ds[ds.locate(g)[0]].smiles}, "
-                                                 f"conformer {ds.locate(g)[1]}")
-    mol_id, j = ds.locate(gid)
-    mol = ds[mol_id]
-    rel = mev(mol.energy[j] - mol.energy.min())
-    left, right = st.columns([3, 2])
-    with left:
-        rel_all = mev(mol.energy - mol.energy.min())
-        captions = [f"{mol.name or mol.smiles}, conformer {k}: {rel_all[k]:.0f} meV above the lowest"
-                    for k in range(mol.n_conformers)]
-        st.iframe(molview.view_html(mol.atomic_numbers, mol.positions, forces=mol.forces, captions=captions,
-                                    start=j, height=420), height=480)
-    with right:
-        st.markdown(f"**{mol.name or mol.smiles}**  \n`{mol.smiles}`  \n{mol.n_atoms} atoms, "
-                    f"{mol.n_conformers} conformers")
+gid_shown: int | None = None
+with right:
+    st.markdown("**Selected conformer**")
+    if not picked:
+        st.caption("Click a point on a map (a molecule's point shows its first conformer).")
+    else:
+        gid = picked[0]
+        if len(picked) > 1:
+            shown_ids = picked[:500]
+            gid = st.selectbox(f"{len(picked)} points selected; show", shown_ids, key="emb_pick",
+                               format_func=lambda g: f"{ds[ds.locate(g)[0]].name or ds[ds.locate(g)[0]].smiles}, "
+                                                     f"conformer {ds.locate(g)[1]}")
+        gid_shown = int(gid)
+        pick_id, j = ds.locate(gid)
+        pmol = ds[pick_id]
+        st.image(molview.depiction_svg(pmol.smiles, 320, 200), width=320)
+        st.markdown(f"**{pmol.name or pmol.smiles}**  \n`{pmol.smiles}`  \n{pmol.n_atoms} atoms, "
+                    f"{pmol.n_conformers} conformers")
+        rel = mev(pmol.energy[j] - pmol.energy.min())
         st.metric("Conformer", f"{j} (global id {gid})")
         st.metric("Energy above the molecule's lowest", f"{rel:.0f} meV")
-        st.caption(f"family {int(mol.parent[j])}, made by {mol.method[j]}, {mol.temperature[j]:.0f} K")
+        st.caption(f"family {int(pmol.parent[j])}, made by {pmol.method[j]}, {pmol.temperature[j]:.0f} K")
+
+if gid_shown is not None:
+    pick_id, j = ds.locate(gid_shown)
+    pmol = ds[pick_id]
+    rel_p = mev(pmol.energy - pmol.energy.min())
+    captions = [f"{pmol.name or pmol.smiles}, conformer {k} (family {int(pmol.parent[k])}): {rel_p[k]:.0f} meV "
+                f"above the lowest" for k in range(pmol.n_conformers)]
+    st.iframe(molview.view_html(pmol.atomic_numbers, pmol.positions, forces=pmol.forces, captions=captions,
+                                start=j, height=420), height=480)

@@ -29,7 +29,7 @@ def transformed(z: np.ndarray, pos: np.ndarray, seed: int = 0) -> tuple[np.ndarr
     return z[perm], (pos @ q.T + rng.normal(size=3) * 5.0)[..., perm, :]
 
 
-@pytest.mark.parametrize("fn", [D.distance_descriptor, D.conformer_features, D.coulomb_spectrum])
+@pytest.mark.parametrize("fn", [D.distance_descriptor, D.conformer_features, D.coulomb_spectrum, D.soap_average])
 def test_3d_descriptors_are_invariant(tiny_dataset: Dataset, fn) -> None:
     mol = tiny_dataset[2]
     for seed in range(3):
@@ -84,3 +84,32 @@ def test_digest_follows_content(tiny_dataset: Dataset) -> None:
 def test_bad_smiles_is_a_dataset_error() -> None:
     with pytest.raises(DatasetError, match="cannot parse"):
         D.morgan_fingerprints(["C1CC"])
+
+
+def test_soap_average_is_unit_length_and_shared_across_molecules(tiny_dataset: Dataset) -> None:
+    species = sorted({int(z) for m in tiny_dataset for z in m.atomic_numbers})
+    a = D.soap_average(tiny_dataset[0].atomic_numbers, tiny_dataset[0].positions, species)
+    b = D.soap_average(tiny_dataset[1].atomic_numbers, tiny_dataset[1].positions[0], species)
+    assert a.shape[0] == tiny_dataset[0].n_conformers and a.shape[1] == b.shape[0]
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+
+
+def test_environment_descriptors_keep_molecules_apart_and_are_cached(tiny_dataset: Dataset, _private_cache) -> None:
+    seen = []
+    x = D.environment_descriptors(tiny_dataset, progress=lambda done, total: seen.append((done, total)))
+    assert x.shape == (tiny_dataset.n_conformers, D.SOAP_COMPONENTS) and np.isfinite(x).all()
+    assert seen[-1] == (len(tiny_dataset), len(tiny_dataset))
+    # a conformer's nearest neighbour (local environments) is another conformer of the same molecule
+    molecule = np.repeat(np.arange(len(tiny_dataset)), [m.n_conformers for m in tiny_dataset])
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (molecule[d.argmin(1)] == molecule).mean() > 0.95
+    # the kept components hold the distances: compare with the full vectors
+    species = sorted({int(z) for m in tiny_dataset for z in m.atomic_numbers})
+    full = np.concatenate([D.soap_average(m.atomic_numbers, m.positions, species) for m in tiny_dataset])
+    i, j = np.triu_indices(len(full), 1)
+    kept, true = np.linalg.norm(x[i] - x[j], axis=1), np.linalg.norm(full[i] - full[j], axis=1)
+    assert np.corrcoef(kept, true)[0, 1] > 0.99
+    assert list(_private_cache.glob("descriptors/soap*.npy"))
+    D._MEMORY.clear()
+    np.testing.assert_array_equal(D.environment_descriptors(tiny_dataset), x)  # read back from disk

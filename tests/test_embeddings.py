@@ -102,3 +102,113 @@ def test_maps_shipped_in_data_umap_are_used(tiny_dataset, tmp_path, monkeypatch)
     assert again.from_cache
     np.testing.assert_array_equal(again.coords, made.coords)
     assert not (tmp_path / "empty" / "umap").exists()  # nothing recomputed or copied
+
+
+def test_conformer_map_is_environment_based_and_versioned():
+    assert MapParams("conformers").sample == embeddings.FIT_SAMPLE
+    assert MapParams("conformers").key() != MapParams("conformers", sample=0).key()
+    with pytest.raises(ValueError):
+        MapParams("conformers", sample=5)
+
+
+def _family_gap(coords, parent):
+    """(closest distance between two family centres) / (mean distance of a conformer to its family's centre)."""
+    families = np.unique(parent)
+    centres = np.array([coords[parent == f].mean(0) for f in families])
+    spread = np.mean([np.linalg.norm(coords[parent == f] - c, axis=1).mean() for f, c in zip(families, centres)])
+    between = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(families), 1)]
+    return between.min() / spread
+
+
+def test_molecule_map_separates_families(tiny_dataset):
+    from mlipdiv.io.dataset import Molecule
+
+    # three distinct geometries of one molecule (hydrogens moved; three atoms moved), each with 0.02 A thermal
+    # noise around it: three families
+    mol = tiny_dataset[0]
+    rng = np.random.default_rng(0)
+    base = mol.positions[0]
+    shapes = [base, base.copy(), base.copy()]
+    shapes[1][mol.atomic_numbers == 1] += 0.4 * rng.normal(size=((mol.atomic_numbers == 1).sum(), 3))
+    shapes[2][:3] += 0.3 * rng.normal(size=(3, 3))
+    pos = np.concatenate([s + 0.02 * rng.normal(size=(12, *base.shape)) for s in shapes])
+    parent = np.repeat(np.arange(3), 12)
+    fake = Molecule(id="m", smiles=mol.smiles, atomic_numbers=mol.atomic_numbers, positions=pos,
+                    energy=np.zeros(36), forces=np.zeros_like(pos), parent=parent,
+                    method=np.array(["x"] * 36, dtype=object), temperature=np.zeros(36))
+    coords, kept = embeddings.molecule_conformer_map(fake)
+    assert coords.shape == (36, 2) and kept > 0.8
+    assert _family_gap(coords, parent) > 3
+    shuffled = rng.permutation(parent)  # the same measure says "not separated" for families that are not real
+    assert _family_gap(coords, shuffled) < 1
+
+
+def test_molecule_map_distances_read_as_rmsd(tiny_dataset):
+    from mlipdiv.diversity import pairwise_rmsd
+
+    for mol in tiny_dataset:
+        coords, kept = embeddings.molecule_conformer_map(mol)
+        assert coords.shape == (mol.n_conformers, 2) and 0 < kept <= 1
+        rmsd = pairwise_rmsd(mol.positions)
+        i, j = np.triu_indices(mol.n_conformers, 1)
+        on_map = np.linalg.norm(coords[i] - coords[j], axis=1)
+        assert np.corrcoef(rmsd, on_map)[0, 1] > 0.7, mol.smiles
+        assert (on_map <= rmsd + 0.02).mean() > 0.95  # a projection only shortens distances (up to round-off)
+
+
+@pytest.mark.slow
+def test_large_maps_fit_a_sample_place_the_rest_report_progress_and_cancel():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.3, size=(200, 8)) for c in (0.0, 5.0, 10.0)]).astype(np.float32)
+    params = MapParams("conformers", n_neighbors=10, sample=200)
+    steps = []
+    coords, method = embeddings.compute_map(x, params, report=lambda d, n, m: steps.append((d, n)))
+    assert method == "umap" and coords.shape == (600, 2) and np.isfinite(coords).all()
+    assert steps[0] == (200, 600) and steps[-1] == (600, 600)
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)
+    # placed points land beside the fitted points of their own cluster
+    cluster = np.repeat(np.arange(3), 200)
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (cluster[d.argmin(1)] == cluster).mean() > 0.95
+    calls = []
+    with pytest.raises(embeddings.MapCancelled):
+        embeddings.compute_map(x, params, report=lambda d, n, m: calls.append(d), should_stop=lambda: bool(calls))
+    assert calls == [200]  # stopped after the fit, before placing the rest
+
+
+@pytest.mark.slow
+def test_estimate_follows_the_measured_time_and_builds_run_in_background(tiny_dataset, cache):
+    params = MapParams("conformers", n_neighbors=6)
+    n = tiny_dataset.n_conformers
+    assert embeddings.estimate_seconds(10 * n, params) > embeddings.estimate_seconds(n, params) > 0
+    build = embeddings.build_map(tiny_dataset, params)
+    assert embeddings.build_map(tiny_dataset, params) is build  # one build per map, shared
+    assert embeddings.running_build(tiny_dataset, params) is build
+    build.join(300)
+    assert build.status == "done", build.error
+    assert build.done == build.total == n and embeddings.is_cached(tiny_dataset, params)
+    assert (cache / "umap" / "timing.json").exists()
+    # once UMAP is warm, the measured seconds per point drive the estimate (no start-up added)
+    second = embeddings.build_map(tiny_dataset, MapParams("conformers", n_neighbors=7))
+    second.join(300)
+    assert second.status == "done", second.error
+    estimate = embeddings.estimate_seconds(n, MapParams("conformers", n_neighbors=8))
+    assert estimate == pytest.approx(second.result.seconds, rel=0.05)
+
+
+def test_a_cancelled_build_is_reported_and_replaced(tiny_dataset, cache, monkeypatch):
+    def stop_at_once(x, params, report=None, should_stop=None):
+        raise embeddings.MapCancelled("map computation cancelled")
+
+    monkeypatch.setattr(embeddings, "compute_map", stop_at_once)
+    params = MapParams("structures", n_neighbors=3)
+    build = embeddings.build_map(tiny_dataset, params)
+    build.join(60)
+    assert build.status == "cancelled" and not embeddings.is_cached(tiny_dataset, params)
+    monkeypatch.setattr(embeddings, "compute_map", lambda x, params, report=None, should_stop=None:
+                        (np.zeros((len(x), 2), dtype=np.float32), "pca"))
+    again = embeddings.build_map(tiny_dataset, params)
+    assert again is not build
+    again.join(60)
+    assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)

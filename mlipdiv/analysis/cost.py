@@ -96,6 +96,17 @@ class CostModel:
         # the tiny epsilon keeps an exact round trip (hours from conformers back to conformers) from losing one
         return int(math.floor(cpu_hours * 3600.0 / self.mean_seconds(n_atoms) * (1 + 1e-12)))
 
+    @classmethod
+    def entered(cls, seconds: float, n_ref: float, exponent: float = 3.0, label: str = "your QM method") -> CostModel:
+        """A method the user names and prices: ``seconds`` CPU-seconds per conformer of ``n_ref`` atoms (e.g. the
+        mean size of their imported dataset, the level of theory it was computed at), scaling as ``n ** exponent``.
+        """
+        if not (math.isfinite(seconds) and seconds > 0 and n_ref > 0 and exponent > 0):
+            raise MlipdivError("an entered QM cost needs a positive cost per conformer, reference size and exponent")
+        return cls(c=seconds / n_ref**exponent, p=exponent,
+                   label=f"{label} (entered: {seconds:g} CPU-s per conformer at {n_ref:.3g} atoms, n^{exponent:g})",
+                   meta={"entered_seconds": seconds, "n_ref": n_ref, "exponent": exponent, "method": label})
+
     def scaled(self, factor: float, exponent: float = 3.0, n_ref: float = 20.0, label: str = "DFT") -> CostModel:
         """A more expensive method: ``factor`` x this model's cost at ``n_ref`` atoms, scaling as ``n ** exponent``.
 

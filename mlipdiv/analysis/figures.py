@@ -172,16 +172,18 @@ def budget_map_figure(
     path: Sequence[Recommendation] = (),
     recommendation: Recommendation | None = None,
     ours: tuple[int, int] | None = None,
+    ours_name: str = "default dataset (all of it)",
 ) -> Any:
     """Molecules (x, log) against conformers per molecule (y, log): published datasets, iso-budget lines
-    M x C = N, the region our runs cover, our fitted optimum path and the recommendation.
+    M x C = N, the region our runs cover, our fitted optimum path and the recommendation; ``ours`` marks the
+    session's dataset (M, C), named ``ours_name`` (the user's own, imported data sits beside the published ones).
     """
     go = _go()
     known = list(on_map() if known is None else known)
     coords = [_map_point(d) for d in known]
     fig = go.Figure()
-    xs: list[float] = [m for m, _ in coords]
-    ys: list[float] = [c for _, c in coords]
+    xs: list[float] = [float(m) for m, _ in coords] + ([float(ours[0])] if ours else [])
+    ys: list[float] = [float(c) for _, c in coords] + ([float(ours[1])] if ours else [])
     if fits:
         f = fits[SplitName.TEST_MOLECULES]
         xs += list(f.points.M)
@@ -230,7 +232,7 @@ def budget_map_figure(
                                            "line": {"color": "#000", "width": 1}},
         ))
     if ours is not None:
-        fig.add_trace(go.Scatter(x=[ours[0]], y=[ours[1]], mode="markers", name="default dataset (all of it)",
+        fig.add_trace(go.Scatter(x=[ours[0]], y=[ours[1]], mode="markers", name=ours_name,
                                  marker={"size": 14, "color": PALETTE[3], "symbol": "square"}))
     fig.update_xaxes(type="log", title="molecules M (log)", range=[np.log10(x_lo), np.log10(x_hi)])
     fig.update_yaxes(type="log", title="conformers per molecule C (log)", range=[np.log10(y_lo), np.log10(y_hi)])

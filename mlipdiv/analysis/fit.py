@@ -1,45 +1,52 @@
-"""Error models fitted to finished runs: held-out error as a function of molecules M and conformers per molecule C.
+"""Error models fitted to finished runs: held-out error as a function of molecules M, conformers per molecule C
+and (when the runs record it) training steps S.
 
-The form (per test split, per model, per metric)::
+The terms (per test split, per model, per metric), each non-negative and decreasing::
 
-    E(M, C) = E_inf + a * (M / M0) ** -alpha + b * (C / C0) ** -beta
+    floor: E_inf     M: a (M/M0)^-alpha     C: b (C/C0)^-beta     MC: a (M C / M0 C0)^-alpha     S: d (S/S0)^-gamma
 
-Why this form. It is the additive two-resource power law used for compute-optimal scaling (Hoffmann et al. 2022,
-"Training Compute-Optimal Large Language Models", their L(N, D) = E + A/N^a + B/D^b), with the two resources being
-the two diversities of the study: ``a (M/M0)^-alpha`` is the excess error from incomplete coverage of chemical space
-(which molecules), ``b (C/C0)^-beta`` the excess error from incomplete coverage of each molecule's conformational
-space, and ``E_inf`` the error left with unlimited data of both kinds (model capacity, training length, label noise).
-Each term is non-negative and decreasing, so more of either resource never hurts, and the fit itself says which
-resource a split is sensitive to: on ``test_molecules`` we expect ``a`` to dominate, on ``test_conformers`` ``b``.
-``M0`` and ``C0`` are the geometric means of the fitted points, so ``a`` and ``b`` read as "error due to too few
-molecules / conformers at the centre of the data", in the metric's unit.
+The full form ``E_inf + a (M/M0)^-alpha + b (C/C0)^-beta`` is the additive two-resource power law of
+compute-optimal scaling (Hoffmann et al. 2022, L(N, D) = E + A/N^a + B/D^b) with the study's two diversities as the
+resources: ``a`` is the excess error from too few molecules, ``b`` from too few conformers of each, ``E_inf`` what is
+left with unlimited data of both. ``total`` (floor + MC) is the null hypothesis that only the number of conformers
+matters. ``M0``, ``C0``, ``S0`` are the geometric means of the fitted points.
 
-Two nested alternatives are fitted beside it and compared by AICc (small-sample corrected AIC):
-``no_floor`` (E_inf = 0) and ``total`` (E_inf + a (M C / N0)^-alpha: only the number of conformers matters, the null
-hypothesis that the split between diversities is irrelevant). The default for advice is ``full``; the comparison is
-reported so a user sees when the data cannot tell the forms apart.
+Training steps. Within one budget every point gets the same optimiser steps, across budgets the steps differ (as
+convergence needs), so steps are not confounded with the split between M and C, but they are with the budget. When
+the points hold more than one step count, every candidate form is also fitted with the term S, which absorbs what
+training length adds to the level of a budget; within a budget S is constant, so it never moves the optimum.
 
-Fitting: ``scipy.optimize.curve_fit`` (trust-region reflective, bounds: amplitudes >= 0, exponents in [0, 3],
-E_inf in [0, max observed]) on per-(M, C) means over seeds, each weighted by its standard error over seeds
-(std / sqrt(n_seeds), floored at the median standard error so a point whose three seeds agree by chance does not
-dominate); ``absolute_sigma=False``, so the covariance is scaled by the residuals. Several starting exponents are
-tried and the lowest chi^2 kept.
+Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C) and ``total``, each with and without
+S. A fit whose parameter sits on a bound (an amplitude at 0, an exponent at 0) is replaced by the nested form
+without that term and refitted, so no reported parameter is a bound with a meaningless standard error. Each
+candidate is scored by AICc computed from the *weighted* chi^2 the fit minimises (Gaussian likelihood with known
+relative weights and one common scale: ``n log(chi^2/n) + 2k + 2k(k+1)/(n-k-1)``), and predictions are the
+Akaike-weighted average of the candidates (weights ``exp(-dAICc/2)``; Burnham & Anderson 2002). ``form`` picks one
+candidate instead of the average.
 
-Fit quality: R^2 and RMSE of the means, leave-one-point-out RMSE (refit without each (M, C) point and predict it),
-AICc. Uncertainty: parameter standard errors from the covariance, and a bootstrap over seeds (resample the seeds of
-every point with replacement, refit) from which prediction intervals are taken.
+Fitting: ``scipy.optimize.curve_fit`` (trust-region reflective; amplitudes >= 0, exponents in [0, 3], E_inf in
+[0, max observed]) on per-point means over seeds, weighted by their standard error over seeds (floored at the
+median, so a point whose seeds agree by chance does not dominate); several starts, the lowest chi^2 kept.
+
+Uncertainty: a bootstrap over seeds, resampled jointly (one resample of a seed set applies to every point with
+that seed set, and the two test splits draw the same resamples, so their draws pair up); each draw refits every
+candidate and recomputes the Akaike weights, so the intervals carry the choice of form too.
+
+Quality: R^2 and RMSE of the averaged prediction, leave-one-point-out RMSE (refit every candidate without each
+point), and the acceptance checks of :func:`acceptance` (mean residual per measured budget within one standard
+error, leave-one-out RMSE below the median seed std).
 
 Extrapolation guard: the fitted points span a region of the (log M, log C) plane (their convex hull; a segment when
-only one experiment was run). A prediction further than ``log(max_factor)`` from that region (default factor 2:
-twice beyond the largest M, half the smallest C, ...) raises :class:`ExtrapolationError` unless asked for
-explicitly; then it is marked ``extrapolated``.
+only one experiment ran). A prediction further than ``log(max_factor)`` from it (default factor 2) raises
+:class:`ExtrapolationError` unless asked for explicitly; then it is marked ``extrapolated``. Steps are never
+extrapolated: a budget between measured ones gets the log-interpolated steps, one outside the nearest budget's.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,21 +55,25 @@ import numpy as np
 
 from mlipdiv.errors import MlipdivError
 from mlipdiv.jobs.sweep import RESULT_COLUMNS  # the sweep table's columns (what load_results reads)
-from mlipdiv.names import SplitName
+from mlipdiv.names import Experiment, SplitName
 from mlipdiv.units import EV_TO_MEV
 
 __all__ = [
+    "AVERAGE",
     "FORMS",
     "METRICS",
     "SPLITS",
     "ErrorFit",
     "ExtrapolationError",
+    "Form",
     "Points",
+    "acceptance",
     "aggregate",
     "fit_error_model",
     "fit_results",
     "hull_distance",
     "load_results",
+    "protocol_rows",
     "read_results_upload",
     "results_choices",
     "results_folders",
@@ -73,8 +84,11 @@ METRICS = {  # results.csv column -> (display unit, factor from the stored eV un
     "forces_mae": ("meV/Å", EV_TO_MEV),
     "energy_mae_per_atom": ("meV/atom", EV_TO_MEV),
     "energy_mae": ("meV", EV_TO_MEV),
+    "energy_rel_mae": ("meV", EV_TO_MEV),
 }
 DEFAULT_MAX_FACTOR = 2.0
+AVERAGE = "average"
+CONVERGENCE_SUFFIX = "-convergence"  # presets of the convergence-check runs (twice the budget's steps)
 
 
 class ExtrapolationError(MlipdivError):
@@ -83,37 +97,74 @@ class ExtrapolationError(MlipdivError):
 
 # ------------------------------------------------------------------------------------------------------- forms
 
-
-def _full(x: np.ndarray, e_inf: float, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
-    m, c = x
-    return e_inf + a * m**-alpha + b * c**-beta
-
-
-def _no_floor(x: np.ndarray, a: float, alpha: float, b: float, beta: float) -> np.ndarray:
-    m, c = x
-    return a * m**-alpha + b * c**-beta
-
-
-def _total(x: np.ndarray, e_inf: float, a: float, alpha: float) -> np.ndarray:
-    m, c = x
-    return e_inf + a * (m * c) ** -alpha
+_TERMS: dict[str, tuple[str, ...]] = {
+    "floor": ("E_inf",), "M": ("a", "alpha"), "C": ("b", "beta"), "MC": ("a", "alpha"), "S": ("d", "gamma"),
+}
+_TERM_TEXT = {"floor": "E_inf", "M": "a·(M/M0)^-alpha", "C": "b·(C/C0)^-beta", "MC": "a·(M·C/(M0·C0))^-alpha",
+              "S": "d·(S/S0)^-gamma"}
+_ORDER = ("floor", "M", "C", "MC", "S")
+_ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total"}  # the candidates
+_NESTED_NAMES = {("MC",): "total_no_floor", ("floor", "M"): "molecules_only", ("floor", "C"): "conformers_only",
+                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor"}
 
 
 @dataclass(frozen=True)
 class Form:
-    name: str
-    func: Callable[..., np.ndarray]
-    params: tuple[str, ...]
-    text: str
+    """A sum of terms; its parameters in term order (names as in :data:`_TERMS`)."""
+
+    terms: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        base = tuple(t for t in self.terms if t != "S")
+        name = _ALIASES.get(base) or _NESTED_NAMES.get(base) or "+".join(base)
+        return f"{name}+steps" if "S" in self.terms else name
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(p for t in self.terms for p in _TERMS[t])
+
+    @property
+    def text(self) -> str:
+        return " + ".join(_TERM_TEXT[t] for t in self.terms)
+
+    def func(self, x: np.ndarray, *theta: float) -> np.ndarray:
+        """The form at scaled ``x`` = (M/M0, C/C0, S/S0) rows."""
+        m, c, s = x
+        out = np.zeros_like(m, dtype=float)
+        i = 0
+        for t in self.terms:
+            if t == "floor":
+                out = out + theta[i]
+                i += 1
+                continue
+            base = {"M": m, "C": c, "MC": m * c, "S": s}[t]
+            out = out + theta[i] * base ** -theta[i + 1]
+            i += 2
+        return out
+
+    def without(self, dropped: Iterable[str]) -> Form:
+        gone = set(dropped)
+        return Form(tuple(t for t in self.terms if t not in gone))
 
 
-FORMS: dict[str, Form] = {
-    "full": Form("full", _full, ("E_inf", "a", "alpha", "b", "beta"), "E_inf + a·(M/M0)^-alpha + b·(C/C0)^-beta"),
-    "no_floor": Form("no_floor", _no_floor, ("a", "alpha", "b", "beta"), "a·(M/M0)^-alpha + b·(C/C0)^-beta"),
-    "total": Form("total", _total, ("E_inf", "a", "alpha"), "E_inf + a·(M·C/(M0·C0))^-alpha"),
-}
+def _form(terms: Iterable[str]) -> Form:
+    have = set(terms)
+    return Form(tuple(t for t in _ORDER if t in have))
+
+
+FORMS: dict[str, Form] = {name: _form(terms) for terms, name in _ALIASES.items()}
 _EXPONENT_MAX = 3.0
 
+
+def form_by_name(name: str) -> Form:
+    """A form from its name (``full``, ``no_floor``, ``total``, optionally ``+steps``)."""
+    base, _, steps = name.partition("+steps")
+    if base not in FORMS or steps:
+        raise MlipdivError(f"unknown error-model form {name!r}; choose from {AVERAGE}, {', '.join(FORMS)} "
+                           "(optionally with +steps)")
+    f = FORMS[base]
+    return _form((*f.terms, "S")) if name.endswith("+steps") else f
 
 # ------------------------------------------------------------------------------------------------------ data
 
@@ -250,7 +301,12 @@ def _with_strategy(df: Any) -> Any:
 
 @dataclass
 class Points:
-    """Per-(M, C) aggregates over seeds of one metric on one split, plus the per-seed values for the bootstrap."""
+    """Per-point aggregates over seeds of one metric on one split, plus the per-seed values for the bootstrap.
+
+    A point is an (M, C) pair and, when the runs record it, their training steps ``S`` (NaN: unknown).
+    ``seeds[i]`` are the seeds of ``values[i]`` (ascending); ``fixed_budget[i]`` marks a point of the fixed-budget
+    experiment (the budgets the acceptance checks look at).
+    """
 
     M: np.ndarray
     C: np.ndarray
@@ -258,20 +314,62 @@ class Points:
     std: np.ndarray
     n: np.ndarray
     values: list[np.ndarray]
+    S: np.ndarray | None = None
+    seeds: list[np.ndarray] | None = None
+    fixed_budget: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.M)
 
+    @property
+    def has_steps(self) -> bool:
+        """Steps known at every point and not all equal: the fits can tell training length apart."""
+        return self.S is not None and bool(np.all(np.isfinite(self.S))) and len(np.unique(self.S)) > 1
+
+    def budget_points(self) -> dict[int, np.ndarray]:
+        """Indices of the fixed-budget points of each budget M x C (every point when none is marked)."""
+        mark = self.fixed_budget if self.fixed_budget is not None and self.fixed_budget.any() else \
+            np.ones(len(self), bool)
+        budgets = np.round(self.M * self.C).astype(int)
+        return {int(b): np.flatnonzero(mark & (budgets == b)) for b in np.unique(budgets[mark])}
+
+
+def protocol_rows(df: Any) -> Any:
+    """The protocol runs of ``df``: without the convergence checks (presets ending in ``-convergence``, or, for a
+    run repeated with more steps at the same experiment, model, strategy, point, seed and split, the longer one)."""
+    out = df
+    if "preset" in out.columns:
+        out = out[~out["preset"].astype(str).str.endswith(CONVERGENCE_SUFFIX)]
+    if "steps" in out.columns and out["steps"].notna().any():
+        keys = [k for k in ("experiment", "model", "strategy", "n_molecules", "conformers_per_molecule", "seed",
+                            "split") if k in out.columns]
+        least = out.groupby(keys, dropna=False)["steps"].transform("min")
+        out = out[out["steps"].isna() | least.isna() | (out["steps"] == least)]
+    return out
+
 
 def aggregate(df: Any, split: str, metric: str = "forces_mae", scale: float = 1.0) -> Points:
-    """Group ``df`` (one model, one strategy) by (M, C) for ``split``; values multiplied by ``scale``."""
+    """Group ``df`` (one model, one strategy, protocol runs) by (M, C, steps) for ``split``; values x ``scale``."""
+    if metric not in df.columns:
+        raise MlipdivError(f"the results have no {metric} column (older runs); choose another metric")
     sub = df[(df["split"] == split) & np.isfinite(df[metric].astype(float))]
-    if "run_id" in sub.columns:  # a run shared by two experiments (same config) counts once
+    has = set(sub.columns)
+    fixed = sub["experiment"] == Experiment.FIXED_BUDGET if "experiment" in has else np.zeros(len(sub), bool)
+    if "run_id" in has:  # a run shared by two experiments (same config) counts once, as a fixed-budget point
+        fb_runs = set(sub.loc[fixed, "run_id"])
         sub = sub.drop_duplicates(subset=["run_id"])
+        fixed = sub["run_id"].isin(fb_runs)
+    sub = sub.assign(_fb=np.asarray(fixed, bool))
     if sub.empty:
         raise MlipdivError(f"no finished runs with a finite {metric} on {split}")
-    groups = sorted(sub.groupby(["n_molecules", "conformers_per_molecule"]), key=lambda kv: kv[0])
+    steps = sub["steps"].astype(float) if "steps" in sub.columns else np.nan
+    sub = sub.assign(_steps=steps).assign(_steps=lambda d: d["_steps"].fillna(-1.0))
+    if "seed" not in sub.columns:
+        sub = sub.assign(seed=np.arange(len(sub)))
+    groups = sorted(sub.groupby(["n_molecules", "conformers_per_molecule", "_steps"]), key=lambda kv: kv[0])
+    groups = [(k, g.sort_values("seed")) for k, g in groups]
     values = [g[metric].to_numpy(float) * scale for _, g in groups]
+    S = np.array([k[2] for k, _ in groups], float)
     return Points(
         M=np.array([k[0] for k, _ in groups], float),
         C=np.array([k[1] for k, _ in groups], float),
@@ -279,6 +377,9 @@ def aggregate(df: Any, split: str, metric: str = "forces_mae", scale: float = 1.
         std=np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]),
         n=np.array([len(v) for v in values]),
         values=values,
+        S=np.where(S < 0, np.nan, S),
+        seeds=[g["seed"].to_numpy(int) for _, g in groups],
+        fixed_budget=np.array([bool(g["_fb"].any()) for _, g in groups]),
     )
 
 
@@ -291,37 +392,76 @@ def _segment_distance(q: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(q - (a + t * ab)))
 
 
+class _Hull:
+    """The convex hull of 2-D points (a segment when they are collinear, a point when there is one), built once so
+    that many distances can be asked of it."""
+
+    def __init__(self, points: np.ndarray) -> None:
+        pts = np.unique(np.asarray(points, float), axis=0)
+        self.single = pts[0] if len(pts) == 1 else None
+        self.equations: np.ndarray | None = None
+        self.edges: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.single is not None:
+            return
+        centred = pts - pts.mean(0)
+        if len(pts) >= 3 and np.linalg.matrix_rank(centred, tol=1e-9) == 2:
+            from scipy.spatial import ConvexHull
+
+            hull = ConvexHull(pts)
+            self.equations = hull.equations
+            verts = pts[hull.vertices]
+            self.edges = list(zip(verts, np.roll(verts, -1, axis=0)))
+        else:  # collinear: the hull is the segment between the two extreme points
+            direction = centred[np.argmax(np.linalg.norm(centred, axis=1))]
+            proj = centred @ direction
+            self.edges = [(pts[np.argmin(proj)], pts[np.argmax(proj)])]
+
+    def distance(self, q: np.ndarray) -> float:
+        q = np.asarray(q, float)
+        if self.single is not None:
+            return float(np.linalg.norm(q - self.single))
+        # inside when on the inner side of every facet (equations: normal . x + offset <= 0)
+        if self.equations is not None and np.all(self.equations[:, :2] @ q + self.equations[:, 2] <= 1e-12):
+            return 0.0
+        return min(_segment_distance(q, a, b) for a, b in self.edges)
+
+
 def hull_distance(points: np.ndarray, q: np.ndarray) -> float:
     """Euclidean distance from ``q`` to the convex hull of ``points`` (2-D; 0 inside; works for collinear points)."""
-    pts = np.unique(np.asarray(points, float), axis=0)
-    q = np.asarray(q, float)
-    if len(pts) == 1:
-        return float(np.linalg.norm(q - pts[0]))
-    centred = pts - pts.mean(0)
-    if len(pts) >= 3 and np.linalg.matrix_rank(centred, tol=1e-9) == 2:
-        from scipy.spatial import ConvexHull
-
-        hull = ConvexHull(pts)
-        # inside when on the inner side of every facet (equations: normal . x + offset <= 0)
-        if np.all(hull.equations[:, :2] @ q + hull.equations[:, 2] <= 1e-12):
-            return 0.0
-        verts = pts[hull.vertices]
-        edges: Iterable[tuple[np.ndarray, np.ndarray]] = zip(verts, np.roll(verts, -1, axis=0))
-    else:  # collinear: the hull is the segment between the two extreme points
-        direction = centred[np.argmax(np.linalg.norm(centred, axis=1))]
-        proj = centred @ direction
-        edges = [(pts[np.argmin(proj)], pts[np.argmax(proj)])]
-    return min(_segment_distance(q, a, b) for a, b in edges)
+    return _Hull(points).distance(q)
 
 
 # ------------------------------------------------------------------------------------------------------ fits
 
 
 @dataclass
-class ErrorFit:
-    """A fitted error model for one split (one model, one metric).
+class Component:
+    """One candidate form fitted to the points (after dropping terms that sat on a bound), with its Akaike weight."""
 
-    ``params`` are in the display unit (``unit``) for amplitudes; ``M0``/``C0`` are the reference scales.
+    form: Form
+    theta: np.ndarray
+    stderr: np.ndarray
+    chi2: float  # the weighted residual sum of squares the fit minimised
+    aicc: float
+    weight: float = 1.0
+    requested: str = ""  # the candidate it came from (before nested reduction)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(self.form.params, self.theta)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"form": self.form.name, "formula": self.form.text, "from": self.requested, "weight": self.weight,
+                "aicc": self.aicc, "chi2": self.chi2, "params": self.params,
+                "stderr": {k: float(v) for k, v in zip(self.form.params, self.stderr)}}
+
+
+@dataclass
+class ErrorFit:
+    """A fitted error model for one split (one model, one metric): one form or the Akaike-weighted average.
+
+    ``params``/``stderr`` are those of the highest-weight component (amplitudes in ``unit``); ``M0``/``C0``/``S0``
+    the reference scales; ``components`` every candidate with its weight.
     """
 
     split: str
@@ -338,27 +478,57 @@ class ErrorFit:
     loo_rmse: float
     aicc: float
     aicc_by_form: dict[str, float] = field(default_factory=dict)
-    bootstrap: np.ndarray | None = None  # (n_boot, n_params)
+    bootstrap: np.ndarray | None = None
     max_factor: float = DEFAULT_MAX_FACTOR
     warnings: list[str] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)
+    S0: float = math.nan
+    steps_by_budget: dict[int, float] = field(default_factory=dict)
+    loo_errors: np.ndarray | None = None  # per point: prediction without it minus its measured mean
 
     # -- evaluation --------------------------------------------------------------------------------------------
-    def _x(self, M: np.ndarray, C: np.ndarray) -> np.ndarray:
-        return np.vstack([np.asarray(M, float) / self.M0, np.asarray(C, float) / self.C0])
+    def steps_for(self, budget: Any) -> np.ndarray:
+        """The protocol's training steps at ``budget`` conformers: log-interpolated between the measured budgets,
+        the nearest measured budget's outside them (NaN when the runs record no steps)."""
+        budget = np.atleast_1d(np.asarray(budget, float))
+        if not self.steps_by_budget:
+            return np.full(budget.shape, math.nan)
+        b = np.array(sorted(self.steps_by_budget), float)
+        s = np.array([self.steps_by_budget[int(k)] for k in b], float)
+        return np.exp(np.interp(np.log(budget), np.log(b), np.log(s)))
 
-    def evaluate(self, M: Any, C: Any, theta: np.ndarray | None = None) -> np.ndarray:
-        """The model at (M, C) (arrays broadcast) with the best-fit parameters or the given ``theta``."""
-        theta = self.theta if theta is None else theta
-        return FORMS[self.form].func(self._x(np.atleast_1d(M), np.atleast_1d(C)), *theta)
+    def _x(self, M: np.ndarray, C: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
+        M, C = np.broadcast_arrays(np.asarray(M, float), np.asarray(C, float))
+        if S is None:
+            S = self.steps_for(M * C)
+        s = np.asarray(S, float) / self.S0 if math.isfinite(self.S0) else np.ones_like(M)
+        s = np.where(np.isfinite(s), s, 1.0)
+        return np.vstack([M / self.M0, C / self.C0, np.broadcast_to(s, M.shape)])
+
+    def evaluate(self, M: Any, C: Any, theta: np.ndarray | None = None, steps: Any = None) -> np.ndarray:
+        """The model at (M, C) (arrays broadcast; steps from :meth:`steps_for` unless given) with the best-fit
+        parameters or the given ``theta`` (a row of :meth:`parameter_samples`)."""
+        x = self._x(np.atleast_1d(M), np.atleast_1d(C), None if steps is None else np.atleast_1d(steps))
+        return _average(self.components, self.theta if theta is None else theta, x)
 
     @property
     def theta(self) -> np.ndarray:
-        return np.array([self.params[k] for k in FORMS[self.form].params])
+        """Every component's weight and parameters, concatenated (the layout of a bootstrap draw)."""
+        return np.concatenate([[c.weight, *c.theta] for c in self.components])
+
+    @property
+    def formula(self) -> str:
+        if len(self.components) == 1:
+            return self.components[0].form.text
+        parts = ", ".join(f"{c.form.name} {c.weight:.2f}" for c in sorted(self.components, key=lambda c: -c.weight))
+        return f"Akaike-weighted average ({parts})"
 
     def extrapolation(self, M: float, C: float) -> float:
         """How far (M, C) lies outside the fitted region, as a multiplicative factor (1.0 = inside)."""
-        pts = np.log(np.column_stack([self.points.M, self.points.C]))
-        return math.exp(hull_distance(pts, np.log([M, C])))
+        hull = self.__dict__.get("_hull")
+        if hull is None:  # built once per fit: recommendations ask this for hundreds of candidates
+            hull = self.__dict__["_hull"] = _Hull(np.log(np.column_stack([self.points.M, self.points.C])))
+        return math.exp(hull.distance(np.log([M, C])))
 
     def check(self, M: float, C: float) -> None:
         """Raise :class:`ExtrapolationError` when (M, C) is beyond ``max_factor`` outside the fitted region."""
@@ -395,17 +565,25 @@ class ErrorFit:
         return {"mean": best, "low": low, "high": high, "extrapolation": factors, "extrapolated": factors > 1.0 + 1e-9}
 
     def parameter_samples(self, n: int = 400, seed: int = 0) -> np.ndarray | None:
-        """Bootstrap parameter sets when available, else draws from the covariance (clipped to the bounds)."""
+        """Bootstrap draws when available, else draws from each component's covariance (clipped to the bounds,
+        weights fixed)."""
         if self.bootstrap is not None and len(self.bootstrap) > 1:
             return self.bootstrap
-        names = FORMS[self.form].params
-        sd = np.array([self.stderr.get(k, np.nan) for k in names])
-        if not np.all(np.isfinite(sd)):
-            return None
         rng = np.random.default_rng(seed)
-        draws = self.theta + rng.normal(size=(n, len(names))) * sd
-        lo, hi = _bounds(self.form, self.points.mean)
-        return np.clip(draws, lo, hi)
+        cols = []
+        for c in self.components:
+            if not np.all(np.isfinite(c.stderr)):
+                return None
+            lo, hi = _bounds(c.form, self.points.mean)
+            draws = np.clip(c.theta + rng.normal(size=(n, len(c.theta))) * c.stderr, lo, hi)
+            cols += [np.full((n, 1), c.weight), draws]
+        return np.hstack(cols) if cols else None
+
+    def residuals(self) -> np.ndarray:
+        """Measured mean minus fitted value at every point (at the point's own steps)."""
+        S = self.points.S if self.points.S is not None and np.all(np.isfinite(self.points.S)) else None
+        x = self._x(self.points.M, self.points.C, S)
+        return self.points.mean - _average(self.components, self.theta, x)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able summary (parameters, uncertainties, quality, the fitted range)."""
@@ -414,11 +592,13 @@ class ErrorFit:
             "metric": self.metric,
             "unit": self.unit,
             "form": self.form,
-            "formula": FORMS[self.form].text,
+            "formula": self.formula,
             "M0": self.M0,
             "C0": self.C0,
+            "S0": self.S0,
             "params": self.params,
             "stderr": self.stderr,
+            "components": [c.as_dict() for c in self.components],
             "r2": self.r2,
             "rmse": self.rmse,
             "loo_rmse": self.loo_rmse,
@@ -428,28 +608,43 @@ class ErrorFit:
             "n_runs": int(self.points.n.sum()),
             "M_range": [float(self.points.M.min()), float(self.points.M.max())],
             "C_range": [float(self.points.C.min()), float(self.points.C.max())],
+            "steps_by_budget": {str(k): v for k, v in self.steps_by_budget.items()},
             "max_factor": self.max_factor,
+            "acceptance": acceptance(self),
             "warnings": self.warnings,
         }
 
 
-def _bounds(form: str, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    names = FORMS[form].params
+def _average(components: list[Component], theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    out = np.zeros(x.shape[1])
+    i = 0
+    for c in components:
+        k = len(c.theta)
+        w = float(theta[i])
+        if w > 0:
+            out = out + w * c.form.func(x, *theta[i + 1:i + 1 + k])
+        i += 1 + k
+    return out
+
+
+def _bounds(form: Form, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    names = form.params
     top = float(np.max(y)) if len(y) else 1.0
     lo = np.zeros(len(names))
-    hi = np.array([_EXPONENT_MAX if k in ("alpha", "beta") else (top if k == "E_inf" else np.inf) for k in names])
+    hi = np.array([_EXPONENT_MAX if k in ("alpha", "beta", "gamma") else (top if k == "E_inf" else np.inf)
+                   for k in names])
     return lo, hi
 
 
-def _starts(form: str, y: np.ndarray) -> list[np.ndarray]:
+def _starts(form: Form, y: np.ndarray) -> list[np.ndarray]:
     span = max(float(np.ptp(y)), 1e-3 * max(float(np.max(y)), 1e-12))
     floor = 0.5 * float(np.min(y))
     out = []
     for e in (0.25, 0.5, 1.0):
-        guess = {"E_inf": floor, "a": span, "b": span, "alpha": e, "beta": e}
-        if form == "no_floor":
+        guess = {"E_inf": floor, "a": span, "b": span, "d": 0.5 * span, "alpha": e, "beta": e, "gamma": e}
+        if "floor" not in form.terms:
             guess["a"] = guess["b"] = 0.5 * float(np.mean(y))
-        out.append(np.array([guess[k] for k in FORMS[form].params]))
+        out.append(np.array([guess[k] for k in form.params]))
     return out
 
 
@@ -460,9 +655,15 @@ def _sigma(points: Points) -> np.ndarray | None:
     return np.maximum(sem, np.median(sem[sem > 0]))
 
 
+def _chi2(form: Form, theta: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None) -> float:
+    r = (form.func(x, *theta) - y) / (sigma if sigma is not None else 1.0)
+    return float(r @ r)
+
+
 def _curve_fit(
-    form: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, starts: list[np.ndarray]
+    form: Form, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, starts: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Best parameters, covariance and weighted chi^2 over ``starts``."""
     from scipy.optimize import curve_fit
 
     lo, hi = _bounds(form, y)
@@ -473,79 +674,106 @@ def _curve_fit(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 theta, cov = curve_fit(
-                    FORMS[form].func, x, y, p0=p0, sigma=sigma, absolute_sigma=False, bounds=(lo, hi),
-                    method="trf", maxfev=20000,
+                    form.func, x, y, p0=p0, sigma=sigma, absolute_sigma=False, bounds=(lo, hi), method="trf",
+                    maxfev=20000,
                 )
         except (RuntimeError, ValueError):
             continue
-        r = (FORMS[form].func(x, *theta) - y) / (sigma if sigma is not None else 1.0)
-        chi2 = float(r @ r)
+        chi2 = _chi2(form, theta, x, y, sigma)
         if best is None or chi2 < best[2]:
             best = (theta, cov, chi2)
     if best is None:
-        raise MlipdivError(f"the {form} error model did not converge on these points")
+        raise MlipdivError(f"the {form.name} error model did not converge on these points")
     return best
 
 
-def _aicc(rss: float, n: int, k: int) -> float:
-    rss = max(rss, 1e-300)
-    aic = n * math.log(rss / n) + 2 * k
+def _aicc(chi2: float, n: int, k: int) -> float:
+    """AICc from the weighted chi^2 (Gaussian errors with known relative weights and one fitted scale)."""
+    chi2 = max(chi2, 1e-300)
+    aic = n * math.log(chi2 / n) + 2 * k
     return aic + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else math.inf)
+
+
+def _akaike_weights(aiccs: list[float]) -> np.ndarray:
+    a = np.array(aiccs, float)
+    if not np.isfinite(a).any():
+        w = np.zeros(len(a))
+        w[0] = 1.0
+        return w
+    d = np.where(np.isfinite(a), a - np.nanmin(np.where(np.isfinite(a), a, np.nan)), np.inf)
+    w = np.exp(-0.5 * d)
+    return w / w.sum()
 
 
 @dataclass(frozen=True)
 class _Scaled:
-    """The points as every fit sees them: (M/M0, C/C0) against the means, with their weights."""
+    """The points as every fit sees them: (M/M0, C/C0, S/S0) against the means, with their weights."""
 
     x: np.ndarray
     y: np.ndarray
     sigma: np.ndarray | None
     M0: float
     C0: float
+    S0: float
 
 
-def _prepare(points: Points, form: str, split: str) -> _Scaled:
-    """Refuse an unknown form or too few points, then scale M and C by their geometric means (the fit's units)."""
-    if form not in FORMS:
-        raise MlipdivError(f"unknown error-model form {form!r}; choose from {', '.join(FORMS)}")
-    k = len(FORMS[form].params)
-    if len(points) < k:
-        raise MlipdivError(
-            f"{split or 'this split'}: the {form} model has {k} parameters but only {len(points)} distinct (M, C) "
-            f"points were run; run more sweep points (or use --form total, 3 parameters)"
-        )
+def _scale(points: Points) -> _Scaled:
     M0 = float(np.exp(np.mean(np.log(points.M))))
     C0 = float(np.exp(np.mean(np.log(points.C))))
-    return _Scaled(x=np.vstack([points.M / M0, points.C / C0]), y=points.mean, sigma=_sigma(points), M0=M0, C0=C0)
+    if points.S is not None and np.all(np.isfinite(points.S)) and np.all(points.S > 0):
+        S0 = float(np.exp(np.mean(np.log(points.S))))
+        s = points.S / S0
+    else:
+        S0, s = math.nan, np.ones(len(points))
+    return _Scaled(x=np.vstack([points.M / M0, points.C / C0, s]), y=points.mean, sigma=_sigma(points), M0=M0,
+                   C0=C0, S0=S0)
 
 
-def _fit_form(form: str, data: _Scaled) -> tuple[np.ndarray, np.ndarray, float]:
-    """Best-fit parameters, their covariance and the unweighted residual sum of squares of one form (AICc's input)."""
-    theta, cov, _ = _curve_fit(form, data.x, data.y, data.sigma, _starts(form, data.y))
-    resid = FORMS[form].func(data.x, *theta) - data.y
-    return theta, cov, float(resid @ resid)
+_AMPLITUDE_TOL = 1e-4  # relative to the largest mean: an amplitude below it sits on its bound 0
+_EXPONENT_TOL = 1e-3  # an exponent below it makes its term a constant (the floor's job)
 
 
-def _r2(rss: float, y: np.ndarray) -> float:
-    """Coefficient of determination of the means (nan when they are all equal, so there is nothing to explain)."""
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - rss / ss_tot if ss_tot > 0 else float("nan")
+def _at_bounds(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
+    """Terms whose parameters sit on a lower bound: a zero amplitude, or a zero exponent (a constant term)."""
+    tol = _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12)
+    p = dict(zip(form.params, theta))
+    out = []
+    for t in form.terms:
+        names = _TERMS[t]
+        amp = p[names[0]]
+        if amp <= tol or (len(names) > 1 and p[names[1]] <= _EXPONENT_TOL):
+            out.append(t)
+    return out
 
 
-def _leave_one_out_rmse(form: str, data: _Scaled, theta: np.ndarray) -> float:
-    """Refit without each (M, C) point and predict it: quality on unseen points (nan when the fit interpolates)."""
-    x, y, sigma = data.x, data.y, data.sigma
-    n, k = len(y), len(FORMS[form].params)
-    loo = []
-    if n > k:
-        for i in range(n):
-            keep = np.arange(n) != i
-            try:
-                t_i, _, _ = _curve_fit(form, x[:, keep], y[keep], None if sigma is None else sigma[keep], [theta])
-                loo.append(float(FORMS[form].func(x[:, [i]], *t_i)[0] - y[i]))
-            except MlipdivError:
-                loo.append(float("nan"))
-    return float(np.sqrt(np.nanmean(np.square(loo)))) if loo else float("nan")
+def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.ndarray | None = None,
+                sigma: np.ndarray | None = None) -> tuple[Form, np.ndarray, np.ndarray, float, list[str]]:
+    """Fit ``form``; while a term sits on its bound, drop it and refit the nested form. Returns the final form,
+    parameters, covariance, weighted chi^2 and the notes on what was dropped."""
+    x = data.x if x is None else x
+    y = data.y if y is None else y
+    sigma = data.sigma if sigma is None else sigma
+    notes: list[str] = []
+    while True:
+        theta, cov, chi2 = _curve_fit(form, x, y, sigma, _starts(form, y))
+        dropped = _at_bounds(form, theta, y)
+        decreasing = [t for t in form.terms if t in ("M", "C", "MC")]
+        if set(decreasing) <= set(dropped):  # keep one decreasing term: the model must say something about M, C
+            dropped = [t for t in dropped if t not in decreasing]
+        if not dropped:
+            return form, theta, cov, chi2, notes
+        p = dict(zip(form.params, theta))
+        for t in dropped:
+            what = f"E_inf = {p['E_inf']:.3g}" if t == "floor" else f"term {_TERM_TEXT[t]} " + (
+                "with amplitude 0" if p[_TERMS[t][0]] <= _AMPLITUDE_TOL * float(np.max(np.abs(y))) else
+                "with exponent 0 (a constant)")
+            notes.append(f"{form.name}: {what} sat on its bound; the nested form without it was used")
+        nested = form.without(dropped)
+        if "floor" not in nested.terms and any(p[_TERMS[t][0]] > 0 for t in dropped if t != "floor"):
+            nested = _form((*nested.terms, "floor"))  # a constant term is the floor
+        if nested == form:
+            return form, theta, cov, chi2, notes
+        form = nested
 
 
 def _stderr(cov: np.ndarray, k: int) -> np.ndarray:
@@ -554,59 +782,116 @@ def _stderr(cov: np.ndarray, k: int) -> np.ndarray:
         return np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(k, np.inf)
 
 
-def _fit_notes(n_points: int, k: int, sd: np.ndarray) -> list[str]:
-    """Warnings a reader needs before trusting the fit: too few points to judge it, unidentified parameters."""
+def _candidates(points: Points, form: str) -> list[Form]:
+    if form == AVERAGE:
+        bases = list(FORMS.values())
+        if points.has_steps:
+            bases += [_form((*f.terms, "S")) for f in bases]
+        return bases
+    f = form_by_name(form)
+    if "S" in f.terms and not points.has_steps:
+        raise MlipdivError(f"the {form} form needs runs with recorded training steps at more than one step count")
+    return [f]
+
+
+_MIN_WEIGHT = 1e-3  # candidates with a smaller Akaike weight leave the average (and the bootstrap's refits)
+
+
+def _fit_components(points: Points, data: _Scaled, candidates: list[Form], split: str, single: bool
+                    ) -> tuple[list[Component], list[str], list[Component]]:
+    """The averaged components (weight >= _MIN_WEIGHT, renormalised), notes, and every candidate fitted."""
+    n = len(points)
+    comps: dict[tuple[str, ...], Component] = {}
     notes: list[str] = []
-    if n_points <= k:
-        notes.append(f"{n_points} points for {k} parameters: the fit interpolates, quality cannot be judged")
-    if not np.all(np.isfinite(sd)):
-        notes.append("some parameters are not identified by these points (infinite covariance); intervals come "
-                     "from the bootstrap only")
-    return notes
+    for cand in candidates:
+        k = len(cand.params)
+        if k > n:
+            if single:
+                raise MlipdivError(
+                    f"{split or 'this split'}: the {cand.name} model has {k} parameters but only {n} distinct "
+                    f"points were run; run more sweep points (or use --form total, 3 parameters)")
+            continue
+        try:
+            form, theta, cov, chi2, dropped = _fit_nested(cand, data)
+        except MlipdivError:
+            if single:
+                raise
+            continue
+        notes += dropped
+        comp = Component(form, theta, _stderr(cov, len(theta)), chi2, _aicc(chi2, n, len(theta)), 1.0, cand.name)
+        if form.terms not in comps or chi2 < comps[form.terms].chi2:
+            comps[form.terms] = comp
+    if not comps or (not single and not any(math.isfinite(c.aicc) for c in comps.values())):
+        raise MlipdivError(f"{split or 'this split'}: only {n} distinct points were run, too few for any error "
+                           "model with a finite AICc; run more sweep points")
+    out = list(comps.values())
+    weights = _akaike_weights([c.aicc for c in out])
+    kept = [(c, w) for c, w in zip(out, weights) if w >= _MIN_WEIGHT] or [(out[int(np.argmax(weights))], 1.0)]
+    total = sum(w for _, w in kept)
+    for c, w in kept:
+        c.weight = float(w / total)
+    return [c for c, _ in kept], sorted(set(notes)), out
 
 
-def _bootstrap(
-    points: Points, form: str, data: _Scaled, theta: np.ndarray, n_boot: int, seed: int
-) -> np.ndarray | None:
-    """Refit on seeds resampled within each point: the parameter draws behind the prediction intervals."""
+def _refit(components: list[Component], x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None
+           ) -> np.ndarray | None:
+    """Every component refitted (from its best parameters) to other data, with new Akaike weights: one draw."""
+    parts, aiccs = [], []
+    for c in components:
+        try:
+            theta, _, chi2 = _curve_fit(c.form, x, y, sigma, [c.theta])
+        except MlipdivError:
+            return None
+        parts.append(theta)
+        aiccs.append(_aicc(chi2, len(y), len(theta)))
+    w = _akaike_weights(aiccs) if len(components) > 1 else np.ones(1)
+    return np.concatenate([[wi, *t] for wi, t in zip(w, parts)])
+
+
+def _leave_one_out(components: list[Component], data: _Scaled) -> np.ndarray:
+    """Refit without each point and predict it (predicted minus measured; all nan when the fit interpolates)."""
+    x, y, sigma = data.x, data.y, data.sigma
+    n, k = len(y), max(len(c.theta) for c in components)
+    if n <= k:
+        return np.full(n, np.nan)
+    loo = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        draw = _refit(components, x[:, keep], y[keep], None if sigma is None else sigma[keep])
+        loo.append(math.nan if draw is None else float(_average(components, draw, x[:, [i]])[0] - y[i]))
+    return np.array(loo)
+
+
+def _bootstrap(points: Points, components: list[Component], data: _Scaled, n_boot: int, seed: int
+               ) -> np.ndarray | None:
+    """Refit on seeds resampled jointly: one resample per distinct seed set, shared by every point with that set
+    (and, through the same stream, by the other split's fit)."""
     if not (n_boot > 0 and np.any(points.n > 1)):
         return None
+    seeds = points.seeds if points.seeds is not None else [np.arange(len(v)) for v in points.values]
+    keys = [tuple(int(s) for s in ss) for ss in seeds]
+    distinct = sorted(set(keys))
     sigma = data.sigma
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
-        vals = [v[rng.integers(0, len(v), len(v))] for v in points.values]
+        pick = {key: rng.integers(0, len(key), len(key)) for key in distinct}
+        vals = [v[pick[key]] for v, key in zip(points.values, keys)]
         yb = np.array([v.mean() for v in vals])
         sb = None
         if sigma is not None:
             sem = np.array([v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
             sb = np.maximum(sem, sigma.min())
-        try:
-            draws.append(_curve_fit(form, data.x, yb, sb, [theta])[0])
-        except MlipdivError:
-            continue
+        draw = _refit(components, data.x, yb, sb)
+        if draw is not None:
+            draws.append(draw)
     return np.array(draws) if len(draws) > 1 else None
 
 
-def _compare_forms(fit: ErrorFit, data: _Scaled) -> None:
-    """Add the other forms' AICc to ``fit``, and a warning when one of them is clearly preferred (by more than 2)."""
-    form = fit.form
-    for other in FORMS:
-        if other == form or len(fit.points) < len(FORMS[other].params):
-            continue
-        try:
-            _, _, rss = _fit_form(other, data)
-        except MlipdivError:
-            continue
-        fit.aicc_by_form[other] = _aicc(rss, len(data.y), len(FORMS[other].params))
-    preferred = min(fit.aicc_by_form, key=fit.aicc_by_form.__getitem__)
-    if preferred != form and fit.aicc_by_form[form] - fit.aicc_by_form[preferred] > 2:
-        fit.warnings.append(
-            f"AICc prefers the '{preferred}' form over '{form}' by "
-            f"{fit.aicc_by_form[form] - fit.aicc_by_form[preferred]:.1f}"
-            + (": these points cannot tell how M and C trade off beyond their product" if preferred == "total"
-               else "")
-        )
+def _steps_by_budget(points: Points) -> dict[int, float]:
+    if points.S is None or not np.all(np.isfinite(points.S)):
+        return {}
+    return {b: float(np.median(points.S[idx])) for b, idx in points.budget_points().items() if len(idx)}
 
 
 def fit_error_model(
@@ -615,39 +900,116 @@ def fit_error_model(
     split: str = "",
     metric: str = "forces_mae",
     unit: str = "",
-    form: str = "full",
+    form: str = AVERAGE,
     n_boot: int = 200,
     seed: int = 0,
     max_factor: float = DEFAULT_MAX_FACTOR,
     compare: bool = True,
 ) -> ErrorFit:
-    """Fit ``form`` to ``points``; see the module docstring for weighting, quality and uncertainty."""
-    data = _prepare(points, form, split)
-    names = FORMS[form].params
-    theta, cov, rss = _fit_form(form, data)
-    sd = _stderr(cov, len(names))
+    """Fit ``form`` (or the Akaike-weighted average of the candidates) to ``points``; see the module docstring."""
+    if form != AVERAGE:
+        form_by_name(form)  # refuse an unknown name before anything else
+    data = _scale(points)
+    single = form != AVERAGE
+    components, notes, fitted = _fit_components(points, data, _candidates(points, form), split, single)
+    aicc_by_form = {c.requested: c.aicc for c in fitted}
+    if single and compare:
+        others = [f for name, f in FORMS.items() if name != form and len(f.params) <= len(points)]
+        try:
+            _, _, extra = _fit_components(points, data, others, split, False)
+            aicc_by_form.update({c.requested: c.aicc for c in extra})
+        except MlipdivError:
+            pass
+    top = max(components, key=lambda c: c.weight)
+    loo = _leave_one_out(components, data)
+    x = data.x
+    resid = _average(components, np.concatenate([[c.weight, *c.theta] for c in components]), x) - data.y
+    rss = float(resid @ resid)
+    k = len(top.theta)
+    if len(points) <= k:
+        notes.append(f"{len(points)} points for {k} parameters: the fit interpolates, quality cannot be judged")
+    if not np.all(np.isfinite(top.stderr)):
+        notes.append("some parameters are not identified by these points (infinite covariance); intervals come "
+                     "from the bootstrap only")
+    at_top = [n for n, v in top.params.items() if n in ("alpha", "beta", "gamma") and v >= _EXPONENT_MAX - 1e-3]
+    if at_top:
+        notes.append(f"{', '.join(at_top)} at the upper bound {_EXPONENT_MAX:g}: the data only say the term falls "
+                     "off fast")
+    ss_tot = float(((data.y - data.y.mean()) ** 2).sum())
     fit = ErrorFit(
-        split=split,
-        metric=metric,
-        unit=unit,
-        form=form,
-        params={n: float(v) for n, v in zip(names, theta)},
-        stderr={n: float(v) for n, v in zip(names, sd)},
-        M0=data.M0,
-        C0=data.C0,
-        points=points,
-        r2=_r2(rss, data.y),
+        split=split, metric=metric, unit=unit, form=form if single else AVERAGE,
+        params=top.params, stderr={n: float(v) for n, v in zip(top.form.params, top.stderr)},
+        M0=data.M0, C0=data.C0, points=points,
+        r2=1.0 - rss / ss_tot if ss_tot > 0 else float("nan"),
         rmse=math.sqrt(rss / len(data.y)),
-        loo_rmse=_leave_one_out_rmse(form, data, theta),
-        aicc=_aicc(rss, len(data.y), len(names)),
-        bootstrap=_bootstrap(points, form, data, theta, n_boot, seed),
-        max_factor=max_factor,
-        warnings=_fit_notes(len(points), len(names), sd),
+        loo_rmse=float(np.sqrt(np.nanmean(np.square(loo)))) if np.isfinite(loo).any() else float("nan"),
+        loo_errors=loo,
+        aicc=top.aicc, aicc_by_form=aicc_by_form,
+        bootstrap=_bootstrap(points, components, data, n_boot, seed),
+        max_factor=max_factor, warnings=notes, components=components, S0=data.S0,
+        steps_by_budget=_steps_by_budget(points),
     )
-    fit.aicc_by_form[form] = fit.aicc
-    if compare:
-        _compare_forms(fit, data)
+    if single and compare:
+        best = min(aicc_by_form, key=aicc_by_form.__getitem__)
+        gap = aicc_by_form[form] - aicc_by_form[best]
+        if best != form and gap > 2:
+            fit.warnings.append(
+                f"AICc prefers the '{best}' form over '{form}' by {gap:.1f}"
+                + (": these points cannot tell how M and C trade off beyond their product" if best == "total"
+                   else ""))
     return fit
+
+
+# ------------------------------------------------------------------------------------------------ acceptance
+
+
+def acceptance(fit: ErrorFit) -> dict[str, Any]:
+    """The checks a fit must pass before its advice is trusted, computed, never assumed.
+
+    - at every measured budget the mean residual (measured minus fitted, over that budget's fixed-budget points)
+      lies within one standard error of 0; the standard error comes from the per-seed means of the residuals (the
+      seeds every point of the budget has: seed effects shared by the points are kept), else from the points'
+      standard errors as if independent;
+    - the leave-one-out RMSE is below the median seed std of the points.
+    """
+    pts = fit.points
+    resid = fit.residuals()
+    fitted = pts.mean - resid
+    budgets = []
+    for b, idx in pts.budget_points().items():
+        if len(idx) < 2:
+            continue
+        mean_r = float(resid[idx].mean())
+        se = math.nan
+        if pts.seeds is not None:
+            common = set.intersection(*(set(int(s) for s in pts.seeds[i]) for i in idx))
+            if len(common) >= 2:
+                per_seed = []
+                for s in sorted(common):
+                    per_seed.append(np.mean([pts.values[i][list(pts.seeds[i]).index(s)] - fitted[i] for i in idx]))
+                se = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)))
+        if not math.isfinite(se):
+            sem = pts.std[idx] / np.sqrt(np.maximum(pts.n[idx], 1))
+            se = float(np.sqrt(np.sum(sem**2)) / len(idx))
+        ok = bool(abs(mean_r) <= se) if se > 0 else bool(abs(mean_r) < 1e-12)
+        budgets.append({"budget": b, "n_points": len(idx), "mean_residual": mean_r, "standard_error": se,
+                        "ok": ok})
+    stds = pts.std[pts.std > 0]
+    median_std = float(np.median(stds)) if len(stds) else math.nan
+    worst = None
+    if fit.loo_errors is not None and np.isfinite(fit.loo_errors).any():
+        i = int(np.nanargmax(np.abs(fit.loo_errors)))
+        worst = {"M": float(pts.M[i]), "C": float(pts.C[i]), "error": float(fit.loo_errors[i])}
+    loo_ok = bool(math.isfinite(fit.loo_rmse) and math.isfinite(median_std) and fit.loo_rmse < median_std)
+    return {
+        "budgets": budgets,
+        "residuals_ok": bool(budgets) and all(x["ok"] for x in budgets),
+        "loo_rmse": fit.loo_rmse,
+        "loo_worst": worst,
+        "median_seed_std": median_std,
+        "loo_ok": loo_ok,
+        "ok": bool(budgets) and all(x["ok"] for x in budgets) and loo_ok,
+    }
 
 
 def select(df: Any, model: str | None = None, strategy: str | None = None) -> tuple[Any, str, str]:
@@ -672,16 +1034,16 @@ def fit_results(
     metric: str = "forces_mae",
     model: str | None = None,
     strategy: str | None = None,
-    form: str = "full",
+    form: str = AVERAGE,
     splits: Iterable[str] = SPLITS,
     n_boot: int = 200,
     max_factor: float = DEFAULT_MAX_FACTOR,
 ) -> dict[str, ErrorFit]:
-    """Fit the error model for each split of one model's runs; metric values converted to meV units."""
+    """Fit the error model for each split of one model's protocol runs; metric values converted to meV units."""
     if metric not in METRICS:
         raise MlipdivError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     unit, scale = METRICS[metric]
-    sub, _, _ = select(df, model, strategy)
+    sub, _, _ = select(protocol_rows(df), model, strategy)
     return {
         s: fit_error_model(
             aggregate(sub, s, metric, scale), split=s, metric=metric, unit=unit, form=form, n_boot=n_boot,

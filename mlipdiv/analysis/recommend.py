@@ -14,6 +14,12 @@ marked), and a budget with no admissible candidate is refused with the range the
 Intervals: the predicted errors at the optimum carry the fits' bootstrap intervals; the bootstrap draws of the two
 splits resample the same seeds (same random stream, same runs), so pairing them gives a joint draw, and the spread of
 the optimum over those draws is reported as ``n_molecules_range``.
+
+At a budget the runs measured, the measured points are also compared directly, paired by seed
+(:mod:`mlipdiv.analysis.paired`, weighted like the objective): ``resolved`` says whether the measured best point is
+told apart from every other point of that budget (``False``: "not resolved at this budget"; ``None``: no runs at
+this budget). :func:`interval_checks` asks whether the recommended-M interval contains the measured best M at every
+measured budget, one of the acceptance checks of the error model.
 """
 
 from __future__ import annotations
@@ -24,10 +30,21 @@ from typing import Any, TypedDict
 import numpy as np
 
 from mlipdiv.analysis.fit import SPLITS, ErrorFit, ExtrapolationError
+from mlipdiv.analysis.paired import compare_points
 from mlipdiv.errors import InvalidSetting, MlipdivError
 from mlipdiv.names import SplitName
 
-__all__ = ["Prediction", "Recommendation", "budget_grid", "candidates", "optimum_path", "recommend"]
+__all__ = [
+    "Prediction",
+    "Recommendation",
+    "allowed_budgets",
+    "budget_grid",
+    "candidates",
+    "interval_checks",
+    "measured_comparison",
+    "optimum_path",
+    "recommend",
+]
 
 
 class Prediction(TypedDict):
@@ -52,6 +69,14 @@ class Recommendation:
     extrapolated: bool
     table: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    resolved: bool | None = None  # the measured points of this budget, paired by seed (None: none measured)
+    measured: dict[str, Any] | None = None
+    allowed: tuple[int, int] | None = None  # budgets (conformers) the guard admits
+
+    @property
+    def verdict(self) -> str:
+        """"resolved", "not resolved" (at a measured budget whose best point is not told apart) or "fitted only"."""
+        return {True: "resolved", False: "not resolved", None: "fitted only"}[self.resolved]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +90,10 @@ class Recommendation:
             "interval_level": self.level,
             "n_molecules_range": list(self.n_molecules_range) if self.n_molecules_range else None,
             "extrapolated": self.extrapolated,
+            "resolved": self.resolved,
+            "verdict": self.verdict,
+            "measured": self.measured,
+            "allowed_budgets": list(self.allowed) if self.allowed else None,
             "notes": self.notes,
         }
 
@@ -158,6 +187,12 @@ def recommend(
         notes.append(f"the optimum sits at the admissible edge ({edge}); the true optimum may lie beyond the runs")
     for fit in (f_mol, f_conf):
         notes += [f"{fit.split}: {w}" for w in fit.warnings]
+    measured = measured_comparison(fits, budget, weight, level=0.95)
+    if measured is not None:
+        notes.insert(0, measured["statement"])
+        if measured["resolved"] and m_range and not m_range[0] <= measured["best_M"] <= m_range[1]:
+            notes.append(f"the measured best M = {measured['best_M']} lies outside the fitted optimum's range "
+                         f"{m_range[0]}..{m_range[1]}: the error model misses this budget")
     table = [
         {"n_molecules": float(m), "conformers_per_molecule": float(c), SplitName.TEST_MOLECULES: float(a),
          SplitName.TEST_CONFORMERS: float(b), "objective": float(o), "extrapolation": float(f)}
@@ -175,6 +210,9 @@ def recommend(
         extrapolated=bool(factor[i] > 1 + 1e-9),
         table=table,
         notes=notes,
+        resolved=None if measured is None else bool(measured["resolved"]),
+        measured=measured,
+        allowed=allowed_budgets(fits),
     )
 
 
@@ -198,3 +236,122 @@ def budget_grid(fits: dict[str, ErrorFit], n: int = 25) -> np.ndarray:
     lo, hi = mc.min() / f.max_factor, mc.max() * f.max_factor
     return np.unique(np.round(np.geomspace(max(lo, 1), hi, n))).astype(int)
 
+
+
+def allowed_budgets(fits: dict[str, ErrorFit]) -> tuple[int, int]:
+    """The budgets (conformers) whose allocations can lie within the guard: the fitted runs' M x C range widened
+    by ``max_factor`` each way (the same span as :func:`budget_grid`)."""
+    f = fits[SplitName.TEST_MOLECULES]
+    mc = f.points.M * f.points.C
+    return max(int(np.ceil(mc.min() / f.max_factor)), 1), int(np.floor(mc.max() * f.max_factor))
+
+
+def _seed_objective(fits: dict[str, ErrorFit], budget: int, weight: float) -> tuple[list[tuple[int, int]], Any]:
+    """The measured fixed-budget points of ``budget`` and their weighted objective per seed (points x seeds), on
+    the seeds both splits have at every point."""
+    per: dict[str, dict[tuple[int, int], dict[int, float]]] = {}
+    for split in SPLITS:
+        p = fits[split].points
+        idx = p.budget_points().get(int(budget), np.array([], int))
+        if p.seeds is None or len(idx) < 2:
+            return [], None
+        per[split] = {}
+        for i in idx:
+            key = (int(p.M[i]), int(p.C[i]))
+            per[split].setdefault(key, {}).update(dict(zip((int(s) for s in p.seeds[i]), p.values[i])))
+    keys = sorted(set(per[SPLITS[0]]) & set(per[SPLITS[1]]))
+    if len(keys) < 2:
+        return [], None
+    seeds = sorted(set.intersection(*(set(per[s][k]) for s in SPLITS for k in keys)))
+    w = {SplitName.TEST_MOLECULES: weight, SplitName.TEST_CONFORMERS: 1 - weight}
+    table = np.array([[sum(w[s] * per[s][k][seed] for s in SPLITS) for seed in seeds] for k in keys])
+    return keys, table
+
+
+def measured_comparison(fits: dict[str, ErrorFit], budget: int, weight: float = 0.5, level: float = 0.95,
+                        n_boot: int = 4000) -> dict[str, Any] | None:
+    """At a measured budget: the measured points compared with the best, paired by seed (None when the runs have
+    fewer than two points there)."""
+    keys, table = _seed_objective(fits, budget, weight)
+    if table is None:
+        return None
+    unit = fits[SplitName.TEST_MOLECULES].unit
+    n = table.shape[1]
+    head = f"measured at B = {budget:,} (W = {weight:g}, {n} seeds)"
+    means = table.mean(axis=1)
+    if n < 2:
+        i = int(np.argmin(means))
+        return {"budget": int(budget), "best_M": keys[i][0], "best_C": keys[i][1], "resolved": False,
+                "plausible_M": [k[0] for k in keys], "seeds": n, "points": [],
+                "statement": f"{head}: not resolved at this budget (fewer than 2 seeds common to all points)"}
+    best, p_best, diffs = compare_points(table, n_boot, level)
+    resolved_each = [(lo > 0 and tl > 0) or (hi < 0 and th < 0) for _, lo, hi, tl, th in diffs]
+    others = [i for i in range(len(keys)) if i != best]
+    resolved = all(resolved_each[i] for i in others)
+    plausible = sorted([keys[best][0]] + [keys[i][0] for i in others if not resolved_each[i]])
+    points = [{"M": k[0], "C": k[1], "mean": float(means[i]), "diff": diffs[i][0], "low": diffs[i][1],
+               "high": diffs[i][2], "resolved": bool(resolved_each[i]) if i != best else None,
+               "p_best": p_best[i]} for i, k in enumerate(keys)]
+    bm, bc = keys[best]
+    if resolved:
+        gap = min(others, key=lambda i: diffs[i][0])
+        text = (f"{head}: best M = {bm}, C = {bc} ({means[best]:.1f} {unit}), better than every other point "
+                f"(closest M = {keys[gap][0]}: {diffs[gap][0]:+.1f} [{diffs[gap][1]:.1f}, {diffs[gap][2]:.1f}] "
+                f"{unit}, paired {100 * level:.0f} % interval)")
+    else:
+        text = (f"{head}: not resolved at this budget: lowest mean at M = {bm}, C = {bc} ({means[best]:.1f} {unit}), "
+                f"but M = {', '.join(str(m) for m in plausible if m != bm)} cannot be told apart from it "
+                f"(paired {100 * level:.0f} % intervals include 0)")
+    return {"budget": int(budget), "best_M": bm, "best_C": bc, "resolved": bool(resolved), "plausible_M": plausible,
+            "seeds": n, "points": points, "statement": text}
+
+
+def _grid_best_range(fits: dict[str, ErrorFit], keys: list[tuple[int, int]], weight: float, level: float
+                     ) -> tuple[int, tuple[int, int] | None]:
+    """The fitted best among the measured points ``keys`` and its range over the paired bootstrap draws."""
+    M = np.array([k[0] for k in keys], float)
+    C = np.array([k[1] for k in keys], float)
+    f_mol, f_conf = fits[SplitName.TEST_MOLECULES], fits[SplitName.TEST_CONFORMERS]
+    best = int(M[int(np.argmin(weight * f_mol.evaluate(M, C) + (1 - weight) * f_conf.evaluate(M, C)))])
+    s_mol, s_conf = f_mol.parameter_samples(), f_conf.parameter_samples()
+    if s_mol is None or s_conf is None:
+        return best, None
+    picks = [M[int(np.argmin(weight * f_mol.evaluate(M, C, a) + (1 - weight) * f_conf.evaluate(M, C, b)))]
+             for a, b in zip(s_mol, s_conf)]
+    q = (1 - level) / 2
+    return best, (int(np.quantile(picks, q, method="nearest")), int(np.quantile(picks, 1 - q, method="nearest")))
+
+
+def interval_checks(fits: dict[str, ErrorFit], weight: float = 0.5, level: float = 0.9) -> list[dict[str, Any]]:
+    """At every measured budget: does the recommended-M interval contain the measured best M?
+
+    The runs measure a coarse grid of M (a factor 4 apart), and a continuous optimum between two grid points
+    contains neither, so the interval is taken on the measured grid: the fitted best among the measured points over
+    the paired bootstrap draws (``grid_interval``; ``contains``). The continuous recommendation and its interval are
+    reported beside it. ``consistent`` also accepts a measured best that is itself not resolved when the fitted
+    grid best is one of the points the runs cannot tell apart from it.
+    """
+    out = []
+    for budget in sorted(fits[SplitName.TEST_MOLECULES].points.budget_points()):
+        measured = measured_comparison(fits, budget, weight, n_boot=1000)
+        if measured is None:
+            continue
+        keys = [(p["M"], p["C"]) for p in measured["points"]] or []
+        row: dict[str, Any] = {"budget": budget, "measured_best_M": measured["best_M"],
+                               "measured_resolved": measured["resolved"], "plausible_M": measured["plausible_M"]}
+        try:
+            rec = recommend(fits, budget, weight, level=level)
+            row.update(recommended_M=rec.n_molecules,
+                       interval=list(rec.n_molecules_range) if rec.n_molecules_range else None)
+        except MlipdivError as exc:
+            row.update(recommended_M=None, interval=None, why=str(exc))
+        if len(keys) < 2:
+            out.append({**row, "fitted_grid_best_M": None, "grid_interval": None, "contains": False,
+                        "consistent": False})
+            continue
+        grid_best, rng = _grid_best_range(fits, keys, weight, level)
+        contains = bool(rng is not None and rng[0] <= measured["best_M"] <= rng[1])
+        consistent = contains or (not measured["resolved"] and grid_best in measured["plausible_M"])
+        out.append({**row, "fitted_grid_best_M": grid_best, "grid_interval": list(rng) if rng else None,
+                    "contains": contains, "consistent": bool(consistent)})
+    return out

@@ -3,12 +3,22 @@ domain and figures from the finished runs.
 
 ``python -m mlipdiv.analysis.study --preset NAME [--preset NAME ...] --out DIR`` runs every sweep of the presets
 (finished runs in the store are reused, so a rerun only trains what is missing) and analyses them;
-``--analyse-only`` skips training and analyses what ``DIR`` already holds. Written to ``DIR``:
+``--analyse-only`` skips training and analyses what ``DIR`` already holds: the sweeps below it with the run store, or,
+when ``DIR`` holds only ``results.csv`` (the shipped ``docs/results``), that table alone. The docs page regenerates
+with one command::
+
+    python -m mlipdiv.analysis.study --analyse-only --out docs/results --figures docs/figures --page docs/RESULTS.md
+
+(``--page`` replaces what lies between the page's two ``mlipdiv:generated`` markers; a page without them is refused.)
+Convergence-check runs (presets ending in ``-convergence``) feed only the convergence table. Written to ``DIR``:
 
 - ``<preset>/<model>-<strategy>/results.csv`` (the sweep verb's table) and ``results.csv`` (all of them, with
   ``strategy`` and ``preset`` columns, and the element/zero-force baselines of each run);
 - ``summary.csv``: mean ± std over seeds per experiment, model, strategy, (M, C) and split, in meV/Å and meV/atom;
-- ``analysis.json``: the checks against the study's claims, fits, recommendations, information gap and domain;
+- ``analysis.json``: the checks against the study's claims, paired comparisons within budgets, fits and their
+  acceptance checks, recommendations, convergence, evaluated counts, energies, information gap and domain;
+- ``report.md``: the generated sections of docs/RESULTS.md; ``curves.csv``: every run's learning curve (from the
+  store; kept as it is when only ``results.csv`` is analysed);
 - ``figures/*.html`` and, when kaleido and a Chrome are available, ``figures/*.png`` / ``*.svg`` (the same Plotly
   figures; set ``BROWSER_PATH=/usr/bin/chromium`` for Debian's).
 """
@@ -26,13 +36,16 @@ from typing import Any
 
 import numpy as np
 
+from mlipdiv.analysis.fit import protocol_rows
+from mlipdiv.analysis.report import CURVE_COLUMNS, curve_rows
 from mlipdiv.errors import MlipdivError
 from mlipdiv.io.metrics import RunMetrics
 from mlipdiv.io.table import EXTRA_COLUMNS, extra_columns
 from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.units import mev
 
-__all__ = ["analyse", "collect", "plan_preset", "run_presets", "shape_plan", "summary_table"]
+__all__ = ["analyse", "collect", "load_study", "plan_preset", "read_study_table", "run_presets", "shape_plan",
+           "summary_table"]
 
 SPLITS = TEST_SPLITS
 
@@ -59,8 +72,16 @@ def shape_plan(plan: Any, preset: Any) -> Any:
     grid = [tuple(g) for g in plan.grid if cap is None or g[1] <= cap]
     if not grid:
         raise MlipdivError(f"preset {preset.name}: no grid point has C <= {cap}")
-    # the same log-even choice experiment_grid makes, now among the points under the cap
-    grid = spread(grid, preset.points, key=lambda p: p[1] if plan.experiment == Experiment.FIXED_MOLECULES else p[0])
+    axis = 1 if plan.experiment == Experiment.FIXED_MOLECULES else 0
+    if preset.grid:  # the preset names its points
+        missing = sorted(set(preset.grid) - {g[axis] for g in grid})
+        if missing:
+            what = "C" if axis else "M"
+            raise MlipdivError(f"preset {preset.name}: {what} = {', '.join(map(str, missing))} is not feasible on "
+                               f"{plan.dataset}; feasible points: {grid}")
+        grid = [g for g in grid if g[axis] in preset.grid]
+    else:  # the same log-even choice experiment_grid makes, now among the points under the cap
+        grid = spread(grid, preset.points, key=lambda p: p[axis])
     keep = [r for r in plan.runs if (r.molecules, r.conformers_per_molecule) in grid]
     largest = max(r.molecules * r.conformers_per_molecule for r in keep)
     digest = None
@@ -85,7 +106,7 @@ def plan_preset(preset: Any, dataset: str | Path | None = None) -> list[Any]:
     plans = []
     for kw in preset.sweeps():
         # with a cap on C, plan every feasible point first and choose the preset's number under the cap
-        wide = {**kw, "points": 64} if preset.max_conformers_per_molecule else kw
+        wide = {**kw, "points": 64} if preset.max_conformers_per_molecule or preset.grid else kw
         plans.append(shape_plan(plan_sweep(dataset=dataset, **wide), preset))
     return plans
 
@@ -156,15 +177,47 @@ def collect(out: Path, store: Any = None) -> Any:
     df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=["experiment", "run_id", "split"])
     df = df.reset_index(drop=True)
     cache: dict[str, RunMetrics | None] = {}
+    configs: dict[str, dict[str, Any]] = {}
     extras = []
     for run_id, split in zip(df["run_id"], df["split"]):
         if run_id not in cache:
-            cache[run_id] = store.get(run_id).run_metrics()
-        extras.append(extra_columns(cache[run_id], split))
+            run = store.get(run_id)
+            cache[run_id], configs[run_id] = run.run_metrics(), dict(run.config)
+        extras.append(extra_columns(cache[run_id], split, configs[run_id]))
     for column in EXTRA_COLUMNS:
         df[column] = [e[column] for e in extras]
     df.to_csv(out / "results.csv", index=False)
+    curves = [row for run_id in dict.fromkeys(df["run_id"]) for row in curve_rows(run_id, cache[run_id])]
+    pd.DataFrame(curves, columns=list(CURVE_COLUMNS)).to_csv(out / "curves.csv", index=False, float_format="%.6g")
     return df
+
+
+_DEFAULTS = {"strategy": "random", "preset": "", "baseline_forces_mae": math.nan,
+             "baseline_energy_mae_per_atom": math.nan, "seconds": math.nan, "n_eval": math.nan}
+
+
+def read_study_table(path: Path) -> Any:
+    """A study's combined ``results.csv`` (the shipped raw rows), with defaults for the columns older tables lack."""
+    from mlipdiv.analysis.fit import _read_table
+
+    df = _read_table(path, str(path))
+    for column, value in _DEFAULTS.items():
+        if column not in df.columns:
+            df[column] = value
+    df["strategy"] = df["strategy"].fillna("random")
+    if df.empty:
+        raise MlipdivError(f"{path}: the results table is empty")
+    return df.reset_index(drop=True)
+
+
+def load_study(out: Path, store: Any = None) -> tuple[Any, bool]:
+    """The study's rows and whether they come from the shipped table alone (``True``) or were collected from the
+    sweeps below ``out`` and the run store (``False``: then ``results.csv`` and ``curves.csv`` are rewritten)."""
+    if any(out.glob("*/*/results.csv")):
+        return collect(out, store), False
+    if (out / "results.csv").exists():
+        return read_study_table(out / "results.csv"), True
+    raise MlipdivError(f"{out}: no results.csv in it and no sweep results below it; run the study first")
 
 
 # ------------------------------------------------------------------------------------------------- tables
@@ -173,6 +226,9 @@ def collect(out: Path, store: Any = None) -> Any:
 def summary_table(df: Any) -> Any:
     """Mean and std over seeds (meV/Å, meV/atom) per experiment, model, strategy, (M, C) and split."""
     d = df.copy()
+    for column, value in _DEFAULTS.items():
+        if column not in d.columns:
+            d[column] = value
     d["forces"] = mev(d["forces_mae"])
     d["energy"] = mev(d["energy_mae_per_atom"])
     d["base_forces"] = mev(d["baseline_forces_mae"])
@@ -277,12 +333,12 @@ def claims(df: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ analysis
 
 
-def _fits(df: Any, model: str, metric: str = "forces_mae") -> dict[str, Any] | None:
+def _fits(df: Any, model: str, metric: str = "forces_mae", n_boot: int = 200) -> dict[str, Any] | None:
     from mlipdiv.analysis.fit import fit_results
 
     sub = df[(df["model"] == model) & (df["strategy"] == "random")]
     try:
-        return fit_results(sub, metric=metric, model=model, strategy="random", n_boot=200)
+        return fit_results(sub, metric=metric, model=model, strategy="random", n_boot=n_boot)
     except MlipdivError as exc:
         _log(f"  no fit for {model}: {exc}")
         return None
@@ -322,19 +378,76 @@ def _spearman(x: Any, y: Any) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, figures: bool = True,
-            infogap: bool = True, domain: bool = True) -> dict[str, Any]:
-    """Tables, claims, fits, recommendations, information gap, domain and figures for the runs under ``out``."""
-    from mlipdiv.analysis.recommend import Recommendation, budget_grid, optimum_path, recommend
-    from mlipdiv.io.load import load_dataset
-    from mlipdiv.jobs.store import RunStore
+def _gap_summary(gap: Any) -> dict[str, Any]:
+    return {
+        "spearman_error_vs_dH_mean": _spearman(gap["dH_mean"], gap["forces_mae"]),
+        "spearman_error_vs_frac_extrapolative": _spearman(gap["frac_extrapolative"], gap["forces_mae"]),
+        "by_split": {s: {"dH_mean": float(g["dH_mean"].mean()),
+                         "frac_extrapolative": float(g["frac_extrapolative"].mean()),
+                         "spearman_within_split": _spearman(g["dH_mean"], g["forces_mae"])}
+                     for s, g in gap.groupby("split")},
+    }
 
-    store = store if store is not None else RunStore()
-    df = collect(out, store)
-    summary = summary_table(df)
+
+def _domain_summary(dom: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        s: {k: float(g[k].mean()) for k in ("flagged_fraction", "error_flagged", "error_unflagged",
+                                            "spearman_distance_error") if k in g}
+        for s, g in dom.groupby("split")
+    } if len(dom) else {}
+    out["n_runs"] = int(dom["run_id"].nunique()) if len(dom) else 0
+    return out
+
+
+def _model_checks(fits: dict[str, Any]) -> dict[str, Any]:
+    """The error model's acceptance checks for one model (both splits and the recommended-M intervals)."""
+    from mlipdiv.analysis.fit import acceptance
+    from mlipdiv.analysis.recommend import interval_checks
+
+    per = {split: {**acceptance(f), "formula": f.formula} for split, f in fits.items()}
+    intervals = interval_checks(fits, 0.5)
+    ok_int = bool(intervals) and all(r["consistent"] for r in intervals)
+    return {"fits": per, "intervals": intervals, "intervals_ok": ok_int,
+            "ok": all(v["ok"] for v in per.values()) and ok_int}
+
+
+def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, figures: bool = True,
+            infogap: bool = True, domain: bool = True, figures_dir: Path | None = None, page: Path | None = None,
+            n_boot: int = 200) -> dict[str, Any]:
+    """Tables, claims, paired comparisons, fits and their checks, recommendations, convergence, evaluated counts,
+    energies, information gap, domain and figures for the runs under ``out``.
+
+    With sweeps below ``out`` the rows are collected from them and the run store; with only ``out/results.csv``
+    (the shipped raw rows) everything that needs no run folder is recomputed from it, and the information gap and
+    domain are summarised from ``infogap.csv`` / ``domain.csv`` when they are there. ``page`` (docs/RESULTS.md)
+    gets the generated sections between its markers (:func:`mlipdiv.analysis.report.write_page`).
+    """
+    import pandas as pd
+
+    from mlipdiv.analysis.known_datasets import on_map
+    from mlipdiv.analysis.paired import budget_claims, shift_claims
+    from mlipdiv.analysis.recommend import Recommendation, allowed_budgets, budget_grid, optimum_path, recommend
+    from mlipdiv.analysis.report import (
+        abstract_verdicts,
+        converged_rows,
+        convergence_rows,
+        energy_rows,
+        eval_count_rows,
+        render,
+        write_page,
+    )
+
+    if store is None and any(out.glob("*/*/results.csv")):
+        from mlipdiv.jobs.store import RunStore
+
+        store = RunStore()
+    df, raw = load_study(out, store)
+    main = protocol_rows(df)
+    summary = summary_table(main)
     summary.to_csv(out / "summary.csv", index=False)
-    result: dict[str, Any] = {"n_runs": int(df["run_id"].nunique()), "claims": claims(df)}
-    result["tables"] = {e: markdown_table(summary, e) for e in sorted(df["experiment"].unique())}
+    result: dict[str, Any] = {"n_runs": int(main["run_id"].nunique()), "source": "results.csv" if raw else "sweeps",
+                              "claims": claims(main)}
+    result["tables"] = {e: markdown_table(summary, e) for e in sorted(main["experiment"].unique())}
     result["run_seconds"] = {
         m: {"mean": float(g.drop_duplicates("run_id")["seconds"].mean()),
             "total": float(g.drop_duplicates("run_id")["seconds"].sum())}
@@ -343,16 +456,28 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
     result["baselines"] = {
         split: {"forces_mae": float(mev(g["baseline_forces_mae"].mean())),
                 "energy_mae_per_atom": float(mev(g["baseline_energy_mae_per_atom"].mean()))}
-        for split, g in df.groupby("split")
+        for split, g in main.groupby("split")
     }
+    fb = main[main["experiment"] == Experiment.FIXED_BUDGET]
+    budgets = sorted({int(b) for b in fb["n_molecules"] * fb["conformers_per_molecule"]})
+    fm = main[main["experiment"] == Experiment.FIXED_MOLECULES]
+    result["experiments"] = {"budgets": budgets, "fixed_molecules": sorted({int(m) for m in fm["n_molecules"]})}
+    _log("paired comparisons within budgets")
+    comps = budget_claims(main)
+    result["comparisons"] = [c.as_dict() for c in comps]
+    result["shifts"] = shift_claims(comps)
+    result["convergence"] = convergence_rows(df)
+    result["converged"] = converged_rows(df)
+    result["eval_counts"] = eval_count_rows(df)
+    result["energy"] = energy_rows(df)
 
     fits: dict[str, dict[str, Any]] = {}
     recs: dict[str, dict[tuple[int, float], Recommendation]] = {}
     paths: dict[str, list[Recommendation]] = {}
-    fb = df[df["experiment"] == Experiment.FIXED_BUDGET]
-    budgets = sorted({int(b) for b in fb["n_molecules"] * fb["conformers_per_molecule"]})
-    for model in sorted(df["model"].unique()):
-        f = _fits(df, model)
+    result["acceptance"], result["allowed_budgets"] = {}, {}
+    for model in sorted(main["model"].unique()):
+        _log(f"error model for {model}")
+        f = _fits(main, model, n_boot=n_boot)
         if f is None:
             continue
         fits[model] = f
@@ -364,66 +489,77 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
                 except MlipdivError as exc:
                     _log(f"  no recommendation for {model} at B={budget}, W={w}: {exc}")
         paths[model] = optimum_path(f, budget_grid(f), 0.5)
+        result["acceptance"][model] = _model_checks(f)
+        result["allowed_budgets"][model] = list(allowed_budgets(f))
     result["fits"] = {m: {s: fit.as_dict() for s, fit in f.items()} for m, f in fits.items()}
     result["recommendations"] = {m: {f"B={b}, W={w}": r.as_dict() for (b, w), r in rs.items()}
                                  for m, rs in recs.items()}
+    result["known_datasets"] = [{"name": d.name, "n_conformers": d.n_conformers,
+                                 "conformers_per_molecule": d.conformers_per_molecule} for d in on_map()]
 
-    dataset = None
-    if infogap or domain:
-        path = dataset_path or store.get(df["run_id"].iloc[0]).folder.read_config().get("dataset")
-        dataset = load_dataset(path)
-    gap = None
-    if infogap:
-        _log("information gap per run")
-        gap = _gap_rows(df[df["split"].isin(SPLITS)], dataset, store)
-        gap.to_csv(out / "infogap.csv", index=False)
-        result["infogap"] = {
-            "spearman_error_vs_dH_mean": _spearman(gap["dH_mean"], gap["forces_mae"]),
-            "spearman_error_vs_frac_extrapolative": _spearman(gap["frac_extrapolative"], gap["forces_mae"]),
-            "by_split": {s: {"dH_mean": float(g["dH_mean"].mean()),
-                             "frac_extrapolative": float(g["frac_extrapolative"].mean()),
-                             "spearman_within_split": _spearman(g["dH_mean"], g["forces_mae"])}
-                         for s, g in gap.groupby("split")},
-        }
-    dom_report = None
-    if domain:
-        from mlipdiv.analysis.domain import domain_for_run
+    gap = dom_report = None
+    if raw:  # no run folders: summarise what the study shipped
+        if infogap and (out / "infogap.csv").exists():
+            gap = pd.read_csv(out / "infogap.csv")
+            result["infogap"] = _gap_summary(gap)
+        if domain and (out / "domain.csv").exists():
+            result["domain"] = _domain_summary(pd.read_csv(out / "domain.csv"))
+    else:
+        dataset = None
+        if infogap or domain:
+            from mlipdiv.io.load import load_dataset
 
-        _log("applicability domain per run")
-        rows = []
-        for run_id, g in df.groupby("run_id"):
-            try:
-                rep = domain_for_run(store.get(run_id).run_dir, dataset)
-            except MlipdivError as exc:
-                _log(f"  domain skipped for {run_id}: {exc}")
-                continue
-            e = g.iloc[0]
-            for split, row in rep.summary().items():
-                rows.append({"run_id": run_id, "model": e["model"], "strategy": e["strategy"],
-                             "experiment": e["experiment"], "n_molecules": e["n_molecules"],
-                             "conformers_per_molecule": e["conformers_per_molecule"], "seed": e["seed"],
-                             "split": split, "threshold": rep.threshold, "error_threshold": rep.error_threshold,
-                             **row})
-            # the example run for the figure: the fixed-budget run with the most balanced point, first seed
-            if dom_report is None and e["experiment"] == Experiment.FIXED_BUDGET and e["seed"] == 0 and \
-                    e["strategy"] == "random":
-                dom_report = (run_id, rep)
-        import pandas as pd
-
-        dom = pd.DataFrame(rows)
-        dom.to_csv(out / "domain.csv", index=False)
-        result["domain"] = {
-            s: {k: float(g[k].mean()) for k in ("flagged_fraction", "error_flagged", "error_unflagged",
-                                                "spearman_distance_error") if k in g}
-            for s, g in dom.groupby("split")
-        }
-        result["domain"]["n_runs"] = int(dom["run_id"].nunique()) if len(dom) else 0
+            path = dataset_path or store.get(df["run_id"].iloc[0]).folder.read_config().get("dataset")
+            dataset = load_dataset(path)
+        if infogap:
+            _log("information gap per run")
+            gap = _gap_rows(main[main["split"].isin(SPLITS)], dataset, store)
+            gap.to_csv(out / "infogap.csv", index=False)
+            result["infogap"] = _gap_summary(gap)
+        if domain:
+            dom, dom_report = _domain_rows(main, dataset, store)
+            dom.to_csv(out / "domain.csv", index=False)
+            result["domain"] = _domain_summary(dom)
+    result["abstract"] = abstract_verdicts(result)
 
     (out / "analysis.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-    (out / "report.md").write_text(report(json.loads((out / "analysis.json").read_text())))
+    stored = json.loads((out / "analysis.json").read_text())
+    generated = render(stored, report(stored))
+    (out / "report.md").write_text(generated)
+    if page is not None:
+        write_page(page, generated)
     if figures:
-        _figures(out, df, fits, recs, paths, gap, dom_report)
+        _figures(figures_dir or out / "figures", main, fits, recs, paths, gap, dom_report)
     return result
+
+
+def _domain_rows(df: Any, dataset: Any, store: Any) -> tuple[Any, Any]:
+    """Per-run applicability-domain rows, and the example run for the figure."""
+    import pandas as pd
+
+    from mlipdiv.analysis.domain import domain_for_run
+
+    _log("applicability domain per run")
+    rows = []
+    dom_report = None
+    for run_id, g in df.groupby("run_id"):
+        try:
+            rep = domain_for_run(store.get(run_id).run_dir, dataset)
+        except MlipdivError as exc:
+            _log(f"  domain skipped for {run_id}: {exc}")
+            continue
+        e = g.iloc[0]
+        for split, row in rep.summary().items():
+            rows.append({"run_id": run_id, "model": e["model"], "strategy": e["strategy"],
+                         "experiment": e["experiment"], "n_molecules": e["n_molecules"],
+                         "conformers_per_molecule": e["conformers_per_molecule"], "seed": e["seed"],
+                         "split": split, "threshold": rep.threshold, "error_threshold": rep.error_threshold,
+                         **row})
+        # the example run for the figure: the first fixed-budget run of seed 0 with random selection
+        if dom_report is None and e["experiment"] == Experiment.FIXED_BUDGET and e["seed"] == 0 and \
+                e["strategy"] == "random":
+            dom_report = (run_id, rep)
+    return pd.DataFrame(rows), dom_report
 
 
 def report(result: dict[str, Any]) -> str:
@@ -460,16 +596,15 @@ def report(result: dict[str, Any]) -> str:
                              f"{r['in_pooled_std']:+.2f} |")
     for model, fits in result.get("fits", {}).items():
         lines += ["", f"### Error-model fits, {model} (random selection, force MAE)", "",
-                  "| split | E∞ | a | α | b | β | M0 | C0 | R² | RMSE | LOO RMSE | points "
-                  "| AICc full / no_floor / total |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Each candidate form with its Akaike weight (AICc from the weighted χ² the fit minimises); a form "
+                  "whose parameter sat on a bound was replaced by its nested form.", "",
+                  "| split | form | weight | parameters (± standard error) | R² | RMSE | LOO RMSE | points |",
+                  "|---|---|---|---|---|---|---|---|"]
         for split, f in fits.items():
-            p, e = f["params"], f["stderr"]
-            cell = lambda k, p=p, e=e: f"{p[k]:.3g} ± {e[k]:.2g}"  # noqa: E731
-            aicc = " / ".join(f"{f['aicc_by_form'].get(k, float('nan')):.1f}" for k in ("full", "no_floor", "total"))
-            lines.append(f"| {split} | {cell('E_inf')} | {cell('a')} | {cell('alpha')} | {cell('b')} | {cell('beta')} "
-                         f"| {f['M0']:.3g} | {f['C0']:.3g} | {f['r2']:.3f} | {f['rmse']:.2f} | {f['loo_rmse']:.2f} | "
-                         f"{f['n_points']} | {aicc} |")
+            for c in f.get("components", []):
+                params = ", ".join(f"{k} = {v:.3g} ± {c['stderr'][k]:.2g}" for k, v in c["params"].items())
+                lines.append(f"| {split} | {c['form']} | {c['weight']:.2f} | {params} | {f['r2']:.3f} | "
+                             f"{f['rmse']:.2f} | {f['loo_rmse']:.2f} | {f['n_points']} |")
     for model, recs in result.get("recommendations", {}).items():
         lines += ["", f"### Recommendations, {model}", "",
                   "| budget | W | M | C | unseen molecules (90 % interval) | unseen conformers (90 % interval) | "
@@ -517,10 +652,9 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _figures(out: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: Any, dom: Any) -> None:
+def _figures(figdir: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: Any, dom: Any) -> None:
     from mlipdiv.analysis import figures as F
 
-    figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     figs = {}
     for exp in sorted(df["experiment"].unique()):
@@ -563,6 +697,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["local", "ray"], help="override the presets' backend")
     parser.add_argument("--analyse-only", action="store_true", help="do not train; analyse what --out holds")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--figures", type=Path, help="folder for the figures (default: OUT/figures)")
+    parser.add_argument("--page", type=Path,
+                        help="markdown page (docs/RESULTS.md) whose generated sections, between its markers, are "
+                             "replaced by the new report")
+    parser.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of the error-model fits")
     parser.add_argument("--list", action="store_true", help="print the presets and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -574,12 +713,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.preset:
                 parser.error("give at least one --preset (or --analyse-only)")
             run_presets(args.preset, args.out, dataset=args.dataset, backend=args.backend)
-        result = analyse(args.out, dataset_path=args.dataset, figures=not args.no_figures)
+        result = analyse(args.out, dataset_path=args.dataset, figures=not args.no_figures,
+                         figures_dir=args.figures, page=args.page, n_boot=args.n_boot)
     except MlipdivError as exc:
         print(f"error: {exc}")
         return 2
-    print(json.dumps(result["claims"], indent=2, default=_json_default))
+    _print_summary(result)
     return 0
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    """The statements of the report on the terminal: what the runs resolve, and whether the fits pass."""
+    print(f"{result['n_runs']} protocol runs analysed (from {result['source']})")
+    for c in result["comparisons"]:
+        if c["quantity"] == "mean":
+            print(f"- {c['statement']}")
+    for s in result["shifts"]:
+        if s["quantity"] == "mean":
+            print(f"- {s['statement']}")
+    for model, a in result["acceptance"].items():
+        fits = ", ".join(f"{split} {'passes' if v['ok'] else 'fails'}" for split, v in a["fits"].items())
+        ints = ", ".join(f"B={r['budget']}: measured best M {r['measured_best_M']}, fitted {r.get('grid_interval')} "
+                         f"({'contains' if r['contains'] else 'consistent' if r['consistent'] else 'INCONSISTENT'})"
+                         for r in a["intervals"])
+        print(f"- error model {model}: {fits}; recommended-M intervals: {ints or '–'}")
+    if result["convergence"]:
+        n_ok = sum(r["below_one_std"] for r in result["convergence"])
+        print(f"- convergence: {n_ok} of {len(result['convergence'])} checks change by less than one seed std")
+    counts = result["eval_counts"]
+    if counts:
+        print(f"- evaluated counts constant in {sum(r['constant'] for r in counts)} of {len(counts)} "
+              "(experiment, seed, split) groups")
+    v = result["abstract"]
+    print(f"- against the abstract: balance {v['balance']['verdict']}; datasets {v['datasets']['verdict']} "
+          f"({v['datasets']['trend']}); beyond the training distribution {v['beyond_distribution']['verdict']}")
 
 
 if __name__ == "__main__":

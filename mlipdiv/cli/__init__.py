@@ -1,7 +1,8 @@
 """``python -m mlipdiv <verb>``: one module per verb in this package, discovered at start-up.
 
 Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; a module without
-``HELP`` is a helper the verbs share (:mod:`.options`). Heavy imports stay inside ``run`` so that ``--help`` is
+``HELP`` is a helper the verbs share (:mod:`.options`). The verb is the module's name, or its ``VERB`` when that name
+is a Python keyword (``import_`` -> ``import``). Heavy imports stay inside ``run`` so that ``--help`` is
 instant. Adding a verb means adding a module; nothing here changes.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from mlipdiv.errors import InvalidSetting, MlipdivError
 
 # Order in `--help`; verbs not listed here follow alphabetically.
-_ORDER = ["generate", "info", "split", "train", "runs", "sweep", "budget"]
+_ORDER = ["generate", "import_", "info", "split", "train", "runs", "sweep", "budget"]
 
 
 def _verb_modules() -> list[str]:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{name}")
         if not hasattr(module, "HELP"):  # a helper shared by verbs (options), not a verb
             continue
-        verb = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        verb = sub.add_parser(getattr(module, "VERB", name), help=module.HELP, description=module.HELP)
         module.add_arguments(verb)
         verb.set_defaults(_run=module.run)
     return parser

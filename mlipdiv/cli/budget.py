@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="error to minimise (default: forces_mae)")
     parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
-    parser.add_argument("--form", default="full", choices=["full", "no_floor", "total"],
-                        help="error-model form (default: full = E_inf + a M^-alpha + b C^-beta)")
+    parser.add_argument("--form", default="average",
+                        choices=["average", "full", "no_floor", "total", "full+steps", "no_floor+steps",
+                                 "total+steps"],
+                        help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
+                             "full = E_inf + a M^-alpha + b C^-beta; +steps adds d S^-gamma for training steps)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",
@@ -36,9 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-molecules", type=int, help="at most this many distinct molecules are available")
     parser.add_argument("--dataset", help="dataset whose molecule sizes set the cost per conformer (default: shipped)")
     parser.add_argument("--atoms", type=float, help="atoms per molecule for the cost model (overrides --dataset)")
-    parser.add_argument("--qm", choices=["xtb", "xtb-pipeline", "dft"], default="xtb",
+    parser.add_argument("--qm", choices=["xtb", "xtb-pipeline", "dft", "entered"], default="xtb",
                         help="cost model: measured GFN2-xTB single points (default), the measured end-to-end cost of "
-                             "generating the shipped dataset (xtb-pipeline), or DFT scaled from xtb (--dft-factor)")
+                             "generating the shipped dataset (xtb-pipeline), DFT scaled from xtb (--dft-factor), or "
+                             "your own method's cost per conformer (entered: --qm-seconds, --qm-name)")
+    parser.add_argument("--qm-seconds", type=float, help="with --qm entered: CPU-seconds for one conformer of the "
+                        "dataset's mean size, at your level of theory (scales as n^--dft-exponent)")
+    parser.add_argument("--qm-name", help="with --qm entered: the method's name (default: the dataset's level of "
+                        "theory)")
     parser.add_argument("--dft-factor", type=float,
                         help="DFT/xTB cost ratio at 20 atoms, measured with your DFT code (required with --qm dft)")
     parser.add_argument("--dft-exponent", type=float, default=3.0, help="DFT cost scaling n^k (default 3)")
@@ -95,12 +103,34 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise MlipdivError(f"--dft-exponent must be in (0, 10] (3 for hybrid DFT), got {args.dft_exponent}")
 
 
+def _entered_model(args: argparse.Namespace) -> Any:
+    """``--qm entered``: the user's price per conformer at the mean size of ``--dataset`` (or ``--atoms``)."""
+    from mlipdiv.analysis.cost import CostModel, dataset_atom_counts
+    from mlipdiv.errors import MlipdivError
+
+    if args.qm_seconds is None or not (math.isfinite(args.qm_seconds) and args.qm_seconds > 0):
+        raise MlipdivError("--qm entered needs --qm-seconds: the CPU-seconds one conformer costs at your level of "
+                           "theory (for a molecule of the dataset's mean size)")
+    name = args.qm_name
+    if args.atoms is not None:
+        n_ref = float(args.atoms)
+    else:
+        from mlipdiv.io.load import load_dataset
+
+        n_ref = float(dataset_atom_counts(args.dataset).mean())
+        if name is None and args.dataset:
+            name = load_dataset(args.dataset).level_of_theory
+    return CostModel.entered(args.qm_seconds, n_ref, args.dft_exponent, label=name or "your QM method")
+
+
 def _cost_model(args: argparse.Namespace) -> Any:
     from mlipdiv.analysis.cost import pipeline_cost_model, xtb_cost_model
     from mlipdiv.errors import MlipdivError
 
     if args.qm == "xtb-pipeline":
         return pipeline_cost_model()
+    if args.qm == "entered":
+        return _entered_model(args)
     model = xtb_cost_model()
     if args.qm == "dft":
         if args.dft_factor is None:
@@ -194,15 +224,28 @@ def _print(o: dict[str, Any]) -> None:
     if o["n_molecules_range"]:
         lo, hi = o["n_molecules_range"]
         w(f"  the optimum's n_molecules over the bootstrap: {lo:,}..{hi:,} ({lvl}%)\n")
+    if o.get("measured"):
+        w(f"  {o['measured']['statement']}\n")
+    else:
+        w("  no runs at this budget: the advice rests on the fitted model alone\n")
+    if o.get("allowed_budgets"):
+        lo, hi = o["allowed_budgets"]
+        w(f"  budgets the fits may advise on: {lo:,}..{hi:,} conformers\n")
     w("predicted:\n")
     for split, p in o["predicted"].items():
         w(f"  {split:16s} {p['mean']:8.2f} {p['unit']}   [{p['low']:.2f}, {p['high']:.2f}] ({lvl}% interval)\n")
     w("\nfits:\n")
     for split, f in o["fits"].items():
         params = ", ".join(f"{k} = {v:.3g} ± {f['stderr'][k]:.2g}" for k, v in f["params"].items())
-        w(f"  {split}: {f['formula']}, M0 = {f['M0']:.3g}, C0 = {f['C0']:.3g}\n    {params}\n")
+        w(f"  {split}: {f['formula']}, M0 = {f['M0']:.3g}, C0 = {f['C0']:.3g}\n    {params} "
+          f"(form with the largest weight)\n")
         w(f"    R² {f['r2']:.3f}, RMSE {f['rmse']:.3g}, leave-one-out RMSE {f['loo_rmse']:.3g} {f['unit']}; "
           f"{f['n_points']} points, {f['n_runs']} runs; M {f['M_range'][0]:g}..{f['M_range'][1]:g}, "
           f"C {f['C_range'][0]:g}..{f['C_range'][1]:g}\n")
+        a = f["acceptance"]
+        res = ", ".join(f"B={b['budget']}: {b['mean_residual']:+.2f} ± {b['standard_error']:.2f}" for b in a["budgets"])
+        w(f"    acceptance: {'passed' if a['ok'] else 'FAILED'} (mean residual per budget {res or '–'}; "
+          f"leave-one-out RMSE {a['loo_rmse']:.3g} vs median seed std {a['median_seed_std']:.3g})\n")
     for note in o["notes"]:
-        w(f"note: {note}\n")
+        if not (o.get("measured") and note == o["measured"]["statement"]):
+            w(f"note: {note}\n")

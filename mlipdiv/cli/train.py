@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(model_names()))
         return 0
-    missing = [flag for flag, value in (("--model", args.model), ("--epochs", args.epochs), ("--out", args.out))
+    length = args.epochs if args.epochs is not None else args.steps  # how long: epochs, or optimiser steps
+    missing = [flag for flag, value in (("--model", args.model), ("--epochs or --steps", length), ("--out", args.out))
                if value is None]
     if missing:
         raise MlipdivError(f"train needs {', '.join(missing)} (see python -m mlipdiv train --help)")
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
             raise MlipdivError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
 
+    if args.epochs is None:  # a run of --steps: epochs follow from the steps, the setting keeps its default
+        del args.epochs
     cfg = from_args(TrainConfig, args)
     from mlipdiv.models.registry import get_spec
 
@@ -85,10 +88,11 @@ class _ProgressBar:
     def __call__(self, p: Progress) -> None:
         from tqdm import tqdm
 
-        total = p.epochs * p.batches
+        total = p.steps or p.epochs * p.batches
         bar = self.bar
         if bar is None:
-            bar = self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=(p.epoch - 1) * p.batches)
+            done = p.step - 1 if p.step else (p.epoch - 1) * p.batches
+            bar = self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=done)
         if p.event == "batch":
             bar.update(1)
             bar.set_description(f"epoch {p.epoch}/{p.epochs}")

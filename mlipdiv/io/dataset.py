@@ -141,6 +141,15 @@ class Dataset:
         return sorted({int(z) for m in self.molecules for z in np.unique(m.atomic_numbers)})
 
     @property
+    def has_forces(self) -> bool:
+        """False for an imported dataset whose source had no forces (its ``forces`` arrays are zeros then); files
+        written before this attribute existed all have forces."""
+        try:
+            return bool(int(self.attrs.get("has_forces", 1)))
+        except (TypeError, ValueError):
+            return True
+
+    @property
     def level_of_theory(self) -> str:
         return str(self.attrs.get("level_of_theory", "unknown"))
 

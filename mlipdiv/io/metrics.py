@@ -5,7 +5,10 @@ understand (another version, a missing or unknown key, a string where a number b
 :class:`MetricsError` naming the file instead of being half-read into a wrong table.
 
 Units: energies in eV (per molecule, or per atom where the key says so), forces in eV/angstrom, times in seconds.
-Files written before the contract was versioned have no ``version`` key and are version 1.
+Files written before the contract was versioned have no ``version`` key and are version 1. Version 2 adds the
+training length (``steps_run``, ``epochs_run``, ``best_step``, ``best_epoch``, ``converged``), the conformers left
+out of each split (``excluded``), the composition-free energy error ``energy_rel_mae`` per split and ``step`` per
+curve point; version 1 files are still read (those fields None/empty).
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ __all__ = [
     "SplitErrors",
 ]
 
-METRICS_VERSION = 1
-METRIC_KEYS = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse", "n")
-CURVE_KEYS = ("epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds")
+METRICS_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+METRIC_KEYS = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse", "n", "energy_rel_mae")
+CURVE_KEYS = ("step", "epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds")
+TRAINING_KEYS = ("steps_run", "epochs_run", "best_step", "best_epoch", "converged", "excluded")  # version 2
 _TOP_KEYS = ("model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits", "baselines",
              "curve")
+_V1_METRIC_KEYS = tuple(k for k in METRIC_KEYS if k != "energy_rel_mae")
+_V1_CURVE_KEYS = tuple(k for k in CURVE_KEYS if k != "step")
 
 
 class MetricsError(DatasetError):
@@ -77,6 +84,16 @@ def _opt_float(value: Any, where: str) -> float | None:
     return None if value is None else _float(value, where)
 
 
+def _opt_int(value: Any, where: str) -> int | None:
+    return None if value is None else _int(value, where)
+
+
+def _opt_bool(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise _fail(where, f"expected true or false, got {value!r}")
+
+
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise _fail(where, f"expected a string, got {value!r}")
@@ -97,36 +114,44 @@ class SplitErrors:
     forces_mae: float | None = None  # eV/angstrom, over Cartesian components
     forces_rmse: float | None = None  # eV/angstrom
     n: int = 0  # conformers
+    # eV per molecule: MAE of conformer energies relative to their molecule's mean (prediction and reference each
+    # centred per molecule; molecules with one conformer in the split do not count). None: no such molecule.
+    energy_rel_mae: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {k: getattr(self, k) for k in METRIC_KEYS}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "split errors") -> SplitErrors:
-        d = _mapping(data, where, METRIC_KEYS)
-        values = {k: _opt_float(d[k], f"{where}.{k}") for k in METRIC_KEYS[:-1]}
+    def from_dict(cls, data: Any, where: str = "split errors", version: int = METRICS_VERSION) -> SplitErrors:
+        keys = METRIC_KEYS if version >= 2 else _V1_METRIC_KEYS
+        d = _mapping(data, where, keys)
+        values = {k: _opt_float(d[k], f"{where}.{k}") for k in keys if k != "n"}
         return cls(**values, n=_int(d["n"], f"{where}.n"))
 
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One epoch of the learning curve: mean training loss and the validation errors after the epoch."""
+    """One point of the learning curve, at an evaluation: the mean training loss since the previous point and the
+    validation errors now. ``step`` counts optimiser steps from 1 (None in version 1 files, which have one point per
+    epoch); ``epoch`` is the epoch the step falls in."""
 
     epoch: int
     lr: float = 0.0
     train_loss: float = math.nan
     val_energy_mae: float | None = None  # eV per molecule; None without a validation split
     val_forces_mae: float | None = None  # eV/angstrom
-    seconds: float = 0.0  # wall time of the run at the end of this epoch (across resumes)
+    seconds: float = 0.0  # wall time of the run at this point (across resumes)
+    step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in CURVE_KEYS}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "curve entry") -> CurvePoint:
-        d = _mapping(data, where, CURVE_KEYS)
+    def from_dict(cls, data: Any, where: str = "curve entry", version: int = METRICS_VERSION) -> CurvePoint:
+        d = _mapping(data, where, CURVE_KEYS if version >= 2 else _V1_CURVE_KEYS)
         return cls(
             epoch=_int(d["epoch"], f"{where}.epoch"),
+            step=_opt_int(d.get("step"), f"{where}.step"),
             lr=_float(d["lr"], f"{where}.lr"),
             train_loss=_float(d["train_loss"], f"{where}.train_loss"),
             val_energy_mae=_opt_float(d["val_energy_mae"], f"{where}.val_energy_mae"),
@@ -135,13 +160,19 @@ class CurvePoint:
         )
 
 
-def _split_table(data: Any, where: str) -> dict[str, SplitErrors]:
+def _split_table(data: Any, where: str, version: int = METRICS_VERSION) -> dict[str, SplitErrors]:
     if not isinstance(data, Mapping):
         raise _fail(where, f"expected an object, got {type(data).__name__}")
     unknown = sorted(str(k) for k in data if k not in SPLITS)
     if unknown:
         raise _fail(where, f"unknown split {', '.join(unknown)}")
-    return {s: SplitErrors.from_dict(data[s], f"{where}.{s}") for s in SPLITS if s in data}
+    return {s: SplitErrors.from_dict(data[s], f"{where}.{s}", version) for s in SPLITS if s in data}
+
+
+def _counts(data: Any, where: str) -> dict[str, int]:
+    if not isinstance(data, Mapping) or any(k not in SPLITS for k in data):
+        raise _fail(where, "expected an object of split names to counts")
+    return {str(k): _int(v, f"{where}.{k}") for k, v in data.items()}
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,13 @@ class RunMetrics:
     splits: dict[str, SplitErrors] = field(default_factory=dict)  # keys: a subset of SPLITS, in that order
     baselines: dict[str, SplitErrors] = field(default_factory=dict)
     curve: list[CurvePoint] = field(default_factory=list)
+    # version 2: how long it trained and where its best (kept) weights are; None when read from a version 1 file
+    steps_run: int | None = None  # optimiser steps taken
+    epochs_run: int | None = None  # passes over the training set begun
+    best_step: int | None = None  # the step of the kept weights (lowest validation loss)
+    best_epoch: int | None = None
+    converged: bool | None = None  # the convergence rule of mlipdiv.training.trainer.converged
+    excluded: dict[str, int] = field(default_factory=dict)  # per split: conformers of its pool not scored
     version: int = METRICS_VERSION
 
     def split(self, name: str) -> SplitErrors | None:
@@ -177,6 +215,7 @@ class RunMetrics:
             "splits": {s: self.splits[s].to_dict() for s in SPLITS if s in self.splits},
             "baselines": {s: self.baselines[s].to_dict() for s in SPLITS if s in self.baselines},
             "curve": [c.to_dict() for c in self.curve],
+            **{k: getattr(self, k) for k in TRAINING_KEYS},
         }
 
     def to_json(self) -> str:
@@ -190,11 +229,13 @@ class RunMetrics:
             MetricsError: an unknown version, a missing or unknown key, or a value of the wrong type.
         """
         where = str(source)
+        version = 1
         if isinstance(data, Mapping) and "version" in data:
             version = data["version"]
-            if version != METRICS_VERSION or isinstance(version, bool):
-                raise _fail(where, f"metrics version {version!r} (this mlipdiv reads version {METRICS_VERSION})")
-        d = _mapping(data, where, _TOP_KEYS, optional=("version",))
+            if version not in READABLE_VERSIONS or isinstance(version, bool):
+                raise _fail(where, f"metrics version {version!r} (this mlipdiv reads versions "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))})")
+        d = _mapping(data, where, _TOP_KEYS + (TRAINING_KEYS if version >= 2 else ()), optional=("version",))
         curve = d["curve"]
         if not isinstance(curve, list):
             raise _fail(f"{where}: curve", f"expected a list, got {type(curve).__name__}")
@@ -205,9 +246,16 @@ class RunMetrics:
             seed=_int(d["seed"], f"{where}: seed"),
             device=_str(d["device"], f"{where}: device"),
             seconds=_float(d["seconds"], f"{where}: seconds"),
-            splits=_split_table(d["splits"], f"{where}: splits"),
-            baselines=_split_table(d["baselines"], f"{where}: baselines"),
-            curve=[CurvePoint.from_dict(c, f"{where}: curve[{i}]") for i, c in enumerate(curve)],
+            splits=_split_table(d["splits"], f"{where}: splits", version),
+            baselines=_split_table(d["baselines"], f"{where}: baselines", version),
+            curve=[CurvePoint.from_dict(c, f"{where}: curve[{i}]", version) for i, c in enumerate(curve)],
+            steps_run=_opt_int(d.get("steps_run"), f"{where}: steps_run"),
+            epochs_run=_opt_int(d.get("epochs_run"), f"{where}: epochs_run"),
+            best_step=_opt_int(d.get("best_step"), f"{where}: best_step"),
+            best_epoch=_opt_int(d.get("best_epoch"), f"{where}: best_epoch"),
+            converged=_opt_bool(d.get("converged"), f"{where}: converged"),
+            excluded=_counts(d.get("excluded", {}), f"{where}: excluded"),
+            version=METRICS_VERSION,
         )
 
     @classmethod

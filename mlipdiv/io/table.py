@@ -34,7 +34,11 @@ RESULT_COLUMNS = (
     "run_id",
 )
 STUDY_COLUMNS = ("budget", "strategy")  # what the app's study tables add (M x C, the selection strategy)
-EXTRA_COLUMNS = ("baseline_forces_mae", "baseline_energy_mae_per_atom", "seconds", "n_eval")  # the study's
+EXTRA_COLUMNS = (  # the study's: baselines, training time and length, what was scored
+    "baseline_forces_mae", "baseline_energy_mae_per_atom", "seconds", "n_eval",
+    "energy_rel_mae", "baseline_energy_rel_mae", "n_excluded",
+    "steps", "steps_run", "epochs_run", "best_step", "best_epoch", "converged",
+)
 
 
 @dataclass(frozen=True)
@@ -84,18 +88,33 @@ def runs_to_table(
     return rows
 
 
-def extra_columns(metrics: RunMetrics | None, split: str) -> dict[str, float]:
-    """The study's :data:`EXTRA_COLUMNS` of one run and split: the no-geometry baseline's errors, the training
-    time and the conformers evaluated (NaN where the run has none)."""
+def extra_columns(
+    metrics: RunMetrics | None, split: str, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The study's :data:`EXTRA_COLUMNS` of one run and split: the no-geometry baseline's errors, the
+    composition-free energy error (model and baseline), the training time and length (``steps``: the configured
+    optimiser steps, from ``config``; ``converged``: the trainer's rule), the conformers evaluated and those of the
+    split's pool left out (NaN where the run has none; training length NaN for version 1 metrics)."""
     base = metrics.baselines.get(split) if metrics is not None else None
     errs = metrics.split(split) if metrics is not None else None
 
     def num(x: float | None) -> float:
         return math.nan if x is None else x
 
+    steps = (config or {}).get("steps")
+    converged = metrics.converged if metrics is not None else None
     return {
         "baseline_forces_mae": num(base.forces_mae if base else None),
         "baseline_energy_mae_per_atom": num(base.energy_mae_per_atom if base else None),
         "seconds": num(metrics.seconds if metrics is not None else None),
         "n_eval": num(errs.n if errs else None),
+        "energy_rel_mae": num(errs.energy_rel_mae if errs else None),
+        "baseline_energy_rel_mae": num(base.energy_rel_mae if base else None),
+        "n_excluded": num(metrics.excluded.get(split) if metrics is not None and metrics.excluded else None),
+        "steps": num(steps),
+        "steps_run": num(metrics.steps_run if metrics is not None else None),
+        "epochs_run": num(metrics.epochs_run if metrics is not None else None),
+        "best_step": num(metrics.best_step if metrics is not None else None),
+        "best_epoch": num(metrics.best_epoch if metrics is not None else None),
+        "converged": math.nan if converged is None else converged,
     }

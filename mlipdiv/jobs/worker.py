@@ -76,7 +76,8 @@ def curve_entry(p: Any) -> dict[str, Any] | None:
     if p.event != "epoch":
         return None
     return CurvePoint(
-        epoch=p.epoch, lr=p.lr, train_loss=p.loss, val_energy_mae=p.val_energy_mae, val_forces_mae=p.val_forces_mae,
+        epoch=p.epoch, step=getattr(p, "step", None) or None, lr=p.lr, train_loss=p.loss,
+        val_energy_mae=p.val_energy_mae, val_forces_mae=p.val_forces_mae,
         seconds=round(p.seconds, 3),
     ).to_dict()
 

@@ -6,7 +6,16 @@ the fixed-budget and fixed-molecules experiments. See :mod:`mlipdiv.selection.sp
 """
 
 from mlipdiv.selection.experiments import EXPERIMENTS, default_budget, experiment_grid
-from mlipdiv.selection.splits import Reservation, Split, SplitSpec, load_split, make_split, reserve, resolve_point
+from mlipdiv.selection.splits import (
+    Reservation,
+    Split,
+    SplitSpec,
+    anchors,
+    load_split,
+    make_split,
+    reserve,
+    resolve_point,
+)
 from mlipdiv.selection.strategies import STRATEGIES, Strategy, get_strategy, register
 
 __all__ = [
@@ -16,6 +25,7 @@ __all__ = [
     "Split",
     "SplitSpec",
     "Strategy",
+    "anchors",
     "default_budget",
     "experiment_grid",
     "get_strategy",

@@ -28,9 +28,22 @@ and so is each molecule's reserved test set. A :class:`Split` lists, each capped
 conformers per molecule (a seeded, fixed subset) to bound evaluation cost:
 
 * ``test_conformers``: the reserved test conformers of the *training* molecules (unseen conformers of trained
-  molecules);
+  molecules), without those of rigid molecules (a single parent family: their hold-out is a random draw of that
+  family, thermal neighbours of training geometries, so it would not measure conformational generalization;
+  ``counts["rigid_test_conformers"]`` says how many were left out);
 * ``val``: the val reservation of the training molecules;
 * ``test_molecules``: conformers of the held-out molecules.
+
+**Anchors** (``anchor_molecules`` = K > 0), for experiments whose points must be scored on the same conformers:
+the seed's K anchor molecules are picked once (independent of M and C) among the non-rigid trainable molecules
+that have enough conformers for any C feasible with K molecules, greedily covering the most elements of the
+dataset first, then in the seeded order. Every point with M >= K trains on all anchors (the strategy picks the
+other M - K), so that
+
+* ``test_conformers`` are the anchors' reserved test conformers only -- the same conformers at every point;
+* ``test_molecules`` are the held-out molecules made only of the anchors' elements -- every point can predict
+  them, so none is dropped at some points and kept at others (``counts["test_molecules_excluded"]`` counts the
+  conformers of the others).
 
 The split file (:meth:`Split.to_json`) has sorted keys and sorted pairs, with floats rounded to 6 significant
 digits, so the same dataset, spec and seed give byte-identical files.
@@ -56,7 +69,7 @@ from mlipdiv.io.dataset import Dataset
 from mlipdiv.names import SPLITS, SplitName
 from mlipdiv.selection.strategies import STRATEGIES, get_strategy
 
-__all__ = ["Reservation", "Split", "SplitSpec", "load_split", "make_split", "reserve", "resolve_point"]
+__all__ = ["Reservation", "Split", "SplitSpec", "anchors", "load_split", "make_split", "reserve", "resolve_point"]
 
 Pair = tuple[str, int]
 MOLECULE_SPLITS = ("random", "scaffold")
@@ -106,6 +119,10 @@ class SplitSpec:
         "help": "validation conformers reserved per trainable molecule"})
     max_eval_per_molecule: int | None = field(default=8, metadata={
         "help": "at most this many conformers per molecule in val and test sets"})
+    anchor_molecules: int = field(default=0, metadata={
+        "help": "K > 0: every training set includes the seed's K anchor molecules, and the test sets are the "
+                "anchors' unseen conformers and the held-out molecules of the anchors' elements, the same at every "
+                "(M, C) point with M >= K (0: off)"})
     seed: int = field(default=0, metadata={
         "help": "fixes every random choice: the split and, when training, the initial weights and the batch order"})
 
@@ -139,6 +156,8 @@ class SplitSpec:
             raise InvalidSetting.out_of_range("test_molecules", t, "a fraction in [0, 1) or a whole count of molecules")
         if not (isinstance(self.test_conformer_fraction, numbers.Real) and 0 < self.test_conformer_fraction < 1):
             raise InvalidSetting.out_of_range("test_conformer_fraction", self.test_conformer_fraction, "in (0, 1)")
+        if not (_whole(self.anchor_molecules) and self.anchor_molecules >= 0):
+            raise InvalidSetting.out_of_range("anchor_molecules", self.anchor_molecules, "a whole number of at least 0")
         if not (_whole(self.val_per_molecule) and self.val_per_molecule >= 0):
             raise InvalidSetting.out_of_range("val_per_molecule", self.val_per_molecule, "a whole number of at least 0")
         if self.max_eval_per_molecule is not None and not (
@@ -286,6 +305,36 @@ def reserve(dataset: Dataset, spec: SplitSpec) -> Reservation:
         test[m], val[m] = t, v
         available[m] = rest[_rng(seed, "train_conformers", m).permutation(len(rest))]
     return Reservation(sorted(held), trainable, order, test, val, available, fallback)
+
+
+def anchors(dataset: Dataset, res: Reservation, k: int) -> list[str]:
+    """The seed's ``k`` anchor molecules (see the module doc), in the order picked.
+
+    Raises:
+        InfeasibleRequest: fewer than ``k`` non-rigid trainable molecules have enough conformers.
+    """
+    if k <= 0:
+        return []
+    floor = res.max_conformers(k)
+    rigid = set(res.family_fallback)
+    pool = [m for m in res.order if m not in rigid and len(res.available[m]) >= floor]
+    if len(pool) < k:
+        raise InfeasibleRequest(
+            f"anchor_molecules {k}: only {len(pool)} trainable molecules have two or more parent families and "
+            f"{floor} conformers left; use fewer anchors"
+        )
+    elements = {m: set(np.unique(dataset[m].atomic_numbers).tolist()) for m in pool}
+    wanted = set().union(*(set(np.unique(mol.atomic_numbers).tolist()) for mol in dataset))
+    picked: list[str] = []
+    while len(picked) < k:
+        covered = set().union(*(elements[m] for m in picked)) if picked else set()
+        gain = {m: len((elements[m] & wanted) - covered) for m in pool if m not in picked}
+        best = max(gain.values())
+        if best == 0:  # every element the anchors can cover is covered: the rest in the seeded order
+            picked += [m for m in pool if m not in picked][: k - len(picked)]
+            break
+        picked.append(next(m for m in pool if m not in picked and gain[m] == best))
+    return picked
 
 
 # ------------------------------------------------------------------------------------------------ (M, C)
@@ -456,18 +505,42 @@ def make_split(dataset: Dataset, spec: SplitSpec, diversity: bool = True) -> Spl
     res = reserve(dataset, spec)
     m, c = resolve_point(dataset, spec, res)
     strategy = get_strategy(spec.strategy)
-    molecules = strategy.molecules(dataset, res.eligible(c), m)
+    anchor = anchors(dataset, res, spec.anchor_molecules)
+    if anchor:
+        if m < len(anchor):
+            raise InfeasibleRequest(f"{m} training molecules but {len(anchor)} anchor molecules: every training set "
+                                    "must hold the anchors; use at least as many molecules as anchors")
+        short = [a for a in anchor if len(res.available[a]) < c]
+        if short:
+            raise InfeasibleRequest(f"{c} conformers per molecule but anchor molecule {short[0]} has only "
+                                    f"{len(res.available[short[0]])} left; use fewer conformers per molecule")
+        rest = [i for i in res.eligible(c) if i not in set(anchor)]
+        molecules = list(anchor) + list(strategy.molecules(dataset, rest, m - len(anchor)))
+    else:
+        molecules = strategy.molecules(dataset, res.eligible(c), m)
     cap, seed = spec.max_eval_per_molecule, spec.seed
+    rigid = set(res.family_fallback)
+    scored = set(anchor) if anchor else set(molecules)
+    anchor_elements = set().union(*(set(np.unique(dataset[a].atomic_numbers).tolist()) for a in anchor))
     train, val, test_conf, test_mol = [], [], [], []
+    rigid_left_out, heldout_left_out = 0, 0
     with single_threaded_blas():
         picked = {i: strategy.conformers(dataset[i], res.available[i], c) for i in sorted(molecules)}
     for mol_id in sorted(molecules):
         train += [(mol_id, int(j)) for j in sorted(picked[mol_id])]
         val += [(mol_id, int(j)) for j in _capped(res.val[mol_id], cap, seed, "eval_val", mol_id)]
-        test_conf += [(mol_id, int(j)) for j in _capped(res.test[mol_id], cap, seed, "eval_test", mol_id)]
+        held = [(mol_id, int(j)) for j in _capped(res.test[mol_id], cap, seed, "eval_test", mol_id)]
+        if mol_id in rigid:
+            rigid_left_out += len(held)
+        elif mol_id in scored:
+            test_conf += held
     for mol_id in res.test_molecules:
         rows = np.arange(dataset[mol_id].n_conformers)
-        test_mol += [(mol_id, int(j)) for j in _capped(rows, cap, seed, "eval_heldout", mol_id)]
+        pairs = [(mol_id, int(j)) for j in _capped(rows, cap, seed, "eval_heldout", mol_id)]
+        if anchor and not set(np.unique(dataset[mol_id].atomic_numbers).tolist()) <= anchor_elements:
+            heldout_left_out += len(pairs)
+        else:
+            test_mol += pairs
     if len(train) != m * c:  # a strategy bug, never a user error
         raise RuntimeError(f"strategy {spec.strategy!r} returned {len(train)} conformers, expected {m} x {c}")
 
@@ -484,6 +557,9 @@ def make_split(dataset: Dataset, spec: SplitSpec, diversity: bool = True) -> Spl
         "reserved_test_conformers": int(sum(len(res.test[i]) for i in molecules)),
         "family_fallback_molecules": len(res.family_fallback),
         "family_fallback_train_molecules": len(set(res.family_fallback) & set(molecules)),
+        "rigid_test_conformers": rigid_left_out,
+        "anchor_molecules": len(anchor),
+        "test_molecules_excluded": heldout_left_out,
         "dataset_molecules": len(dataset),
         "dataset_conformers": dataset.n_conformers,
     }

@@ -25,9 +25,11 @@ __all__ = ["DEVICES", "ModelConfig", "OptimConfig", "Setting", "TrainConfig", "s
 
 DEVICES = ("auto", "cpu", "cuda")
 
-LEGACY_OMITTED = ("test_conformer_fraction", "max_eval_per_molecule")
-"""Split options a training configuration could not set before the configuration was nested: left out of the flat
-form (config.json, and so the run key) while at their default, so every existing run keeps its key."""
+LEGACY_OMITTED = ("test_conformer_fraction", "max_eval_per_molecule", "steps", "eval_every", "converge_tol",
+                  "element_prior", "anchor_molecules")
+"""Settings added after runs were first stored: left out of the flat form (config.json, and so the run key) while at
+their default, so every existing run keeps its key."""
+ELEMENT_PRIORS = ("auto", "atoms", "none")
 
 
 def _setting(default: Any, help: str, **meta: Any) -> Any:
@@ -58,8 +60,11 @@ def _check_fields(obj: Any) -> None:
     """
     for f in fields(obj):
         meta, value, key = f.metadata, getattr(obj, f.name), f.metadata.get("key", f.name)
-        if meta.get("whole") and (not _is_integer(value) or value < 1):
-            raise InvalidSetting.out_of_range(key, value, "at least 1 (a whole number)")
+        minimum = meta.get("minimum", 1)
+        if meta.get("whole") and not (value is None and f.default is None) and (
+            not _is_integer(value) or value < minimum
+        ):
+            raise InvalidSetting.out_of_range(key, value, f"at least {minimum} (a whole number)")
         if "range" in meta and not (value is None and f.default is None):
             low, high, low_open, why = meta["range"]
             if not _in_range(value, low, high, low_open):
@@ -101,7 +106,19 @@ class OptimConfig:
     """How to train: AdamW on ``w_E * MSE(E / n_atoms) + w_F * MSE(F)`` (eV, eV/angstrom), warm-up then cosine decay
     of the learning rate, gradient clipping, early stopping on the validation loss."""
 
-    epochs: int = _setting(100, "maximum epochs (early stopping on val may end sooner)", whole=True)
+    epochs: int = _setting(100, "maximum epochs (early stopping on val may end sooner); --steps overrides it",
+                           whole=True)
+    steps: int | None = _setting(
+        None, "optimiser steps to train for, whatever the training-set size (overrides --epochs; the schedule spans "
+        "exactly these steps)", whole=True)
+    eval_every: int | None = _setting(
+        None, "validate every this many steps (default: about 25 times per run, at least once per epoch)", whole=True)
+    converge_tol: float = _setting(
+        0.05, "a run is 'converged' when its last quarter of steps lowered the best validation loss by less than "
+        "this fraction", range=(0.0, 10.0, True, "a relative change of the validation loss"))
+    element_prior: str = _setting(
+        "auto", "prior of the per-element reference energies: isolated GFN2-xTB atoms (atoms), none (plain least "
+        "squares), or atoms when the dataset's level of theory is GFN2-xTB (auto)", choices=ELEMENT_PRIORS)
     batch_size: int = _setting(16, "conformers per step", whole=True)
     lr: float | None = _setting(
         None, "peak learning rate (default: the model's own: 0.002 for schnet and painn, 0.01 for mace)",
@@ -125,7 +142,8 @@ class OptimConfig:
     )
     grad_clip: float = _setting(10.0, "largest gradient norm (inf: no clipping)",
                                 range=(0.0, math.inf, True, "largest gradient norm; inf for no clipping"))
-    patience: int = _setting(20, "epochs without val improvement before stopping", whole=True)
+    patience: int = _setting(20, "validations (one per epoch unless --eval-every/--steps) without improvement "
+                             "before stopping; 0: never stop early", whole=True, minimum=0)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -12,7 +12,7 @@ import numpy as np
 
 from mlipdiv.io.metrics import METRIC_KEYS
 
-__all__ = ["METRIC_KEYS", "ConformerErrors", "summarize"]
+__all__ = ["METRIC_KEYS", "ConformerErrors", "relative_energy_mae", "summarize"]
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ConformerErrors:
         energy_true, energy_pred: total energies, eV.
         n_atoms: atoms per conformer.
         force_abs_sum, force_sq_sum: sum over the conformer's 3 n_atoms force components of |error| and error^2.
+        molecule: the molecule id of each conformer (None: unknown, no composition-free energy error).
     """
 
     energy_true: np.ndarray
@@ -30,17 +31,41 @@ class ConformerErrors:
     n_atoms: np.ndarray
     force_abs_sum: np.ndarray
     force_sq_sum: np.ndarray
+    molecule: np.ndarray | None = None
 
     @property
     def forces_mae_per_conformer(self) -> np.ndarray:
         return self.force_abs_sum / (3.0 * self.n_atoms)
 
 
+def relative_energy_mae(true: np.ndarray, pred: np.ndarray, molecule: np.ndarray) -> float | None:
+    """MAE (eV per molecule) of conformer energies relative to their molecule's mean, prediction and reference
+    each centred per molecule; molecules with a single conformer carry no relative information and are skipped.
+
+    Why: per-atom energy errors of unseen molecules are dominated by the element references; this one measures only
+    what the geometry explains (the conformer energy differences), so it is comparable across compositions. The
+    baseline "predict the molecule's mean" gives ``mean |E - mean_molecule(E)|`` (pass ``pred`` constant per
+    molecule).
+    """
+    _, group, size = np.unique(np.asarray(molecule).astype(str), return_inverse=True, return_counts=True)
+    keep = size[group] >= 2
+    if not keep.any():
+        return None
+    n_groups = len(size)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        mean = np.bincount(group, weights=x, minlength=n_groups) / size
+        return x - mean[group]
+
+    return float(np.mean(np.abs(centred(pred) - centred(true))[keep]))
+
+
 def summarize(err: ConformerErrors) -> dict[str, float | int | None]:
     """The metric dictionary of one split."""
     n = len(err.energy_true)
     if n == 0:
-        return {**{k: None for k in METRIC_KEYS[:-1]}, "n": 0}
+        return {**{k: None for k in METRIC_KEYS if k != "n"}, "n": 0}
+    rel = None if err.molecule is None else relative_energy_mae(err.energy_true, err.energy_pred, err.molecule)
     de = err.energy_pred - err.energy_true
     components = 3.0 * float(np.sum(err.n_atoms))
     return {
@@ -49,5 +74,6 @@ def summarize(err: ConformerErrors) -> dict[str, float | int | None]:
         "energy_rmse": float(np.sqrt(np.mean(de**2))),
         "forces_mae": float(np.sum(err.force_abs_sum) / components),
         "forces_rmse": float(np.sqrt(np.sum(err.force_sq_sum) / components)),
+        "energy_rel_mae": rel,
         "n": n,
     }

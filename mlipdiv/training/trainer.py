@@ -49,17 +49,18 @@ from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
 from mlipdiv.training.reference import composition, fit_element_energies
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: counts steps (runs of --steps, validation inside epochs)
 
 
 @dataclass(frozen=True)
 class Progress:
     """One progress event.
 
-    ``event`` is ``"batch"`` (after every optimisation step; ``loss`` is that batch's loss) or ``"epoch"`` (after
-    validation; ``loss`` is the epoch's mean training loss and ``val_*`` are set). ``epoch`` and ``batch`` count from
-    1; ``seconds`` is the wall time of the run so far (across resumes). Energies in eV per molecule, forces in
-    eV/angstrom.
+    ``event`` is ``"batch"`` (after every optimisation step; ``loss`` is that batch's loss) or ``"epoch"`` (after a
+    validation -- at the end of an epoch, or every ``eval_every`` steps; ``loss`` is the mean training loss since the
+    previous one and ``val_*`` are set). ``epoch``, ``batch`` and ``step`` count from 1 (``batch`` within the epoch,
+    ``step`` over the run, of ``steps``); ``seconds`` is the wall time of the run so far (across resumes). Energies
+    in eV per molecule, forces in eV/angstrom.
     """
 
     event: str
@@ -73,6 +74,8 @@ class Progress:
     val_energy_mae: float | None = None
     val_forces_mae: float | None = None
     best_epoch: int | None = None
+    step: int = 0
+    steps: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -137,6 +140,7 @@ def predict(pot: Potential, split: PackedSplit, batch_size: int) -> ConformerErr
         n_atoms=split.n_atoms_host,
         force_abs_sum=cat(abs_sum),
         force_sq_sum=cat(sq_sum),
+        molecule=split.mol_id,
     )
 
 
@@ -147,7 +151,8 @@ def baseline(split: PackedSplit) -> ConformerErrors:
     per_graph = torch.zeros(len(split), 2, dtype=torch.float64, device=f.device)
     graph = torch.repeat_interleave(torch.arange(len(split), device=f.device), split.n_atoms)
     per_graph.index_add_(0, graph, torch.stack([f.abs().sum(1), (f**2).sum(1)], dim=1))
-    return ConformerErrors(split.energy, split.reference, split.n_atoms_host, *per_graph.cpu().numpy().T)
+    abs_sum, sq_sum = per_graph.cpu().numpy().T
+    return ConformerErrors(split.energy, split.reference, split.n_atoms_host, abs_sum, sq_sum, molecule=split.mol_id)
 
 
 def validation_loss(err: ConformerErrors, cfg: TrainConfig) -> float:
@@ -162,11 +167,33 @@ def validation_loss(err: ConformerErrors, cfg: TrainConfig) -> float:
 # -------------------------------------------------------------------------------------------------- schedules
 
 
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimiser steps of the run: ``steps`` when set (whatever the training-set size), else ``epochs`` epochs."""
+    return int(cfg.optim.steps) if cfg.optim.steps else cfg.optim.epochs * steps_per_epoch
+
+
+def eval_interval(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Steps between validations: ``eval_every``, else about 25 per run (a one-epoch demo run still draws a
+    curve), and for a run counted in epochs at least one per epoch (:func:`validates_epoch_ends`)."""
+    if cfg.optim.eval_every:
+        return int(cfg.optim.eval_every)
+    every = max(1, total_steps(cfg, steps_per_epoch) // 25)
+    return min(steps_per_epoch, every) if validates_epoch_ends(cfg) else every
+
+
+def validates_epoch_ends(cfg: TrainConfig) -> bool:
+    """A run counted in epochs (no ``steps``, no ``eval_every``) also validates at every epoch's end, as it always
+    did; a run of ``steps`` validates on its own cadence (a tiny training set would otherwise validate every few
+    steps)."""
+    return not cfg.optim.steps and not cfg.optim.eval_every
+
+
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to ``final_lr_ratio`` at the last step."""
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to ``final_lr_ratio`` at the last step
+    (:func:`total_steps`)."""
     o = cfg.optim
     warm = max(1, round(o.warmup_epochs * steps_per_epoch))
-    total = max(warm + 1, o.epochs * steps_per_epoch)
+    total = max(warm + 1, total_steps(cfg, steps_per_epoch))
     if step < warm:
         return (step + 1) / warm
     t = min(1.0, (step - warm) / (total - warm))
@@ -238,6 +265,14 @@ class Setup:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
+def require_forces(dataset: Any) -> None:
+    """Refuse a dataset imported without forces: every model here trains on energies and forces."""
+    if not dataset.has_forces:
+        name = dataset.path.name if dataset.path is not None else "the dataset"
+        raise TrainingError(f"{name} has no forces (imported from a source without them): training needs energies "
+                            "and forces; it can still be explored (info, split, the Dataset and Embeddings pages)")
+
+
 def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     """Data, model, optimiser and schedule of ``cfg``.
 
@@ -250,18 +285,22 @@ def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
     from mlipdiv.selection import make_split
 
     dataset = load_dataset(cfg.dataset)
+    require_forces(dataset)
     split = make_split(dataset, cfg.split, diversity=False)
     elements = sorted({int(z) for m, _ in split.train for z in dataset[m].atomic_numbers})
     allowed = set(elements)
     excluded: dict[str, int] = {}
     packed: dict[str, PackedSplit] = {}
+    left_out_by_split = {SplitName.TEST_CONFORMERS: split.counts.get("rigid_test_conformers", 0),
+                         SplitName.TEST_MOLECULES: split.counts.get("test_molecules_excluded", 0)}
     for name in SPLITS:
         pairs = getattr(split, name)
         keep = [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]
-        excluded[name] = len(pairs) - len(keep)
+        excluded[name] = len(pairs) - len(keep) + int(left_out_by_split.get(name, 0))
         packed[name] = pack(dataset, keep, name, device, cfg.model.cutoff)
     train = packed[SplitName.TRAIN]
-    energies = fit_element_energies(composition(train.atom_z_host, elements), train.energy)
+    prior = element_prior(cfg, dataset.attrs, elements)
+    energies = fit_element_energies(composition(train.atom_z_host, elements), train.energy, prior)
     for p in packed.values():
         p.set_reference(composition(p.atom_z_host, elements) @ energies if len(p) else np.zeros(0))
     forces_rms = float(torch.sqrt(torch.mean(train.forces.double() ** 2)))
@@ -284,6 +323,21 @@ def prepare(cfg: TrainConfig, device: torch.device) -> Setup:
         scheduler=make_scheduler(optimizer, steps_per_epoch, cfg),
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def element_prior(cfg: TrainConfig, attrs: Mapping[str, Any], elements: list[int]) -> np.ndarray | None:
+    """The prior of the element reference energies (:func:`~mlipdiv.training.reference.fit_element_energies`):
+    isolated GFN2-xTB atoms with ``element_prior="atoms"``, or with ``"auto"`` when the dataset's level of theory is
+    GFN2-xTB (another level of theory has other atomic energies, so its fit stays plain least squares)."""
+    choice = cfg.optim.element_prior
+    if choice == "none" or (choice == "auto" and "gfn2" not in str(attrs.get("level_of_theory", "")).lower()):
+        return None
+    from mlipdiv.data.oracle import OracleFailure, isolated_atom_energy
+
+    try:
+        return np.array([isolated_atom_energy(z) for z in elements])
+    except OracleFailure:  # an element GFN2-xTB does not cover (Z > 86): no prior, the model check speaks next
+        return None
 
 
 # -------------------------------------------------------------------------------------------- step, epoch, eval
@@ -333,11 +387,18 @@ def take_step(
 
 
 def train_one_epoch(
-    setup: Setup, cfg: TrainConfig, epoch: int, after_batch: Callable[[int, float], None] | None = None
+    setup: Setup,
+    cfg: TrainConfig,
+    epoch: int,
+    after_batch: Callable[[int, float], None] | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> float:
-    """Epoch ``epoch`` (from 1) over the training set in its seeded order; returns the mean batch loss.
+    """Batches ``start + 1`` .. ``stop`` (default: all) of epoch ``epoch`` (from 1), the training set in its seeded
+    order; returns the mean batch loss. A run of ``steps`` steps ends inside an epoch, and a resumed one may start
+    inside one: the epoch's order depends only on (seed, epoch), so the batches are the same either way.
 
-    ``after_batch(k, loss)`` runs after step ``k`` (from 1); it may raise to stop the epoch (cancellation).
+    ``after_batch(k, loss)`` runs after batch ``k`` (from 1); it may raise to stop the epoch (cancellation).
 
     Raises:
         Diverged: a step's loss or gradient is not finite (``where`` names epoch and batch).
@@ -345,9 +406,10 @@ def train_one_epoch(
     train, size = setup.packed[SplitName.TRAIN], cfg.optim.batch_size
     setup.pot.train()
     order = _batch_order(len(train), cfg.seed, epoch).to(setup.device)
+    starts = list(range(0, len(train), size))[start:stop]
     losses = []
-    for k, start in enumerate(range(0, len(train), size), start=1):
-        b = train.batch(order[start : start + size])
+    for k, first in enumerate(starts, start=start + 1):
+        b = train.batch(order[first : first + size])
         try:
             step = take_step(setup.pot, setup.optimizer, b, cfg, setup.scheduler)
         except Diverged as exc:
@@ -355,7 +417,7 @@ def train_one_epoch(
         losses.append(step.loss.item())
         if after_batch is not None:
             after_batch(k, losses[-1])
-    return float(np.mean(losses))
+    return float(np.mean(losses)) if losses else math.nan
 
 
 @dataclass(frozen=True)
@@ -391,35 +453,54 @@ def evaluate_splits(
 
 @dataclass
 class TrainState:
-    """Where the loop is: the last finished epoch, the learning curve, and early stopping's bookkeeping (the best
-    validation loss, its epoch and weights, epochs since)."""
+    """Where the loop is: optimiser steps done (``step``; the epoch follows from it), the learning curve, the
+    validation history and early stopping's bookkeeping (the best validation loss, its step, epoch and weights,
+    validations since)."""
 
-    epoch: int = 0
+    step: int = 0
     curve: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     best_val: float = math.inf
+    best_step: int = 0
     best_epoch: int = 0
-    bad_epochs: int = 0
+    bad_evals: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss) of every validation
 
-    def finished(self, cfg: TrainConfig) -> bool:
-        """Stopped early, or every epoch asked for is done (a resume may ask for more; one that had stopped early
-        stays stopped)."""
-        return self.bad_epochs >= cfg.optim.patience or self.epoch >= cfg.optim.epochs
+    def epoch(self, steps_per_epoch: int) -> int:
+        """Epochs begun (a run of ``steps`` steps may end inside one)."""
+        return math.ceil(self.step / steps_per_epoch)
 
-    def record(self, epoch: int, val_loss: float, pot: Potential) -> None:
-        """Epoch ``epoch`` is done with ``val_loss``: keep the weights when they are the best so far."""
+    def finished(self, cfg: TrainConfig, total: int) -> bool:
+        """Stopped early (``patience`` > 0 validations without improvement), or all ``total`` steps are done (a
+        resume may ask for more; one that had stopped early stays stopped)."""
+        return (cfg.optim.patience > 0 and self.bad_evals >= cfg.optim.patience) or self.step >= total
+
+    def record(self, step: int, epoch: int, val_loss: float, pot: Potential) -> None:
+        """A validation at ``step`` gave ``val_loss``: keep the weights when they are the best so far."""
+        self.history.append((step, val_loss))
         if val_loss < self.best_val:
-            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_val, self.best_step, self.best_epoch, self.bad_evals = val_loss, step, epoch, 0
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pot.model.state_dict().items()})
         else:
-            self.bad_epochs += 1
-        self.epoch = epoch
+            self.bad_evals += 1
+
+
+def converged(history: list[tuple[int, float]], steps_run: int, tol: float) -> bool:
+    """The convergence rule the study uses: the last quarter of the run lowered the best validation loss by less
+    than ``tol`` (relative). Why this one: with a cosine schedule the last quarter runs at a small learning rate, so a
+    run whose best loss still falls there would gain from more steps; one whose loss has flattened would not.
+    False when no validation fell in the first three quarters (too short a run to tell)."""
+    early = [v for s, v in history if s <= 0.75 * steps_run]
+    if not early or not history:
+        return False
+    best_early, best = min(early), min(v for _, v in history)
+    return bool(best_early <= best * (1.0 + tol))
 
 
 @dataclass
 class Checkpoint:
-    """Everything a run needs to continue where it stopped, as ``checkpoint.pt`` holds it (written at the end of
-    every epoch): the configuration, the loop's :class:`TrainState`, the model's, optimiser's and schedule's states,
+    """Everything a run needs to continue where it stopped, as ``checkpoint.pt`` holds it (written after every
+    validation): the configuration, the loop's :class:`TrainState`, the model's, optimiser's and schedule's states,
     the wall time so far and the random generators' states."""
 
     config: dict[str, Any]
@@ -431,8 +512,8 @@ class Checkpoint:
     rng_cpu: torch.Tensor
     rng_cuda: torch.Tensor | None = None
 
-    FREE = ("device", "epochs")
-    """Settings a resume may change: move to another device, ask for more (or fewer) epochs."""
+    FREE = ("device", "epochs", "steps")
+    """Settings a resume may change: move to another device, ask for more (or fewer) epochs or steps."""
 
     @classmethod
     def capture(cls, cfg: TrainConfig, state: TrainState, setup: Setup, seconds: float) -> Checkpoint:
@@ -454,15 +535,17 @@ class Checkpoint:
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.config,
-            "epoch": s.epoch,
+            "step": s.step,
             "model": self.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
             "curve": s.curve,
             "best_state": s.best_state,
             "best_val": s.best_val,
+            "best_step": s.best_step,
             "best_epoch": s.best_epoch,
-            "bad_epochs": s.bad_epochs,
+            "bad_evals": s.bad_evals,
+            "history": [list(h) for h in s.history],
             "seconds": self.seconds,
             "rng_cpu": self.rng_cpu,
             **({"rng_cuda": self.rng_cuda} if self.rng_cuda is not None else {}),
@@ -492,7 +575,8 @@ class Checkpoint:
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
             raise TrainingError(f"cannot resume: the configuration differs from the checkpoint's ({diffs})")
-        state = TrainState(d["epoch"], d["curve"], d["best_state"], d["best_val"], d["best_epoch"], d["bad_epochs"])
+        state = TrainState(d["step"], d["curve"], d["best_state"], d["best_val"], d["best_step"], d["best_epoch"],
+                           d["bad_evals"], [(int(a), float(b)) for a, b in d["history"]])
         return cls(d["config"], state, d["model"], d["optimizer"], d["scheduler"], d["seconds"], d["rng_cpu"],
                    d.get("rng_cuda"))
 
@@ -571,11 +655,21 @@ def _train(
         setup = prepare(cfg, device)
         run.write_split(setup.split.to_json())
         state = saved.restore(setup) if saved is not None else TrainState()
+        total = total_steps(cfg, setup.steps_per_epoch)
         try:
-            while not state.finished(cfg):
-                _epoch(cfg, setup, state, run, clock, on_progress, should_stop)
+            while not state.finished(cfg, total):
+                _train_until_validation(cfg, setup, state, run, clock, on_progress, should_stop, total)
         except Diverged as exc:
-            raise _diverged(exc, cfg, run.checkpoint_path, state.epoch) from None
+            raise _diverged(exc, cfg, run.checkpoint_path, state.history[-1][0] if state.history else 0) from None
+        except TrainingCancelled as exc:
+            # what the run had reached is still worth seeing: its best weights, scored (nothing is written, so the
+            # folder stays a resumable, unfinished run)
+            if state.best_state is not None:
+                setup.pot.model.load_state_dict(state.best_state)
+                setup.pot.eval()
+                errors, baselines = evaluate_splits(setup, cfg)
+                exc.metrics = run_metrics(cfg, setup, state, errors, baselines, clock()).to_dict()
+            raise
         if state.best_state is not None:
             setup.pot.model.load_state_dict(state.best_state)
         setup.pot.eval()
@@ -584,7 +678,7 @@ def _train(
         return write_outputs(run, cfg, setup, state, errors, baselines, seconds)
 
 
-def _epoch(
+def _train_until_validation(
     cfg: TrainConfig,
     setup: Setup,
     state: TrainState,
@@ -592,26 +686,42 @@ def _epoch(
     clock: _Clock,
     on_progress: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
+    total: int,
 ) -> None:
-    """The next epoch: train, validate, record, checkpoint, report."""
-    epoch, epochs, steps = state.epoch + 1, cfg.optim.epochs, setup.steps_per_epoch
+    """Steps up to the next validation (every :func:`eval_interval` steps, at every epoch's end and at the last
+    step), then validate, record, checkpoint, report."""
+    spe, every = setup.steps_per_epoch, eval_interval(cfg, setup.steps_per_epoch)
+    epochs = math.ceil(total / spe)
+    target = min(total, (state.step // every + 1) * every)
+    losses: list[float] = []
+    while state.step < target:
+        epoch, done_in_epoch = state.step // spe + 1, state.step % spe
+        stop_at = min(spe, done_in_epoch + target - state.step)
 
-    def after_batch(k: int, loss: float) -> None:
-        if on_progress:
-            on_progress(Progress("batch", epoch, epochs, k, steps, loss, setup.lr, clock()))
-        if should_stop is not None and should_stop():
-            saved = "no epoch was completed"
-            if epoch > 1:
-                saved = f"epochs 1-{epoch - 1} are saved in {run.checkpoint_path}"
-            raise TrainingCancelled(f"training cancelled during epoch {epoch}; " + saved)
+        def after_batch(k: int, loss: float, epoch: int = epoch) -> None:
+            state.step += 1
+            if on_progress:
+                on_progress(Progress("batch", epoch, epochs, k, spe, loss, setup.lr, clock(), step=state.step,
+                                     steps=total))
+            if should_stop is not None and should_stop():
+                saved = "no validation was reached"
+                if state.history:
+                    saved = f"steps 1-{state.history[-1][0]} are saved in {run.checkpoint_path}"
+                raise TrainingCancelled(f"training cancelled at step {state.step} (epoch {epoch}); " + saved)
 
-    train_loss = train_one_epoch(setup, cfg, epoch, after_batch)
+        loss = train_one_epoch(setup, cfg, epoch, after_batch, start=done_in_epoch, stop=stop_at)
+        losses.append(loss)
+        if state.step % spe == 0 and validates_epoch_ends(cfg):
+            target = state.step
+    epoch = state.epoch(spe)
+    train_loss = float(np.mean(losses))
     ev = evaluate(setup, cfg)
     if not math.isfinite(ev.loss):
-        raise Diverged("validation loss", f"epoch {epoch}")
-    state.record(epoch, ev.loss, setup.pot)
+        raise Diverged("validation loss", f"step {state.step} (epoch {epoch})")
+    state.record(state.step, epoch, ev.loss, setup.pot)
     state.curve.append(
         {
+            "step": state.step,
             "epoch": epoch,
             "lr": setup.optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
@@ -622,12 +732,13 @@ def _epoch(
     )
     Checkpoint.capture(cfg, state, setup, clock()).save(run.checkpoint_path)
     if on_progress:
-        on_progress(Progress("epoch", epoch, epochs, steps, steps, train_loss, state.curve[-1]["lr"], clock(),
-                             ev.energy_mae, ev.forces_mae, state.best_epoch))
+        on_progress(Progress("epoch", epoch, epochs, state.step - (epoch - 1) * spe, spe, train_loss,
+                             state.curve[-1]["lr"], clock(), ev.energy_mae, ev.forces_mae, state.best_epoch,
+                             step=state.step, steps=total))
 
 
-def _diverged(exc: Diverged, cfg: TrainConfig, ckpt: Path, last_good: int) -> TrainingError:
-    kept = f"the last good checkpoint (epoch {last_good}) is kept in {ckpt}" if last_good > 0 else "no epoch finished"
+def _diverged(exc: Diverged, cfg: TrainConfig, ckpt: Path, reached: int) -> TrainingError:
+    kept = f"the last good checkpoint (step {reached}) is kept in {ckpt}" if reached > 0 else "no step was saved"
     return TrainingError(
         f"training diverged: non-finite {exc.what} at {exc.where} (peak learning rate {cfg.peak_lr():g}); {kept}. "
         "Try a lower --lr (or a smaller --batch-size)."
@@ -635,6 +746,35 @@ def _diverged(exc: Diverged, cfg: TrainConfig, ckpt: Path, last_good: int) -> Tr
 
 
 # ----------------------------------------------------------------------------------------------- run folder
+
+
+def run_metrics(
+    cfg: TrainConfig,
+    setup: Setup,
+    state: TrainState,
+    errors: Mapping[SplitName, ConformerErrors],
+    baselines: Mapping[SplitName, ConformerErrors],
+    seconds: float,
+) -> RunMetrics:
+    """The typed ``metrics.json`` of the weights ``setup.pot`` holds (errors scored by :func:`evaluate_splits`)."""
+    counts = setup.split.counts
+    return RunMetrics(
+        model=cfg.model.name,
+        n_molecules=int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
+        conformers_per_molecule=int(counts.get("conformers_per_molecule", 0)),
+        seed=cfg.seed,
+        device=str(setup.device),
+        seconds=round(seconds, 3),
+        splits={name: SplitErrors.from_dict(summarize(errors[name])) for name in SPLITS},
+        baselines={name: SplitErrors.from_dict(summarize(baselines[name])) for name in SPLITS},
+        curve=[CurvePoint.from_dict(c) for c in state.curve],
+        steps_run=state.step,
+        epochs_run=state.epoch(setup.steps_per_epoch),
+        best_step=state.best_step,
+        best_epoch=state.best_epoch,
+        converged=converged(state.history, state.step, cfg.optim.converge_tol),
+        excluded={str(k): int(v) for k, v in setup.excluded.items()},
+    )
 
 
 def write_outputs(
@@ -664,24 +804,15 @@ def write_outputs(
     arrays["mol_id"], arrays["split"] = arrays["mol_id"].astype(str), arrays["split"].astype(str)
     run.write_predictions(arrays)
 
-    counts = setup.split.counts
-    metrics = RunMetrics(
-        model=cfg.model.name,
-        n_molecules=int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
-        conformers_per_molecule=int(counts.get("conformers_per_molecule", 0)),
-        seed=cfg.seed,
-        device=str(setup.device),
-        seconds=round(seconds, 3),
-        splits={name: SplitErrors.from_dict(summarize(errors[name])) for name in SPLITS},
-        baselines={name: SplitErrors.from_dict(summarize(baselines[name])) for name in SPLITS},
-        curve=[CurvePoint.from_dict(c) for c in state.curve],
-    )
+    metrics = run_metrics(cfg, setup, state, errors, baselines, seconds)
     run.write_metrics(metrics)
     run.write_summary(
         {
             "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch,
-            "stopped_early": state.epoch < cfg.optim.epochs,
+            "best_step": state.best_step,
+            "epochs_run": state.epoch(setup.steps_per_epoch),
+            "steps_run": state.step,
+            "stopped_early": state.step < total_steps(cfg, setup.steps_per_epoch),
             "elements": setup.elements,
             "energy_scale": setup.energy_scale,
             "peak_lr": cfg.peak_lr(),

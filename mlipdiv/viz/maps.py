@@ -1,7 +1,9 @@
-"""What colours and labels the points of the UMAP maps: split membership, molecule, energy, a run's error.
+"""What colours and labels the points of the maps: split membership, molecule, energy, a run's error; and the
+per-molecule conformer map (its figure and which conformers the chosen trade-off trains on or holds out).
 
 Arrays are indexed like the map's points: per molecule (dataset order) for the structure map, per global conformer
-id (:meth:`mlipdiv.io.dataset.Dataset.conformer_offsets`) for the conformer map.
+id (:meth:`mlipdiv.io.dataset.Dataset.conformer_offsets`) for the conformer map, per conformer index for one
+molecule's map.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from mlipdiv.units import mev
 
 __all__ = [
     "MAX_MAP_POINTS",
+    "ROLE_SYMBOLS",
+    "clickable",
+    "molecule_conformer_figure",
+    "molecule_conformer_roles",
     "SPLIT_KEYS",
     "conformer_energies",
     "conformer_split_labels",
@@ -140,3 +146,115 @@ def display_subset(n: int, priority: np.ndarray | None = None, cap: int = MAX_MA
     others = np.setdiff1d(np.arange(n), flagged)
     fill = rng.choice(others, cap - len(flagged), replace=False)
     return np.sort(np.concatenate([flagged, fill]))
+
+
+# ------------------------------------------------------------------------------------------------ one molecule
+
+# marker per role of a conformer in the chosen trade-off (colour is the parent family)
+ROLE_SYMBOLS = {
+    SplitName.TRAIN: "circle",
+    SplitName.VAL: "diamond",
+    SplitName.TEST_CONFORMERS: "x",
+    SplitName.TEST_MOLECULES: "square",
+    "unused": "circle-open",
+}
+_ROLE_TEXT = {
+    SplitName.TRAIN: "trained on",
+    SplitName.VAL: "validation",
+    SplitName.TEST_CONFORMERS: "held out (unseen conformer)",
+    SplitName.TEST_MOLECULES: "held out (whole molecule unseen)",
+    "unused": "not used",
+}
+
+
+def molecule_conformer_roles(dataset: Any, spec: Any, split: Any, mol_id: str) -> np.ndarray:
+    """Per conformer of one molecule, its role in a trade-off point: ``train``, ``val``, ``test_conformers`` (held
+    out: whole parent families unless the molecule has one family), ``test_molecules`` (the molecule is held out)
+    or ``unused``.
+
+    Held-out conformers come from :func:`mlipdiv.selection.reserve` (all of them; the split file lists at most 8 per
+    molecule), training conformers from the split itself.
+
+    Args:
+        dataset: the dataset.
+        spec: the trade-off's :class:`mlipdiv.selection.SplitSpec`.
+        split: the split it gives (a :class:`mlipdiv.selection.Split` or its dict).
+        mol_id: the molecule.
+    """
+    from mlipdiv.selection import reserve
+
+    n = dataset[mol_id].n_conformers
+    roles = np.full(n, "unused", dtype=object)
+    res = reserve(dataset, spec)
+    if mol_id in set(res.test_molecules):
+        roles[:] = SplitName.TEST_MOLECULES
+        return roles
+    roles[res.test.get(mol_id, [])] = SplitName.TEST_CONFORMERS
+    roles[res.val.get(mol_id, [])] = SplitName.VAL
+    for m, c in _pairs(split, SplitName.TRAIN):
+        if m == mol_id:
+            roles[c] = SplitName.TRAIN
+    return roles
+
+
+def clickable(fig: Any) -> Any:
+    """Let a single click select a point: Streamlit turns clicks into events only (no selection) while the drag
+    mode is box or lasso select, so the map drags to zoom and box/lasso selection sit in the chart's toolbar."""
+    fig.update_layout(dragmode="zoom", clickmode="event+select")
+    return fig
+
+
+def molecule_conformer_figure(
+    coords: np.ndarray,
+    parent: np.ndarray,
+    global_ids: np.ndarray,
+    hover: list[str],
+    roles: np.ndarray | None = None,
+    title: str = "",
+    height: int = 560,
+) -> Any:
+    """One molecule's conformer map: one trace (colour) per parent family, the marker says the conformer's role.
+
+    Args:
+        coords: (n, 2) angstrom (:func:`mlipdiv.embeddings.molecule_conformer_map`).
+        parent: (n,) parent family of each conformer.
+        global_ids: (n,) global conformer ids (``customdata``, for selections).
+        hover: (n,) hover text.
+        roles: (n,) role per conformer (:func:`molecule_conformer_roles`); ``None`` draws plain circles.
+        title: figure title.
+        height: pixels.
+    """
+    import plotly.graph_objects as go
+
+    from mlipdiv.style import PALETTE, apply_style
+
+    xy = np.asarray(coords, dtype=np.float64)
+    parent = np.asarray(parent)
+    ids = np.asarray(global_ids, dtype=np.int64)
+    text = np.asarray(hover, dtype=object)
+    role = np.asarray(roles if roles is not None else np.full(len(ids), SplitName.TRAIN), dtype=object)
+    fig = go.Figure()
+    for k, fam in enumerate(np.unique(parent)):
+        mask = parent == fam
+        colour = PALETTE[k % len(PALETTE)]
+        hover_text = [f"{t}<br>family {int(fam)}, {_ROLE_TEXT.get(str(r), str(r))}"
+                      for t, r in zip(text[mask], role[mask])]
+        symbols = [ROLE_SYMBOLS.get(str(r), "circle") for r in role[mask]]
+        fig.add_trace(go.Scatter(
+            x=xy[mask, 0], y=xy[mask, 1], customdata=ids[mask][:, None], mode="markers", text=hover_text,
+            hovertemplate="%{text}<extra></extra>", name=f"family {int(fam)} ({int(mask.sum())})",
+            marker={"color": colour, "size": 11, "symbol": symbols, "line": {"width": 2, "color": colour}},
+        ))
+    if roles is not None:  # legend entries for the markers (no points)
+        for r in [r for r in ROLE_SYMBOLS if r in set(map(str, role))]:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=_ROLE_TEXT[r], hoverinfo="skip",
+                                     marker={"color": "#444", "size": 11, "symbol": ROLE_SYMBOLS[r],
+                                             "line": {"width": 2, "color": "#444"}}))
+    fig.update_xaxes(title_text="MDS 1 (Å)", zeroline=False)
+    fig.update_yaxes(title_text="MDS 2 (Å)", zeroline=False, scaleanchor="x", scaleratio=1)
+    fig.update_layout(title=title, showlegend=True)
+    apply_style(fig, height=height, legend_top=False)
+    # legend under the plot: beside it, it would take half of a half-page-wide figure
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
+                      margin={"t": 60, "b": 130})
+    return clickable(fig)

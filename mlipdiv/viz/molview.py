@@ -69,8 +69,10 @@ def view_html(
     Args:
         atomic_numbers: (n_atoms,).
         positions: (n_atoms, 3) or (n_conf, n_atoms, 3), angstrom.
-        forces: optional, same shape as ``positions``, eV/angstrom: a check box draws them as arrows, scaled so the
-            largest force of all conformers is 1.2 angstrom long (the caption gives that force in meV/angstrom).
+        forces: optional, same shape as ``positions``, eV/angstrom: a check box draws them as arrows. Each
+            conformer's arrows are scaled so its largest force is 1.2 angstrom long (times a length slider), and
+            start at the atom's surface, so even small forces stick out of the spheres; their colour gives the
+            magnitude on one scale for all conformers of the molecule (a colour bar under the view, meV/angstrom).
         captions: one text per conformer (e.g. its energy), shown in the top-left corner; HTML-escaped.
         start: the conformer shown first.
         height: pixels.
@@ -85,7 +87,7 @@ def view_html(
         raise ValueError(f"{len(caps)} captions for {n} conformers")
     body, viewer = _viewer_body(z, pos, height, style)
     data, force_note = _view_data(z, pos, forces, caps, start)
-    return _page(body, _controls(n, start, force_note), _script(viewer, data))
+    return _page(body, _controls(n, start, force_note, data.get("colour_max", 0.0)), _script(viewer, data))
 
 
 _STYLES: dict[str, dict[str, Any]] = {
@@ -100,7 +102,12 @@ _CSS = (
     "padding:2px 6px;pointer-events:none}"
     ".mv-controls{display:flex;flex-wrap:wrap;gap:8px;align-items:center;padding:6px 4px}"
     ".mv-controls input[type=range]{flex:1 1 180px}.mv-controls button{font-size:16px;min-width:2.4em}"
+    ".mv-forcekey{display:inline-flex;align-items:center;gap:4px;font-size:14px}"
+    ".mv-bar{display:inline-block;width:90px;height:10px;border:1px solid #999}"
 )
+ARROW_LENGTH = 1.2  # angstrom: each conformer's largest force, before the length slider
+# arrow colour by force magnitude, low to high (ColorBrewer YlOrRd's darker part: visible on white)
+FORCE_COLOURS = ("#fed976", "#fd8d3c", "#e31a1c", "#800026")
 
 
 def _viewer_body(z: np.ndarray, pos: np.ndarray, height: int, style: str) -> tuple[str, str]:
@@ -125,7 +132,12 @@ def _viewer_body(z: np.ndarray, pos: np.ndarray, height: int, style: str) -> tup
 def _view_data(
     z: np.ndarray, pos: np.ndarray, forces: np.ndarray | None, caps: list[str], start: int
 ) -> tuple[dict[str, Any], str]:
-    """What the page script needs (escaped captions, scaled force arrows), and the forces check box's label."""
+    """What the page script needs (escaped captions, force arrows scaled per conformer, their magnitudes), and the
+    forces check box's label.
+
+    ``forces[i]`` are conformer i's forces scaled so its largest is :data:`ARROW_LENGTH` angstrom; ``magnitude[i]``
+    the forces' sizes in meV/angstrom, coloured on 0 .. ``colour_max`` (the molecule's largest force).
+    """
     import html
 
     n = len(pos)
@@ -133,16 +145,33 @@ def _view_data(
     force_note = ""
     if forces is not None:
         f = np.asarray(forces, dtype=float).reshape(n, len(z), 3)
-        largest = float(np.linalg.norm(f, axis=-1).max()) if f.size else 0.0
-        if largest > 0:
+        size = np.linalg.norm(f, axis=-1)  # (n, atoms) eV/angstrom
+        largest = size.max(axis=1) if f.size else np.zeros(n)
+        if largest.max(initial=0.0) > 0:
+            scale = np.where(largest > 0, ARROW_LENGTH / np.where(largest > 0, largest, 1.0), 0.0)
             data["positions"] = np.round(pos, 3).tolist()
-            data["forces"] = np.round(f * (1.2 / largest), 3).tolist()
-            force_note = f"QM forces (longest: {mev(largest):.0f} meV/Å)"
+            data["forces"] = np.round(f * scale[:, None, None], 3).tolist()
+            data["magnitude"] = np.round(mev(size), 1).tolist()
+            data["colour_max"] = round(float(mev(largest.max())), 1)
+            data["colours"] = list(FORCE_COLOURS)
+            force_note = "QM forces"
     return data, force_note
 
 
-def _controls(n: int, start: int, force_note: str) -> str:
-    """The bar under the view: stepping buttons and slider for several conformers, the forces check box."""
+def _force_legend(colour_max: float) -> str:
+    """The arrow colour bar (0 .. the molecule's largest force) and the arrow length slider."""
+    stops = ",".join(FORCE_COLOURS)
+    return (
+        "<span class='mv-forcekey'>0 <span class='mv-bar' style='background:linear-gradient(to right,"
+        f"{stops})'></span> {colour_max:.0f} meV/Å</span>"
+        "<label>length <input id='mv-scale' type='range' min='0.25' max='3' step='0.25' value='1' "
+        "aria-label='arrow length' style='width:90px'></label>"
+    )
+
+
+def _controls(n: int, start: int, force_note: str, colour_max: float = 0.0) -> str:
+    """The bar under the view: stepping buttons and slider for several conformers, the forces check box with its
+    colour bar and length slider."""
     controls = []
     if n > 1:
         controls += [
@@ -153,6 +182,7 @@ def _controls(n: int, start: int, force_note: str) -> str:
         ]
     if force_note:
         controls.append(f"<label><input id='mv-forces' type='checkbox'> {force_note}</label>")
+        controls.append(_force_legend(colour_max))
     return f"<div class='mv-controls'>{''.join(controls)}</div>" if controls else ""
 
 

@@ -77,3 +77,96 @@ def test_plan_preset_is_what_the_study_and_the_app_queue(tiny_dataset_path) -> N
     for plan in plans:
         assert plan.grid == [(2, 1), (2, 2)]  # capped at C = 2 although the data allow more
         assert {r.conformers_per_molecule: r.config["epochs"] for r in plan.runs} == {1: 6, 2: 3}
+
+
+# ------------------------------------------------------------------------- issue 16: the report from raw rows
+
+
+def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
+    """Only results.csv (v2 columns, convergence checks included): analysis.json, report.md and the page's
+    generated sections come out of it, and every statement follows the numbers."""
+    import json
+
+    from mlipdiv.analysis.report import PAGE_BEGIN, PAGE_END
+    from mlipdiv.analysis.study import analyse
+
+    from synthetic_sweeps import v2_table
+
+    v2_table().to_csv(tmp_path / "results.csv", index=False)
+    page = tmp_path / "RESULTS.md"
+    page.write_text(f"# Results\n\nhand-written protocol\n\n{PAGE_BEGIN}\nstale\n{PAGE_END}\n\ntrailing text\n")
+    result = analyse(tmp_path, figures=False, n_boot=20, page=page)
+    assert result["source"] == "results.csv" and set(result["experiments"]["budgets"]) == {128, 512, 2048, 8192}
+    stored = json.loads((tmp_path / "analysis.json").read_text())
+    # convergence: two points per budget, errors at S and 2S paired over the check's seeds
+    conv = stored["convergence"]
+    assert {r["budget"] for r in conv} == {128, 512, 2048, 8192}
+    assert all(r["check_steps"] == 2 * r["steps"] and r["seeds"] == 3 for r in conv)
+    # counts evaluated are constant per (experiment, seed, split) in this table
+    assert stored["eval_counts"] and all(r["constant"] for r in stored["eval_counts"])
+    assert stored["energy"] and all(r["ratio"] < 1 for r in stored["energy"])
+    # statements: resolved where the truth is clear, "not resolved" at B = 8192 (3 seeds, a 1.8 meV/Å gap)
+    by = {c["budget"]: c for c in stored["comparisons"] if c["quantity"] == "mean"}
+    assert by[128]["resolved"] and by[128]["interior"] and "not resolved" in by[8192]["statement"]
+    assert stored["abstract"]["balance"]["verdict"] == "agrees where resolved"
+    assert stored["abstract"]["datasets"]["verdict"] == "not tested"  # the largest budget x 2 is below QM9
+    assert stored["acceptance"]["schnet"]["ok"]
+    text = page.read_text()
+    assert text.startswith("# Results\n\nhand-written protocol") and text.endswith("trailing text\n")
+    assert "stale" not in text and text.count(PAGE_BEGIN) == 1
+    for heading in ("### Paired comparisons", "### Is the error model consistent", "### Convergence",
+                    "### Conformers evaluated", "### Relative energies", "## Against the study's abstract",
+                    "## Measured tables"):
+        assert heading in text
+    assert (tmp_path / "report.md").read_text() in text
+
+
+def test_old_tables_still_load_and_say_what_they_lack(tmp_path) -> None:
+    from mlipdiv.analysis.study import analyse
+
+    df = results_table()  # today's columns only: no steps, no convergence checks, no relative energies
+    df.to_csv(tmp_path / "results.csv", index=False)
+    result = analyse(tmp_path, figures=False, n_boot=10)
+    assert result["convergence"] == [] and result["energy"] == [] and result["converged"] == []
+    report = (tmp_path / "report.md").read_text()
+    assert "No convergence-check runs" in report and "no relative-energy columns" in report
+
+
+def test_a_page_without_markers_is_refused_not_overwritten(tmp_path) -> None:
+    import pytest
+
+    from mlipdiv.analysis.report import PAGE_BEGIN, write_page
+    from mlipdiv.errors import MlipdivError
+
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# hand-written only\n")
+    with pytest.raises(MlipdivError, match="no generated-section markers"):
+        write_page(page, "generated")
+    assert page.read_text() == "# hand-written only\n"
+    fresh = write_page(tmp_path / "new.md", "generated")
+    assert fresh.read_text().startswith(PAGE_BEGIN)
+
+
+def test_learning_curves_export_rows() -> None:
+    from mlipdiv.analysis.report import CURVE_COLUMNS, curve_rows
+    from mlipdiv.io.metrics import CurvePoint, RunMetrics
+
+    m = RunMetrics(model="schnet", n_molecules=2, conformers_per_molecule=2, seed=0,
+                   curve=[CurvePoint(epoch=1, train_loss=0.5, val_energy_mae=0.1, val_forces_mae=0.2),
+                          CurvePoint(epoch=2, train_loss=0.4, val_energy_mae=0.09, val_forces_mae=0.15)])
+    rows = curve_rows("r1", m)
+    assert [tuple(r) for r in rows] == [CURVE_COLUMNS] * 2
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_forces_mae"] == 0.15
+
+
+def test_study_command_on_raw_rows(tmp_path, capsys) -> None:
+    from mlipdiv.analysis.study import main
+
+    from synthetic_sweeps import v2_table
+
+    v2_table().to_csv(tmp_path / "results.csv", index=False)
+    assert main(["--analyse-only", "--out", str(tmp_path), "--no-figures", "--n-boot", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol runs analysed (from results.csv)" in out and "interior optimum" in out
+    assert main(["--analyse-only", "--out", str(tmp_path / "none"), "--no-figures"]) == 2
+    assert "no results.csv" in capsys.readouterr().out

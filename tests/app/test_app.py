@@ -231,11 +231,11 @@ def test_embeddings_page_draws_both_maps_in_every_colouring(env):
     at = open_page("Embeddings")
     assert {"n_neighbors", "min_dist"} <= set(labels(at.slider))
     assert {"Metric (structures)", "Metric (conformers)"} <= set(labels(at.selectbox))
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 3  # molecules, all conformers, one molecule's conformers
     for colour in ("molecule", "energy", "error"):
         at.radio(key="p_emb_colour").set_value(colour).run()
         assert not at.exception, colour
-        assert len(at.get("plotly_chart")) == 2  # the error colouring uses the run trained above
+        assert len(at.get("plotly_chart")) == 3  # the error colouring uses the run trained above
     start = time.perf_counter()
     at = open_page("Embeddings")  # a new session: the maps come from the disk cache
     assert time.perf_counter() - start < 30

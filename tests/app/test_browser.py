@@ -127,8 +127,12 @@ def test_every_page_renders(page, server):
     visit(page, server, "embeddings", "Embeddings")
     maps = wait_for_plots(page, 2, timeout=120)
     assert sum(maps[0]["n"]) == 10 and sum(maps[1]["n"]) == 120  # molecules and conformers of the tiny set
-    # draw a box over the whole conformer map: the selection shows a conformer in 3D
-    box = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first.bounding_box()
+    # draw a box over the whole conformer map (box select from the map's toolbar; a plain drag zooms, so that a
+    # click selects one point): the selection shows a conformer in 3D
+    conformer_map = page.locator(".js-plotly-plot").nth(1)
+    conformer_map.hover()
+    conformer_map.locator('.modebar-btn[data-val="select"]').click()
+    box = conformer_map.locator(".nsewdrag").first.bounding_box()
     page.mouse.move(box["x"] + 3, box["y"] + 3)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)

@@ -11,7 +11,7 @@ import pytest
 
 from mlipdiv.cli import main
 
-from synthetic_sweeps import results_table
+from synthetic_sweeps import flat, results_table, v2_table
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,11 @@ def test_budget_json_has_the_recommendation(sweep_dir: Path, capsys: pytest.Capt
         p = out["predicted"][split]
         assert p["low"] <= p["mean"] <= p["high"] and p["unit"] == "meV/Å"
         f = out["fits"][split]
-        assert {"E_inf", "a", "alpha", "b", "beta"} == set(f["params"]) == set(f["stderr"])
-        assert {"r2", "rmse", "loo_rmse", "M_range", "C_range"} <= set(f)
+        assert set(f["params"]) == set(f["stderr"]) <= {"E_inf", "a", "alpha", "b", "beta", "d", "gamma"}
+        assert {"r2", "rmse", "loo_rmse", "M_range", "C_range", "components", "acceptance"} <= set(f)
+        assert sum(c["weight"] for c in f["components"]) == pytest.approx(1.0)
+    assert out["verdict"] in ("resolved", "not resolved")  # the synthetic sweep measured B = 512
+    assert out["allowed_budgets"][0] <= 512 <= out["allowed_budgets"][1]
     assert out["cost"]["cpu_hours"] > 0 and out["model"] == "schnet"
 
 
@@ -99,3 +102,33 @@ def test_module_entry_point(sweep_dir: Path) -> None:
          "--json"], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert json.loads(out.stdout)["n_molecules"] >= 1
+
+
+@pytest.fixture(scope="module")
+def study_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A v2 study table with a clear optimum and one whose truth is flat along each budget."""
+    out = {}
+    for name, table in (("clear", v2_table()), ("flat", v2_table(flat(), flat(), seed=3))):
+        d = tmp_path_factory.mktemp(name)
+        table.to_csv(d / "results.csv", index=False)
+        out[name] = d
+    return out
+
+
+def test_budget_at_a_measured_budget_says_resolved_or_not(study_dirs, capsys) -> None:
+    clear = run_json(capsys, "--results", str(study_dirs["clear"]), "--budget", "128", "--atoms", "18")
+    assert clear["verdict"] == "resolved" and clear["measured"]["best_M"] == 32
+    lo, hi = clear["n_molecules_range"]
+    assert lo <= clear["measured"]["best_M"] <= hi  # the interval contains the measured best M
+    flat_out = run_json(capsys, "--results", str(study_dirs["flat"]), "--budget", "128", "--atoms", "18")
+    assert flat_out["verdict"] == "not resolved" and flat_out["resolved"] is False
+    assert "not resolved at this budget" in flat_out["measured"]["statement"]
+    assert main(["budget", "--results", str(study_dirs["flat"]), "--budget", "128", "--atoms", "18"]) == 0
+    text = capsys.readouterr().out
+    assert "not resolved at this budget" in text and "acceptance:" in text and "budgets the fits may advise" in text
+
+
+def test_budget_form_choice(study_dirs, capsys) -> None:
+    out = run_json(capsys, "--results", str(study_dirs["clear"]), "--budget", "512", "--atoms", "18", "--form",
+                   "full+steps")
+    assert all(len(f["components"]) == 1 and "S0" in f for f in out["fits"].values())

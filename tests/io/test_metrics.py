@@ -37,19 +37,44 @@ def _metrics(m: int = 8, c: int = 2, seed: int = 0) -> RunMetrics:
 def test_round_trip() -> None:
     m = _metrics()
     text = m.to_json()
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == 2
     assert RunMetrics.from_json(text) == m
     assert RunMetrics.from_dict(json.loads(json.dumps(m.to_dict()))) == m
 
 
+def _as_version_1(d: dict) -> dict:
+    """What a version 1 file held: no training length, no composition-free energy error, no curve steps."""
+    for key in ("version", "steps_run", "epochs_run", "best_step", "best_epoch", "converged", "excluded"):
+        d.pop(key, None)
+    for table in ("splits", "baselines"):
+        for errors in d[table].values():
+            errors.pop("energy_rel_mae")
+    for point in d["curve"]:
+        point.pop("step")
+    return d
+
+
 def test_version_absent_is_version_1() -> None:
-    d = _metrics().to_dict()
-    d.pop("version")
+    d = _as_version_1(_metrics().to_dict())
     assert RunMetrics.from_dict(d) == _metrics()
+    d["version"] = 1
+    assert RunMetrics.from_dict(d) == _metrics()
+    d["steps_run"] = 5  # a version 2 key in a version 1 file is not understood
+    with pytest.raises(MetricsError, match="unknown steps_run"):
+        RunMetrics.from_dict(d)
+
+
+def test_version_2_round_trips_the_training_length() -> None:
+    m = replace(_metrics(), steps_run=40, epochs_run=5, best_step=32, best_epoch=4, converged=True,
+                excluded={"test_molecules": 3},
+                splits={**_metrics().splits, "val": replace(_metrics().splits["val"], energy_rel_mae=0.05)},
+                curve=[replace(c, step=8 * c.epoch) for c in _metrics().curve])
+    assert RunMetrics.from_json(m.to_json()) == m
 
 
 @pytest.mark.parametrize("damage, words", [
-    (lambda d: d.update(version=2), "version 2"),
+    (lambda d: d.update(version=3), "version 3"),
+    (lambda d: d.update(converged="yes"), "converged"),
     (lambda d: d.update(version="1"), "version '1'"),
     (lambda d: d.pop("splits"), "missing splits"),
     (lambda d: d.update(extra=1), "unknown extra"),
@@ -92,10 +117,10 @@ def test_reads_what_training_writes_and_what_the_old_code_wrote(tiny_dataset_pat
     assert (metrics.model, metrics.n_molecules, metrics.conformers_per_molecule) == ("schnet", 4, 2)
     assert [c.epoch for c in metrics.curve] == [1]
     # the code before RunMetrics wrote the same object without "version"
-    old = json.loads(run.metrics_path.read_text())
-    del old["version"]
+    old = _as_version_1(json.loads(run.metrics_path.read_text()))
     run.metrics_path.write_text(json.dumps(old, indent=2) + "\n")
-    assert run.read_metrics() == metrics
+    assert run.read_metrics().splits.keys() == metrics.splits.keys()
+    assert run.read_metrics().steps_run is None and run.read_metrics().version == 2
 
 
 # --------------------------------------------------------------------------------------------- results rows
@@ -144,7 +169,14 @@ def test_the_three_tables_agree() -> None:
                                "fixed-budget", ("test_conformers", "test_molecules"))
     assert [{k: r[k] for k in RESULT_COLUMNS} for r in study] == sweep_like
     extra = extra_columns(RunMetrics.from_dict(runs[0].metrics), "test_molecules")
-    assert tuple(extra) == EXTRA_COLUMNS and extra == {"baseline_forces_mae": 2.0,
-                                                       "baseline_energy_mae_per_atom": 0.1, "seconds": 1.5,
-                                                       "n_eval": 4}
+    assert tuple(extra) == EXTRA_COLUMNS
+    assert {k: extra[k] for k in EXTRA_COLUMNS[:4]} == {"baseline_forces_mae": 2.0,
+                                                         "baseline_energy_mae_per_atom": 0.1, "seconds": 1.5,
+                                                         "n_eval": 4}
+    assert all(math.isnan(extra[k]) for k in EXTRA_COLUMNS[4:])  # a version 1 run: no training length
+    longer = replace(RunMetrics.from_dict(runs[0].metrics), steps_run=40, epochs_run=5, best_step=32, best_epoch=4,
+                     converged=True, excluded={"test_molecules": 3})
+    extra = extra_columns(longer, "test_molecules", {"steps": 40})
+    assert (extra["steps"], extra["steps_run"], extra["best_step"], extra["converged"], extra["n_excluded"]) == (
+        40, 40, 32, True, 3)
     assert all(math.isnan(v) for v in extra_columns(None, "val").values())

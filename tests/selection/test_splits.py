@@ -155,6 +155,8 @@ def test_single_family_falls_back_to_random(tmp_path: Path) -> None:
     lone = next(m for m in ds.ids if ds[m].n_conformers == 8)
     assert len(res.test[lone]) == 2  # round(0.25 x 8)
     assert_no_leakage(split, ds)
+    # the rigid molecule's hold-out is a random draw of its one family: not scored as unseen conformers
+    assert lone not in {m for m, _ in split.test_conformers} and split.counts["rigid_test_conformers"] == 2
     split.save(tmp_path / "s.json")
     assert '"family_fallback_molecules": 1' in (tmp_path / "s.json").read_text()
 
@@ -404,3 +406,38 @@ def test_split_out_problems_are_one_line_messages(tiny_dataset_path: Path, tmp_p
     assert (tmp_path / "afile").read_text() == "mine"
     assert main([*base, "--out", str(tmp_path / "afile"), "--overwrite"]) == 0
     assert json.loads((tmp_path / "afile").read_text())["train"]
+
+
+# ------------------------------------------------------------------------------------------------ anchors
+
+
+def test_anchors_fix_the_evaluation_sets_of_every_point(many: Dataset) -> None:
+    """With anchors, every (M, C) point of one seed is scored on exactly the same conformers: the anchors' unseen
+    conformers and the held-out molecules of the anchors' elements; every training set holds the anchors, which
+    cover the dataset's elements first."""
+    from mlipdiv.selection import anchors
+
+    for seed in (0, 1):
+        base = SplitSpec(test_molecules=6, anchor_molecules=4, seed=seed)
+        res = reserve(many, base)
+        anchor = anchors(many, res, 4)
+        covered = set().union(*(set(many[a].atomic_numbers.tolist()) for a in anchor))
+        trainable_elements = set().union(*(set(many[m].atomic_numbers.tolist()) for m in res.trainable))
+        # no molecule holds both N and O: 4 anchors (one with O, N, F, Cl each) cover all when all are trainable
+        assert covered == trainable_elements
+        points = [(4, 3), (6, 2), (12, 1)]  # a fixed budget of 12
+        splits = [make_split(many, SplitSpec(test_molecules=6, anchor_molecules=4, seed=seed, molecules=m,
+                                             conformers_per_molecule=c), diversity=False) for m, c in points]
+        for split in splits:
+            assert set(anchor) <= set(split.molecules)
+            assert_no_leakage(split, many)
+        assert all(sp.test_conformers == splits[0].test_conformers for sp in splits)
+        assert all(sp.test_molecules == splits[0].test_molecules for sp in splits)
+        assert {m for m, _ in splits[0].test_conformers} == set(anchor)
+        for m, _ in splits[0].test_molecules:
+            assert set(many[m].atomic_numbers.tolist()) <= covered
+        left = splits[0].counts["test_molecules_excluded"]
+        assert left == sum(min(8, many[m].n_conformers) for m in res.test_molecules
+                           if not set(many[m].atomic_numbers.tolist()) <= covered)
+    with pytest.raises(InfeasibleRequest, match="anchor molecules"):
+        make_split(many, SplitSpec(test_molecules=6, anchor_molecules=4, molecules=2, conformers_per_molecule=1))

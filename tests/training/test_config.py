@@ -57,7 +57,9 @@ def test_presets_keep_their_run_keys_and_repeat_no_default() -> None:
         cfg = TrainConfig.from_dict({**kw["options"], "dataset": "/d.h5", "model": model, "epochs": kw["epochs"],
                                      "molecules": 4, "conformers_per_molecule": 2})
         assert run_key(cfg.to_dict(), DIGEST) == key, name
-    defaults = TrainConfig().to_dict()
+    from mlipdiv.training.config import settings
+
+    defaults = {s.key: s.field.default for s in settings(TrainConfig)}
     for p in PRESETS.values():
         repeated = {k: v for k, v in p.template.items() if defaults[k] == v}
         assert not repeated, f"preset {p.name} repeats TrainConfig defaults {repeated}"

@@ -33,17 +33,19 @@ def test_checkpoint_round_trip_continues_bit_identically(cfg: TrainConfig, tmp_p
     setup = prepare(cfg, CPU)
     state = TrainState()
     loss = train_one_epoch(setup, cfg, 1)
-    state.record(1, evaluate(setup, cfg).loss, setup.pot)
-    state.curve.append({"epoch": 1, "train_loss": loss})
+    state.step = setup.steps_per_epoch
+    state.record(state.step, 1, evaluate(setup, cfg).loss, setup.pot)
+    state.curve.append({"step": state.step, "epoch": 1, "train_loss": loss})
     Checkpoint.capture(cfg, state, setup, 1.5).save(tmp_path / "checkpoint.pt")
 
     loaded = Checkpoint.load(tmp_path / "checkpoint.pt", cfg)
-    assert (loaded.state.epoch, loaded.state.best_epoch, loaded.state.curve, loaded.seconds) == (1, 1, state.curve, 1.5)
+    assert (loaded.state.step, loaded.state.best_step, loaded.state.best_epoch, loaded.state.curve,
+            loaded.state.history, loaded.seconds) == (state.step, state.step, 1, state.curve, state.history, 1.5)
     assert loaded.state.best_val == state.best_val and loaded.config == cfg.to_dict()
 
     fresh = prepare(cfg, CPU)  # the untrained model: restore must bring back every state
     restored = loaded.restore(fresh)
-    assert restored.epoch == 1
+    assert restored.epoch(fresh.steps_per_epoch) == 1
     for k, v in _weights(setup).items():
         assert torch.equal(v, fresh.pot.model.state_dict()[k]), k
     assert fresh.scheduler.state_dict() == setup.scheduler.state_dict()

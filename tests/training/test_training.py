@@ -38,7 +38,10 @@ def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
     events: list[Progress] = []
     metrics = train(cfg, tmp_path, on_progress=events.append)
     assert set(metrics) == {"version", "model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds",
-                            "splits", "baselines", "curve"}
+                            "splits", "baselines", "curve", "steps_run", "epochs_run", "best_step", "best_epoch",
+                            "converged", "excluded"}
+    assert (metrics["steps_run"], metrics["epochs_run"]) == (6, 3) and 1 <= metrics["best_epoch"] <= 3
+    assert metrics["best_epoch"] == (metrics["best_step"] + 1) // 2 and isinstance(metrics["converged"], bool)
     assert (metrics["model"], metrics["n_molecules"], metrics["conformers_per_molecule"]) == ("schnet", 8, 2)
     assert metrics["device"] == "cpu"
     for table in ("splits", "baselines"):
@@ -46,8 +49,11 @@ def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
         for m in metrics[table].values():
             assert tuple(m) == METRIC_KEYS and m["n"] > 0
     assert metrics["splits"]["train"]["n"] == 16
-    assert [c["epoch"] for c in metrics["curve"]] == [1, 2, 3]
-    assert set(metrics["curve"][0]) == {"epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds"}
+    # a short run validates after every step (about 25 points per run, at least one per epoch): sub-epoch points
+    assert [c["epoch"] for c in metrics["curve"]] == [1, 1, 2, 2, 3, 3]
+    assert [c["step"] for c in metrics["curve"]] == [1, 2, 3, 4, 5, 6]
+    assert set(metrics["curve"][0]) == {"step", "epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae",
+                                        "seconds"}
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
 
@@ -55,10 +61,10 @@ def test_run_folder_contract(cfg: TrainConfig, tmp_path: Path) -> None:
     f = metrics["baselines"]["train"]
     assert f["forces_mae"] > 0.1 and f["energy_mae"] > 0
 
-    # progress: 2 batches per epoch, then one epoch event each
-    kinds = [(e.event, e.epoch, e.batch) for e in events]
-    assert kinds[:3] == [("batch", 1, 1), ("batch", 1, 2), ("epoch", 1, 2)] and len(events) == 9
-    assert events[2].val_forces_mae == metrics["curve"][0]["val_forces_mae"]
+    # progress: 2 batches per epoch, each followed by its validation ("epoch" event)
+    kinds = [(e.event, e.epoch, e.batch, e.step) for e in events]
+    assert kinds[:3] == [("batch", 1, 1, 1), ("epoch", 1, 1, 1), ("batch", 1, 2, 2)] and len(events) == 12
+    assert events[1].val_forces_mae == metrics["curve"][0]["val_forces_mae"]
 
     pred = np.load(tmp_path / "predictions.npz")
     assert set(pred.files) >= {"mol_id", "conf_idx", "split", "E_true", "E_pred", "n_atoms", "forces_mae"}
@@ -99,17 +105,22 @@ def test_should_stop_cancels_within_one_batch_and_resume_continues(cfg: TrainCon
     full = train(cfg, tmp_path / "full")
 
     events: list[Progress] = []
-    with pytest.raises(TrainingCancelled, match="epochs 1-1 are saved"):
+    with pytest.raises(TrainingCancelled, match="steps 1-2 are saved") as cancelled:
         train(cfg, tmp_path / "run", on_progress=events.append,
               should_stop=lambda: len([e for e in events if e.event == "batch"]) >= 3)
     assert [(e.event, e.epoch, e.batch) for e in events][-1] == ("batch", 2, 1)  # no batch ran after the request
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert saved["epoch"] == 1
+    assert saved["step"] == 2
+    # the cancelled run's best weights (of steps 1-2) are scored on every split, and nothing is written for them
+    partial = cancelled.value.metrics
+    assert partial is not None and partial["steps_run"] == 3 and partial["best_step"] in (1, 2)
+    assert partial["splits"]["test_molecules"]["n"] == full["splits"]["test_molecules"]["n"]
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
     resumed_events: list[Progress] = []
     resumed = train(cfg, tmp_path / "run", on_progress=resumed_events.append, resume=True)
-    assert [c["epoch"] for c in resumed["curve"]] == [1, 2, 3]
-    assert resumed_events[0].epoch == 2 and resumed_events[0].batch == 1
+    assert [c["step"] for c in resumed["curve"]] == [1, 2, 3, 4, 5, 6]
+    assert resumed_events[0].epoch == 2 and resumed_events[0].batch == 1 and resumed_events[0].step == 3
     # the interrupted-and-resumed run is the uninterrupted one
     assert _without_seconds(resumed) == _without_seconds(full)
 
@@ -117,8 +128,8 @@ def test_should_stop_cancels_within_one_batch_and_resume_continues(cfg: TrainCon
     again = train(cfg, tmp_path / "run", resume=True)
     assert _without_seconds(again) == _without_seconds(full)
     longer = train(cfg.replace(epochs=4), tmp_path / "run", resume=True)  # more epochs: only the new one runs
-    assert [c["epoch"] for c in longer["curve"]] == [1, 2, 3, 4]
-    assert longer["curve"][:3] == resumed["curve"]
+    assert [c["epoch"] for c in longer["curve"]] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert longer["curve"][:6] == resumed["curve"]
     with pytest.raises(TrainingError, match="lr"):
         train(cfg.replace(lr=1e-4), tmp_path / "run", resume=True)
     with pytest.raises(TrainingError, match="does not exist"):
@@ -135,10 +146,10 @@ def test_nan_guard_keeps_last_good_checkpoint(cfg: TrainConfig, tmp_path: Path, 
         return loss * float("nan") if calls["n"] == 4 else loss  # epoch 2, batch 2
 
     monkeypatch.setattr(trainer_module, "compute_loss", poisoned)
-    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, batch 2.*epoch 1\) is kept"):
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, batch 2.*step 3\) is kept"):
         train(cfg, tmp_path)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert saved["step"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values())
     assert not (tmp_path / "model.pt").exists()
 
 
@@ -153,7 +164,7 @@ def test_huge_learning_rate_is_stopped_clearly(cfg: TrainConfig, tmp_path: Path)
 @pytest.mark.parametrize("model", ["painn", "mace"])
 def test_every_model_trains(model: str, cfg: TrainConfig, tmp_path: Path) -> None:
     metrics = train(cfg.replace(model=model, epochs=2, hidden=16, interactions=1 if model == "mace" else 2), tmp_path)
-    assert metrics["model"] == model and len(metrics["curve"]) == 2
+    assert metrics["model"] == model and len(metrics["curve"]) == metrics["steps_run"] == 4
     assert all(np.isfinite(c["train_loss"]) for c in metrics["curve"])
     assert metrics["curve"][-1]["train_loss"] < metrics["curve"][0]["train_loss"] * 1.5
 
@@ -361,3 +372,32 @@ def test_a_run_folder_has_one_writer(tiny_dataset_path: Path, tmp_path: Path, ca
         assert len(refused) == 1
     with run_lock(out):  # and free again
         pass
+
+
+def test_steps_set_the_training_length_whatever_the_training_set_size(cfg: TrainConfig, tmp_path: Path) -> None:
+    """``steps`` counts optimiser steps: a run of 5 steps on 2 batches per epoch ends inside epoch 3, validates on
+    its own cadence (``eval_every``) and at the last step, and an interrupted one resumes to the same result."""
+    short = cfg.replace(steps=5, eval_every=2)
+    full = train(short, tmp_path / "full")
+    assert (full["steps_run"], full["epochs_run"]) == (5, 3)
+    assert [c["step"] for c in full["curve"]] == [2, 4, 5] and [c["epoch"] for c in full["curve"]] == [1, 2, 3]
+    assert full["best_step"] in (2, 4, 5) and full["excluded"]["train"] == 0
+
+    events: list[Progress] = []
+    with pytest.raises(TrainingCancelled):
+        train(short, tmp_path / "run", on_progress=events.append,
+              should_stop=lambda: len([e for e in events if e.event == "batch"]) >= 3)
+    resumed = train(short, tmp_path / "run", resume=True)
+    assert _without_seconds(resumed) == _without_seconds(full)
+    # the same steps on a training set twice the size: the same number of steps, fewer epochs
+    twice = train(short.replace(budget=32, molecules=8), tmp_path / "twice")
+    assert (twice["steps_run"], twice["epochs_run"]) == (5, 2)
+
+
+def test_convergence_rule() -> None:
+    from mlipdiv.training.trainer import converged
+
+    flat = [(s, 1.0 + 0.001 * (100 - s) / 100) for s in range(10, 101, 10)]  # the last quarter gains 0.03 %
+    falling = [(s, 2.0 - s / 100) for s in range(10, 101, 10)]  # still falling fast at the end
+    assert converged(flat, 100, 0.05) and not converged(falling, 100, 0.05)
+    assert not converged([(100, 1.0)], 100, 0.05)  # nothing validated before the last quarter: cannot tell

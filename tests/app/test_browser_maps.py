@@ -1,0 +1,76 @@
+"""The Embeddings page in a real browser (Debian's Chromium, Playwright): a single click on one point selects it on
+each of the three maps, and the selected conformer (its 2D depiction, its global id, the 3D view) shows."""
+
+from __future__ import annotations
+
+import pytest
+from browser_support import shot, visit, wait_for_plots, wait_idle
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+# the screen position of the last point of the last trace of a live Plotly chart (drawn on top), and the global ids
+# of every point within 4 px of it (points of one molecule may coincide; a click selects one of them)
+POINT_JS = """(k) => {
+    const gd = document.querySelectorAll('.js-plotly-plot')[k];
+    const L = gd._fullLayout, box = gd.getBoundingClientRect();
+    const px = (tr, i) => [box.left + L._size.l + L.xaxis.l2p(tr.x[i]), box.top + L._size.t + L.yaxis.l2p(tr.y[i])];
+    const traces = gd._fullData.filter(d => d.visible === true && d.x && d.x.length && d.x[0] !== null);
+    const last = traces[traces.length - 1], [x, y] = px(last, last.x.length - 1), near = [];
+    traces.forEach(tr => tr.x.forEach((_, i) => {
+        const [a, b] = px(tr, i);
+        if (Math.hypot(a - x, b - y) < 4) near.push(tr.customdata[i][0]);
+    }));
+    return {x: x, y: y, ids: near};
+}"""
+
+
+def click_point(page, chart: int) -> list[int]:
+    """Click (no drag) one point of a chart; returns the global ids a click there may select."""
+    page.locator(".js-plotly-plot").nth(chart).scroll_into_view_if_needed()
+    wait_idle(page)
+    p = page.evaluate(POINT_JS, chart)
+    page.mouse.move(p["x"], p["y"])
+    page.wait_for_timeout(300)  # hover first, as a user would
+    page.mouse.click(p["x"], p["y"])
+    return [int(i) for i in p["ids"]]
+
+
+def shown_global_id(page, before: str | None, timeout: float = 60.0) -> tuple[int, str]:
+    """The global id in the "Selected conformer" panel, once it differs from ``before``."""
+    import re
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = page.get_by_text(re.compile(r"\(global id \d+\)"))
+        if found.count():
+            text = found.first.inner_text()
+            if text != before:
+                return int(re.search(r"global id (\d+)", text).group(1)), text
+        time.sleep(0.3)
+    raise AssertionError("no (new) selected conformer shown")
+
+
+def test_a_single_click_selects_a_point_on_every_map(page, server):
+    visit(page, server, "embeddings", "Embeddings")
+    found = wait_for_plots(page, 3, timeout=180)
+    assert sum(found[0]["n"]) == 10 and sum(found[1]["n"]) == 120  # molecules and conformers of the tiny set
+    assert page.get_by_text("Click a point on a map").count() == 1  # nothing selected yet
+
+    before = None
+    for chart in (0, 1, 2):  # molecules, all conformers, the chosen molecule's conformers
+        ids = click_point(page, chart)
+        gid, before = shown_global_id(page, before)
+        assert gid in ids, (chart, gid, ids)
+        wait_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.get_by_text("points selected").count() == 0  # one point, not a box
+        # the 2D depiction and the 3D view of the selected conformer
+        assert page.locator('[data-testid="stImage"] img, [data-testid="stImage"] svg').count() >= 1
+        page.frame_locator("iframe").first.locator("canvas").first.wait_for(timeout=30_000)
+        shot(page, f"maps-click-{chart}")
+    # force arrows: the check box draws them, the length slider and colour bar are there
+    viewer = page.frame_locator("iframe").first
+    viewer.locator("#mv-forces").check()
+    assert viewer.locator("#mv-scale").count() == 1 and viewer.locator(".mv-bar").count() == 1
+    assert page.external_requests == []
