@@ -93,10 +93,10 @@ st.set_page_config(page_title="mlipdiv", page_icon=str(Path(__file__).with_name(
 
 @st.cache_resource(show_spinner=False)
 def _start_background_work() -> str:
-    """Once per server process: build the default dataset's UMAP maps, import torch and the models and fit the
-    project's study for Budget, each in a daemon thread, so pages opened later do not wait for them."""
+    """Once per server process: build the default dataset's UMAP maps and import torch and the models, each in a
+    daemon thread, so pages opened later do not wait for them. (The Budget page's fits are not made here: a
+    bootstrap in a thread holds the interpreter for seconds at a time and left every open page unresponsive.)"""
     common.warm_up()
-    common.warm_budget()
     return start_background_build()
 
 

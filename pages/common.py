@@ -415,8 +415,7 @@ def default_budget(ds: Any, spec: Any, largest: int = 256) -> int:
 
 # ------------------------------------------------------------------------------------------------ budget answers
 # The error fits (a bootstrap: seconds to tens of seconds) and the optimum path are cached by the content of the
-# results table and the choices, so a budget or weight change reuses them; the project's study is fitted once when
-# the server starts (warm_budget), before anyone opens Budget.
+# results table and the choices, so a budget or weight change reuses them (the first visit fits, with a spinner).
 
 PROJECT_RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -486,21 +485,3 @@ def default_fit_choice(df: Any) -> tuple[str, str]:
     sub = df[df["model"].astype(str) == model]
     strategies = sorted(sub["strategy"].astype(str).unique()) if "strategy" in sub else ["random"]
     return model, preferred(strategies, "random")
-
-
-def warm_budget() -> threading.Thread:
-    """Fit the project's study with the Budget page's defaults in a daemon thread (the cache is shared)."""
-    def work() -> None:
-        try:
-            df = project_study()
-            if df is not None:
-                model, strategy = default_fit_choice(df)
-                budget_fits(df, "forces_mae", model, strategy, "full")
-                budget_surfaces(df, "forces_mae", model, strategy, "full")
-                budget_path(df, "forces_mae", model, strategy, "full", 0.5)
-        except MlipdivError:
-            pass  # the page says why when it is opened
-
-    thread = threading.Thread(target=work, name="mlipdiv-warm-budget", daemon=True)
-    thread.start()
-    return thread

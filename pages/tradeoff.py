@@ -125,10 +125,10 @@ with right:
 
 # ---------------------------------------------------------------------------------------------- training settings
 st.subheader("Training")
-k = st.columns(5)
+k = st.columns(6)
 models = common.model_names()
 for key, value in (("p_to_model", models[0]), ("p_to_epochs", 30), ("p_to_seeds", 1), ("p_to_hidden", 64),
-                   ("p_to_patience", 20)):
+                   ("p_to_patience", 20), ("p_to_batch", 16)):
     common.default(key, value)
 model = k[0].selectbox("Model", models, key="p_to_model")
 epochs = int(k[1].number_input("Epochs", 1, 1000, key="p_to_epochs"))
@@ -137,6 +137,9 @@ hidden = int(k[3].select_slider("Features", [16, 32, 64, 128, 256], key="p_to_hi
                                 help="width of the network (hidden features)"))
 patience = int(k[4].number_input("Patience", 1, 1000, key="p_to_patience",
                                  help="stop early after this many epochs without a better validation loss"))
+batch = int(k[5].number_input("Batch size", 1, 256, key="p_to_batch",
+                              help="conformers per training step: smaller batches take more steps per epoch, so a "
+                                   "short demo run draws a longer curve"))
 st.caption(f"Training runs on **{common.device_description()}**, one run at a time per device; runs continue when "
            "the browser is closed.")
 
@@ -183,7 +186,7 @@ start = cols[0].button("Start training", type="primary", key="to_start",
                        help=f"{seeds} run(s) of {model} on M={m} × C={c}; returns at once")
 whole = cols[1].button("Queue the whole experiment", key="to_whole",
                        help=f"every point of the slider ({len(grid)}) × {seeds} seed(s)")
-options = {"strategy": strategy, "hidden": hidden, "patience": patience}
+options = {"strategy": strategy, "hidden": hidden, "patience": patience, "batch_size": batch}
 if start:
     with common.user_errors("Cannot start training: "):
         ids, reused = common.submit_point(m, c, model, epochs, seeds, options)

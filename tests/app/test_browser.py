@@ -210,7 +210,12 @@ def test_live_curve_of_a_one_epoch_run_has_several_points(page, server):
     from mlipdiv.jobs.store import RunStore
 
     store = RunStore(server["root"] / "runs")
-    run_id = _start_training(page, server, epochs=1)
+    # Home first: a server's very first session that opens a deep link gets Streamlit's "Page not found" dialog
+    # (its pages are registered by the first st.navigation run), which leaves the page inert
+    visit(page, server, "", "How should a QM budget be split between molecules and conformers?")
+    # the tiny set's largest budget in batches of 4: 8 steps in the one epoch
+    run_id = _start_training(page, server, epochs=1,
+                             settings={"Budget B (training conformers)": 32, "Batch size": 4})
     deadline = time.time() + 900
     while time.time() < deadline and store.get(run_id).status in ("queued", "running"):
         time.sleep(1.0)
@@ -228,8 +233,10 @@ def _set_number(pg, label: str, value: int) -> None:
     wait_idle(pg)
 
 
-def _start_training(pg, server, epochs: int) -> str:
-    visit(pg, server, "trade-off", "Trade-off")
+def _start_training(pg, server, epochs: int, settings: dict[str, int] | None = None) -> str:
+    visit(pg, server, "trade-off", "Trade-off")  # a new session: every setting starts at its default
+    for label, value in (settings or {}).items():
+        _set_number(pg, label, value)
     _set_number(pg, "Epochs", epochs)
     _set_number(pg, "Patience", epochs)  # no early stop: the long run must still be training when it is cancelled
     start = time.time()
