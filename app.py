@@ -52,11 +52,14 @@ def home() -> None:
         n_conf = np.array([m.n_conformers for m in ds])
         n_atoms = np.array([m.n_atoms for m in ds])
         cols = st.columns(5)
+        # short labels and values: a metric cuts what does not fit its column (1400 px wide, five columns)
         cols[0].metric("Molecules", f"{len(ds):,}")
         cols[1].metric("Conformers", f"{ds.n_conformers:,}")
-        cols[2].metric("Conformers per molecule", f"{np.median(n_conf):.0f}", help="median over molecules")
-        cols[3].metric("Atoms per molecule", f"{n_atoms.min()}–{n_atoms.max()}", help="with hydrogens")
-        cols[4].metric("Elements", " ".join(chemical_symbols[z] for z in ds.elements))
+        cols[2].metric("Per molecule", f"{np.median(n_conf):.0f}", help="conformers per molecule (median)")
+        cols[3].metric("Atoms", f"{n_atoms.min()}–{n_atoms.max()}", help="atoms per molecule, with hydrogens")
+        symbols = " ".join(chemical_symbols[z] for z in ds.elements)
+        cols[4].metric("Elements", f"{len(ds.elements)}", help=symbols)
+        st.caption(f"Elements: {symbols}.")
         st.caption(f"Labels: {ds.level_of_theory}, energies and forces. File: `{common.dataset_name()}`. "
                    "Browse it on the **Dataset** page.")
 
@@ -91,7 +94,8 @@ st.set_page_config(page_title="mlipdiv", page_icon=str(Path(__file__).with_name(
 @st.cache_resource(show_spinner=False)
 def _start_background_work() -> str:
     """Once per server process: build the default dataset's UMAP maps and import torch and the models, each in a
-    daemon thread, so pages opened later do not wait for them."""
+    daemon thread, so pages opened later do not wait for them. (The Budget page's fits are not made here: a
+    bootstrap in a thread holds the interpreter for seconds at a time and left every open page unresponsive.)"""
     common.warm_up()
     return start_background_build()
 

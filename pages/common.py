@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +55,16 @@ def user_errors(prefix: str = ""):
     try:
         yield
     except MlipdivError as exc:  # a bug's ValueError or KeyError is a bug: it is not dressed up as a user message
-        st.error(f"{prefix}{public(str(exc))}", icon=":material/error:")
+        st.error(f"{prefix}{md(public(str(exc)))}", icon=":material/error:")
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~$#])")
+
+
+def md(text: Any) -> str:
+    """``text`` (user data: a SMILES, a file name, a message quoting them) escaped for a Markdown element, so
+    ``C[N+](C)(C)C`` shows as typed instead of becoming a link."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 def public(message: str) -> str:
@@ -91,7 +101,9 @@ def set_dataset_path(path: str | Path | None, name: str | None = None) -> None:
             st.session_state[DATASET_NAME_KEY] = name
 
 
-MAX_UPLOAD_MB = 100
+# One limit for uploads: the library's (mlipdiv.uploads); .streamlit/config.toml's server.maxUploadSize, which the
+# upload widget shows, is the same number (tests/app/test_app.py checks that they agree).
+MAX_UPLOAD_MB = uploads.MAX_UPLOAD_BYTES // 2**20
 
 
 def accept_upload(upload: Any, import_options: dict[str, Any] | None = None) -> Any:
@@ -138,7 +150,7 @@ def dataset() -> Any | None:
             return load(path)
     except MlipdivError as exc:
         if path.resolve() != default_dataset_path().resolve():
-            st.error(f"The dataset {dataset_name()} cannot be read any more ({public(str(exc))}); back to the "
+            st.error(f"The dataset {md(dataset_name())} cannot be read any more ({md(public(str(exc)))}); back to the "
                      "default dataset.")
             set_dataset_path(None)
             return dataset()
@@ -175,7 +187,7 @@ def job_manager() -> Any:
     try:
         return _job_manager(str(home().resolve()))
     except MlipdivError as exc:
-        st.error(f"The run store cannot be opened: {public(str(exc))}. Runs can be listed and started again once "
+        st.error(f"The run store cannot be opened: {md(public(str(exc)))}. Runs can be listed and started again once "
                  "it is repaired.", icon=":material/error:")
         st.stop()
 
@@ -399,3 +411,77 @@ def tradeoff_spec(ds: Any) -> Any:
 def default_budget(ds: Any, spec: Any, largest: int = 256) -> int:
     """See :func:`mlipdiv.selection.default_budget` (the choice lives in the library, with its tests)."""
     return selection_default_budget(ds, spec, largest)
+
+
+# ------------------------------------------------------------------------------------------------ budget answers
+# The error fits (a bootstrap: seconds to tens of seconds) and the optimum path are cached by the content of the
+# results table and the choices, so a budget or weight change reuses them (the first visit fits, with a spinner).
+
+PROJECT_RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+def preferred(options: list[str], *wanted: str) -> str:
+    """The first of ``wanted`` among ``options``, else the first option."""
+    return next((w for w in wanted if w in options), options[0])
+
+
+@st.cache_data(show_spinner="Fitting the error models (a bootstrap over seeds; once per set of runs) …",
+               max_entries=16)
+def budget_fits(df: Any, metric: str, model: str, strategy: str, form: str) -> dict[str, Any]:
+    from mlipdiv.analysis.fit import fit_results
+
+    return fit_results(df, metric=metric, model=model, strategy=strategy, form=form)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def budget_recommendation(df: Any, metric: str, model: str, strategy: str, form: str, n_conformers: int,
+                          weight: float, allow_extrapolation: bool) -> Any:
+    from mlipdiv.analysis.recommend import recommend
+
+    return recommend(budget_fits(df, metric, model, strategy, form), n_conformers, weight,
+                     allow_extrapolation=allow_extrapolation)
+
+
+@st.cache_data(show_spinner="Tracing the optimum over budgets …", max_entries=32)
+def budget_path(df: Any, metric: str, model: str, strategy: str, form: str, weight: float) -> list[Any]:
+    from mlipdiv.analysis.recommend import budget_grid, optimum_path
+
+    fits = budget_fits(df, metric, model, strategy, form)
+    return optimum_path(fits, budget_grid(fits, n=13), weight)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def budget_surfaces(df: Any, metric: str, model: str, strategy: str, form: str) -> dict[str, Any]:
+    """The error-surface figure of each split (thousands of range checks each: drawn once per fit)."""
+    from mlipdiv.analysis.figures import error_surface_figure
+
+    out = {}
+    for split, f in budget_fits(df, metric, model, strategy, form).items():
+        fig = error_surface_figure(f)
+        title = fig.layout.title.text or ""
+        if ";" in title:  # half a page wide, the one-line title ran past the figure: its second part below
+            head, tail = title.split(";", 1)
+            fig.update_layout(title={"text": f"{head}<br><sup>{tail.strip()}</sup>"}, margin={"t": 90})
+        out[split] = fig
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def project_results(file_version: tuple) -> Any:
+    from mlipdiv.analysis.fit import load_results
+
+    return load_results(PROJECT_RESULTS)
+
+
+def project_study() -> Any | None:
+    """The project's own study (``docs/results/results.csv``), or None when the checkout has none."""
+    path = PROJECT_RESULTS / "results.csv"
+    return project_results(version(path)) if path.exists() else None
+
+
+def default_fit_choice(df: Any) -> tuple[str, str]:
+    """(model, strategy) the Budget page starts with: SchNet and random selection where the runs have them."""
+    model = preferred(sorted(df["model"].astype(str).unique()), "schnet")
+    sub = df[df["model"].astype(str) == model]
+    strategies = sorted(sub["strategy"].astype(str).unique()) if "strategy" in sub else ["random"]
+    return model, preferred(strategies, "random")

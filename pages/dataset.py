@@ -20,10 +20,18 @@ ds = common.dataset()
 common.sidebar(ds)
 
 
-@st.cache_data(show_spinner="Drawing molecules …", max_entries=4)
+@st.cache_data(show_spinner=False, max_entries=4)
 def molecule_table(path: str, version: tuple) -> list[dict]:
-    """Rows with depictions, per dataset file version (drawing 1,000 molecules takes a few seconds once)."""
-    return tables.molecule_rows(common.load(path))
+    """Rows without depictions, per dataset file version (the page draws only the rows it shows)."""
+    return tables.molecule_rows(common.load(path), depictions=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def depiction(smiles: str) -> str:
+    return molview.depiction_data_uri(smiles)
+
+
+ROWS_PER_PAGE = 20
 
 
 @st.cache_data(show_spinner="Measuring the diversity of the whole set (first time only) …", max_entries=4)
@@ -31,6 +39,13 @@ def whole_set_diversity(path: str, version: tuple) -> tuple[dict, dict]:
     data = common.load(path)
     summary, _ = conformational_diversity(data)
     return structural_diversity(data), summary
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def energy_figure(path: str, version: tuple) -> object:
+    """The histogram of every conformer's relative energy (100,000 values: built once per dataset version)."""
+    all_rel = np.concatenate([tables.relative_energies(m.energy) for m in common.load(path)])
+    return figures.energy_histogram(all_rel, title="All conformers: energy above their molecule's lowest", nbins=60)
 
 
 if ds is not None:
@@ -62,17 +77,26 @@ if ds is not None:
             if report["identity"]["disagreements"]:
                 st.caption("SMILES of the file that disagree with the geometry:")
                 st.dataframe(report["identity"]["disagreements"], hide_index=True, height=160)
-    query = st.text_input("Search by name, SMILES, id, or a SMARTS substructure (e.g. `c1ccccc1`, `[OX2H]`)",
-                          key="dataset_search")
+    query = st.text_input("Search by name, formula (e.g. `C7H8O`), SMILES, id, or a SMARTS substructure (e.g. "
+                          "`c1ccccc1`, `[OX2H]`)", key="dataset_search")
     shown, how = tables.search_molecules(rows, query)
     if how == "none":
-        st.warning(f"No molecule matches {query!r} (as text or as a SMARTS pattern).")
+        st.warning(f"No molecule matches {common.md(repr(query))} (as text or as a SMARTS pattern).")
         shown = rows
     elif how == "smarts":
-        st.caption(f"{len(shown)} molecules contain the substructure {query}.")
-    columns = ["structure", "name", "smiles", "atoms", "conformers", "families", "energy range (meV)", "id"]
+        st.caption(f"{len(shown)} molecules contain the substructure {common.md(query)}.")
+    # only one page of rows is drawn and sent: 1,000 depictions at once took seconds on every visit
+    pages = max(1, -(-len(shown) // ROWS_PER_PAGE))
+    if st.session_state.get("dataset_page", 1) > pages:
+        st.session_state["dataset_page"] = 1
+    top = st.columns([3, 1])
+    page = int(top[1].number_input(f"Page (of {pages})", 1, pages, key="dataset_page"))
+    top[0].caption(f"{len(shown):,} molecules; {ROWS_PER_PAGE} per page. Names: formula · the source's name.")
+    matches, shown = shown, shown[(page - 1) * ROWS_PER_PAGE: page * ROWS_PER_PAGE]
+    columns = ["structure", "formula", "name", "smiles", "atoms", "conformers", "families", "energy range (meV)",
+               "id"]
     event = st.dataframe(
-        [{k: r[k] for k in columns} for r in shown],
+        [{k: r[k] for k in columns} for r in tables.with_depictions(shown, depiction)],
         column_config={
             "structure": st.column_config.ImageColumn("structure", width="medium"),
             "smiles": st.column_config.TextColumn("SMILES"),
@@ -81,20 +105,21 @@ if ds is not None:
             "families": st.column_config.NumberColumn(help="distinct relaxed conformers the samples come from"),
         },
         row_height=72,
-        height=460,
+        height=min(460, 40 + 73 * len(shown)),
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
         key="dataset_table",
     )
     picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
-    ids = [r["id"] for r in shown]
-    if picked and picked[0] < len(ids) and st.session_state.get("dataset_table_last") != ids[picked[0]]:
-        st.session_state["dataset_table_last"] = ids[picked[0]]
-        st.session_state[MOLECULE_KEY] = ids[picked[0]]  # the table drives the select box below
+    on_page = [r["id"] for r in shown]
+    if picked and picked[0] < len(on_page) and st.session_state.get("dataset_table_last") != on_page[picked[0]]:
+        st.session_state["dataset_table_last"] = on_page[picked[0]]
+        st.session_state[MOLECULE_KEY] = on_page[picked[0]]  # the table drives the select box below
+    ids = [r["id"] for r in matches]
     if st.session_state.get(MOLECULE_KEY) not in ids:
-        st.session_state[MOLECULE_KEY] = ids[0]
-    label = {r["id"]: f"{r['name'] or r['smiles']} ({r['atoms']} atoms, {r['conformers']} conformers)" for r in shown}
+        st.session_state[MOLECULE_KEY] = on_page[0]
+    label = {r["id"]: f"{tables.display_name(r)} ({r['atoms']} atoms, {r['conformers']} conformers)" for r in rows}
 
     # ---------------------------------------------------------------------------------------------- one molecule
     st.subheader("Conformers of one molecule")
@@ -118,7 +143,7 @@ if ds is not None:
                        "waiting); the check box draws the GFN2-xTB forces.")
         with right:
             st.plotly_chart(figures.energy_histogram(tables.relative_energies(mol.energy),
-                                                     title=f"{mol.name or mol.smiles}: conformer energies"),
+                                                     title=f"{label[mol_id].split(' (')[0]}: conformer energies"),
                             width="stretch", key="molecule_histogram")
             st.dataframe(tables.conformer_rows(mol), hide_index=True, height=260,
                          column_config={"energy above lowest (meV)": st.column_config.NumberColumn(format="%.0f"),
@@ -129,7 +154,7 @@ if ds is not None:
     # ---------------------------------------------------------------------------------------------- whole set
     st.subheader("Diversity of the whole set")
     structural, conformational = whole_set_diversity(str(path), version)
-    c = st.columns(6)
+    c = st.columns(3) + st.columns(3)  # two rows: six metrics in one row cut their labels at 1400 px
     c[0].metric("Molecules", f"{structural['n_molecules']:,}")
     c[1].metric("Scaffolds", structural["n_scaffolds"], help="distinct Bemis–Murcko scaffolds (acyclic = one)")
     c[2].metric("Tanimoto Vendi score", f"{structural['tanimoto_vendi']:.1f}",
@@ -139,9 +164,7 @@ if ds is not None:
                 help="effective number of distinct conformers per molecule (mean over molecules)")
     c[5].metric("RMSD spread", f"{conformational['mean_rmsd_spread']:.2f} Å",
                 help="mean pairwise heavy-atom RMSD within a molecule, averaged over molecules")
-    all_rel = np.concatenate([tables.relative_energies(m.energy) for m in ds])
-    st.plotly_chart(figures.energy_histogram(all_rel, title="All conformers: energy above their molecule's lowest",
-                                             nbins=60), width="stretch", key="dataset_histogram")
+    st.plotly_chart(energy_figure(str(path), version), width="stretch", key="dataset_histogram")
 
 # -------------------------------------------------------------------------------------------------- other data
 st.subheader("Use another dataset")
@@ -170,10 +193,10 @@ with tab_upload:
     if upload is not None:
         result = common.accept_upload(upload, {k: v for k, v in import_options.items() if v})
         if not result.ok:
-            st.error(result.error, icon=":material/error:")
+            st.error(common.md(result.error), icon=":material/error:")
         else:
             loaded = result.dataset
-            st.success(f"{result.name}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
+            st.success(f"{common.md(result.name)}: {len(loaded)} molecules, {loaded.n_conformers} conformers, "
                        f"{loaded.level_of_theory}" + (" (imported)." if result.report else "."))
             if result.report and not result.report["forces"]:
                 st.warning("No forces in this file: it can be explored, not trained on.", icon=":material/warning:")
@@ -207,12 +230,15 @@ with tab_generate:
             st.session_state["generate_rejected"] = [(e.input, e.reason) for e in checked if not isinstance(e, Entry)]
             if entries:
                 st.session_state["generate_task"] = common.start_generation(entries, int(n_conf), int(n_parents))
+                names = [e.name or e.smiles for e in entries]
+                st.session_state["generate_name"] = (f"generated: {', '.join(names[:3])}"
+                                                     f"{' …' if len(names) > 3 else ''} ({len(names)} molecules)")
                 st.rerun()
             else:
                 st.session_state.pop("generate_task", None)
                 st.error("None of the SMILES can be used (reasons below).")
     for text_in, reason in st.session_state.get("generate_rejected", []):
-        st.warning(f"Skipped {text_in!r}: {reason}")
+        st.warning(f"Skipped {common.md(repr(text_in))}: {common.md(reason)}")
 
     @st.fragment(run_every=1.0 if task is not None and task.status == "running" else None)
     def generation_progress() -> None:
@@ -221,15 +247,16 @@ with tab_generate:
             return
         st.progress(t.fraction, text=f"Generating: {t.done} of {t.total} molecules. {t.message}")
         if t.status == "failed":
-            st.error(f"Generation failed: {t.error}")
+            st.error(f"Generation failed: {common.md(t.error)}")
         elif t.status == "done":
             report = t.result["report"]
             st.success(f"Done: {report['molecules']} molecules, {report['conformers']} conformers in "
                        f"{report['wall_seconds_this_run']:.0f} s.")
             for s in report.get("skipped", []):
-                st.warning(f"Skipped {s['input']}: {s['reason']}")
+                st.warning(f"Skipped {common.md(s['input'])}: {common.md(s['reason'])}")
             if st.button("Use the generated dataset in every page", key="use_generated", type="primary"):
-                common.set_dataset_path(t.result["path"])
+                # the sidebar names it by its molecules, not by the file's hash name
+                common.set_dataset_path(t.result["path"], name=st.session_state.get("generate_name"))
                 st.session_state.pop("generate_task", None)
                 st.rerun(scope="app")
         if t.status != "running" and st.session_state.get("generate_was_running"):

@@ -207,7 +207,7 @@ for col, kind in zip(cols, KINDS):
     e = emb[kind]
     fig = figures.umap_scatter(e["coords"], e["global_ids"], hover[kind],
                                title=f"{titles[kind]}{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
-                               **colouring[kind])
+                               method=e["method"], **colouring[kind])
     col.plotly_chart(maps.clickable(fig), width="stretch", key=f"emb_map_{kind}", on_select="rerun",
                      selection_mode=("points", "box", "lasso"))
 cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "

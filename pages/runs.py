@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -42,6 +44,22 @@ def cancel_all_or_delete(ids: list[str], active: list[str]) -> None:
                     st.rerun(scope="app")
 
 
+def overlay(current: list, by_id: dict) -> None:
+    """Validation curves of several runs on one axis (the runs chosen here, the newest ones at first)."""
+    with st.expander("Compare the learning curves of several runs"):
+        ids = [r.id for r in sorted(current, key=lambda r: r.created or 0.0, reverse=True) if r.curve]
+        chosen = [i for i in st.session_state.get("runs_overlay", ids[:4]) if i in ids]
+        st.session_state["runs_overlay"] = chosen
+        picked = st.multiselect("Runs", ids, key="runs_overlay", max_selections=10,
+                                format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
+        what = st.radio("Show", ["val_forces_mae", "val_energy_mae", "train_loss"], horizontal=True,
+                        key="runs_overlay_metric",
+                        format_func={"val_forces_mae": "validation force MAE", "val_energy_mae":
+                                     "validation energy MAE", "train_loss": "training loss"}.get)
+        curves = {f"{i[-6:]}: {live.run_label(by_id[i], status=False)}": by_id[i].curve for i in picked}
+        st.plotly_chart(figures.curves_overlay_figure(curves, what), width="stretch", key="runs_overlay_plot")
+
+
 @st.fragment(run_every=live.poll_interval(runs))
 def live_runs() -> None:
     """The part of the page that refreshes every few seconds while something trains."""
@@ -76,7 +94,8 @@ def live_runs() -> None:
         st.plotly_chart(figures.learning_curve_figure(run.curve, title=live.run_label(run)), width="stretch",
                         key="runs_curve_plot")
         if run.status == "failed" and run.error:
-            st.error(f"{run_id} failed: {common.public(run.error)}")
+            st.error(f"{run_id} failed: {common.md(common.public(run.error))}")
+        overlay(current, by_id)
     with right:
         st.markdown("**Stop or continue a run**")
         stoppable = [i for i in active if live.cancellable(by_id[i])]
@@ -104,9 +123,11 @@ live_runs()
 # -------------------------------------------------------------------------------------------------- one run
 finished = live.finished_with_metrics(runs)
 st.subheader("A finished run")
-if not finished:
-    st.info("Parity plots appear here once a run has finished.", icon=":material/info:")
-else:
+
+
+@st.fragment
+def one_run() -> None:
+    """Choosing another run reruns only this part of the page."""
     by_id = {r.id: r for r in finished}
     run_id = st.selectbox("Run", [r.id for r in reversed(finished)], key="runs_finished",
                           format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
@@ -125,11 +146,13 @@ else:
     st.dataframe(pd.DataFrame(table), hide_index=True,
                  column_config={k: st.column_config.NumberColumn(format="%.1f") for k in table[0] if "MAE" in k})
     st.caption(f"Baseline: a per-element linear energy fit and zero forces, i.e. a model that learns nothing "
-               f"geometric. Trained on {metrics.device or '?'} in {metrics.seconds:.0f} s.")
+               f"geometric. Trained on {metrics.device or '?'} in {metrics.seconds:.0f} s. Energies per atom here; "
+               "the parity plot shows them per molecule too (a molecule's error is its per-atom error times its "
+               "atoms).")
     folder = RunDir(run.run_dir)
     pred_path = folder.predictions_path
     if pred_path.exists():
-        pred = folder.read_predictions()
+        pred = predictions(str(pred_path), common.version(pred_path))
         splits = [s.value for s in (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES, SplitName.VAL)
                   if np.any(pred["split"] == s)]
         cols = st.columns(2)
@@ -138,33 +161,54 @@ else:
                              format_func=lambda s: SPLIT_LABELS.get(s, s))
             sel = pred["split"] == split
             st.plotly_chart(figures.parity_figure(pred["E_true"][sel], pred["E_pred"][sel], "energy", split,
-                                                  groups=pred["mol_id"][sel]), width="stretch", key="runs_parity")
+                                                  groups=pred["mol_id"][sel],
+                                                  n_atoms=pred["n_atoms"][sel] if "n_atoms" in pred else None),
+                            width="stretch", key="runs_parity")
         with cols[1]:
             st.plotly_chart(figures.error_distribution_figure({s: pred["forces_mae"][pred["split"] == s]
                                                                for s in splits}), width="stretch", key="runs_errors")
     else:
         st.warning(f"{run_id} has no predictions file ({pred_path.name}).")
 
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def predictions(path: str, file_version: tuple) -> dict:
+    return RunDir(Path(path).parent).read_predictions()
+
+
+if not finished:
+    st.info("Parity plots appear here once a run has finished.", icon=":material/info:")
+else:
+    one_run()
+
 # -------------------------------------------------------------------------------------------------- the study
 st.subheader("The study: held-out error across the trade-off")
-experiment = st.radio("Experiment", [e.value for e in Experiment], horizontal=True, key="runs_experiment",
-                      format_func={Experiment.FIXED_BUDGET: "Fixed budget: error against M",
-                                   Experiment.FIXED_MOLECULES: "Fixed molecular set: error against C"}.get)
-rows = live.study_rows(runs, experiment=experiment)
-groups = live.study_groups(rows, experiment)
-if not groups:
-    st.info("The study plot needs finished runs at two or more points of one experiment (same budget, or same "
-            "number of molecules). The presets on **Home** queue exactly that.", icon=":material/info:")
-else:
+
+
+@st.fragment
+def study() -> None:
+    """The study plots; switching the experiment or the group reruns only this part."""
+    experiment = st.radio("Experiment", [e.value for e in Experiment], horizontal=True, key="runs_experiment",
+                          format_func={Experiment.FIXED_BUDGET: "Fixed budget: error against M",
+                                       Experiment.FIXED_MOLECULES: "Fixed molecular set: error against C"}.get)
+    rows = live.study_rows(finished, experiment=experiment)
+    groups = live.study_groups(rows, experiment)
+    if not groups:
+        st.info("The study plot needs finished runs at two or more points of one experiment (same budget, or same "
+                "number of molecules). The presets on **Home** queue exactly that.", icon=":material/info:")
+        return
     what = "Budget B" if experiment == Experiment.FIXED_BUDGET else "Molecules M"
     group = st.selectbox(what, groups, key=f"runs_group_{experiment}")
-    series = pd.DataFrame(live.study_table(runs, experiment, group))
+    series = pd.DataFrame(live.study_table(finished, experiment, group))
     cols = st.columns(2)
     for col, metric in zip(cols, ("forces_mae", "energy_mae_per_atom")):
-        base = {k: mev(v) for k, v in live.baseline_means(runs, series["run_id"], metric).items()}
-        col.plotly_chart(study_figure(series, experiment, metric=metric, baselines=base,
-                                      title=f"{'Forces' if metric == 'forces_mae' else 'Energy'}, "
-                                            f"{what.split()[1]} = {group}"),
-                         width="stretch", key=f"runs_study_{metric}")
-    st.caption("Mean ± standard deviation over seeds; dotted lines: the no-geometry baseline. "
-               f"{series['run_id'].nunique()} finished runs.")
+        base = {k: mev(v) for k, v in live.baseline_means(finished, series["run_id"], metric).items()}
+        fig = study_figure(series, experiment, metric=metric, baselines=base,
+                           title=f"{'Forces' if metric == 'forces_mae' else 'Energy'}, {what.split()[1]} = {group}")
+        fig.update_yaxes(type="log")  # errors of a barely trained run can be 1000x those of a good one
+        col.plotly_chart(fig, width="stretch", key=f"runs_study_{metric}")
+    st.caption("Mean ± standard deviation over seeds (log axis: one badly trained run does not flatten the rest); "
+               f"dotted lines: the no-geometry baseline. {series['run_id'].nunique()} finished runs.")
+
+
+study()

@@ -13,10 +13,59 @@ from mlipdiv.viz import figures, maps
 from pages import common
 
 MAX_GRID = 64  # slider positions at most
+PREVIEW_POINTS = 5_000  # points per preview map (the split's own are always drawn): each slider step resends them
 
 st.title("Trade-off")
 ds = common.require_dataset()
 common.sidebar(ds)
+PATH = str(common.dataset_path().resolve())
+VERSION = common.version(PATH)
+
+
+# Everything below is cached per dataset file version and choice, so a slider step recomputes only what changed.
+@st.cache_data(show_spinner=False, max_entries=16)
+def _limits(path: str, version: tuple, strategy: str) -> tuple[int, int, int, int, int]:
+    res = reserve(common.load(path), SplitSpec(strategy=strategy, seed=0))
+    return (*res.max_budget(), len(res.trainable), len(res.test_molecules))
+
+
+def limits(strategy: str) -> tuple[int, int, int, int, int]:
+    """(largest budget, its M, its C, trainable molecules, held-out molecules) of the dataset."""
+    return _limits(PATH, VERSION, strategy)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _grid(path: str, version: tuple, experiment: str, strategy: str, budget: int | None,
+          molecules: int | None) -> list[tuple[int, int]]:
+    return [(int(m), int(c)) for m, c in experiment_grid(common.load(path), experiment, MAX_GRID, budget=budget,
+                                                         molecules=molecules, spec=SplitSpec(strategy=strategy,
+                                                                                             seed=0))]
+
+
+def trade_off_grid(experiment: str, strategy: str, budget: int | None, molecules: int | None) -> list:
+    return _grid(PATH, VERSION, experiment, strategy, budget, molecules)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _hover(path: str, version: tuple, kind: str) -> list[str]:
+    return list(maps.hover_texts(common.load(path), kind))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def preview_map(path: str, version: tuple, spec: dict, kind: str) -> object:
+    """The split's position on one UMAP map, drawn once per (dataset, split)."""
+    data = common.load(path)
+    split = common.split_preview(SplitSpec.from_dict(spec))
+    labels = (maps.molecule_split_labels(data, split) if kind == "structures"
+              else maps.conformer_split_labels(data, split))
+    emb = common.embedding(kind)
+    return figures.umap_scatter(emb["coords"], emb["global_ids"], _hover(path, version, kind), labels,
+                                title=f"{'UMAP' if emb['method'] == 'umap' else 'PCA'} of {kind}",
+                                priority=labels != "unused", category_colors=SPLIT_COLORS,
+                                category_labels=SPLIT_LABELS,
+                                category_order=["unused", *[x for x in SPLIT_ORDER if x != "unused"]],
+                                color_title="split", height=460, method=emb["method"],
+                                max_points=PREVIEW_POINTS)
 st.markdown("Choose how a training set spends its conformers: **many molecules with few conformers each** "
             "(structural diversity) or **few molecules with many conformers each** (conformational diversity). "
             "The held-out sets are the same for every point, so points are compared on the same test data.")
@@ -32,8 +81,7 @@ with left:
     strategy = st.selectbox("Selection strategy", sorted(STRATEGIES), key="p_to_strategy",
                             format_func=lambda s: f"{s}: {STRATEGIES[s].description}")
     base_spec = SplitSpec(strategy=strategy, seed=0)
-    res = reserve(ds, base_spec)
-    best_b, best_m, best_c = res.max_budget()
+    best_b, best_m, best_c, n_trainable, n_held_out = limits(strategy)
     if experiment == Experiment.FIXED_BUDGET:
         common.default("p_to_budget", common.default_budget(ds, base_spec))
         budget = int(st.number_input(
@@ -41,14 +89,14 @@ with left:
             key="p_to_budget", help=f"this dataset allows at most {best_b} ({best_m} molecules × {best_c})"))
         molecules = None
     else:
-        common.default("p_to_molecules", min(32, len(res.trainable)))
+        common.default("p_to_molecules", min(32, n_trainable))
         molecules = int(st.number_input(
-            "Molecules M", min_value=1, max_value=max(len(res.trainable), 1),
-            key="p_to_molecules", help=f"{len(res.trainable)} molecules can be trained on; "
-                                     f"{len(res.test_molecules)} are held out as unseen molecules"))
+            "Molecules M", min_value=1, max_value=max(n_trainable, 1),
+            key="p_to_molecules", help=f"{n_trainable} molecules can be trained on; "
+                                     f"{n_held_out} are held out as unseen molecules"))
         budget = None
     try:
-        grid = experiment_grid(ds, experiment, MAX_GRID, budget=budget, molecules=molecules, spec=base_spec)
+        grid = trade_off_grid(experiment, strategy, budget, molecules)
     except InfeasibleRequest as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
@@ -77,10 +125,10 @@ with right:
 
 # ---------------------------------------------------------------------------------------------- training settings
 st.subheader("Training")
-k = st.columns(5)
+k = st.columns(6)
 models = common.model_names()
 for key, value in (("p_to_model", models[0]), ("p_to_epochs", 30), ("p_to_seeds", 1), ("p_to_hidden", 64),
-                   ("p_to_patience", 20)):
+                   ("p_to_patience", 20), ("p_to_batch", 16)):
     common.default(key, value)
 model = k[0].selectbox("Model", models, key="p_to_model")
 epochs = int(k[1].number_input("Epochs", 1, 1000, key="p_to_epochs"))
@@ -89,6 +137,9 @@ hidden = int(k[3].select_slider("Features", [16, 32, 64, 128, 256], key="p_to_hi
                                 help="width of the network (hidden features)"))
 patience = int(k[4].number_input("Patience", 1, 1000, key="p_to_patience",
                                  help="stop early after this many epochs without a better validation loss"))
+batch = int(k[5].number_input("Batch size", 1, 256, key="p_to_batch",
+                              help="conformers per training step: smaller batches take more steps per epoch, so a "
+                                   "short demo run draws a longer curve"))
 st.caption(f"Training runs on **{common.device_description()}**, one run at a time per device; runs continue when "
            "the browser is closed.")
 
@@ -119,19 +170,8 @@ with common.user_errors("This point cannot be selected: "):
 
     if common.embedding_ready("structures") and common.embedding_ready("conformers"):
         cols = st.columns(2)
-        hover = {kind: maps.hover_texts(ds, kind) for kind in ("structures", "conformers")}
-        for col, kind, labels in (
-            (cols[0], "structures", maps.molecule_split_labels(ds, split)),
-            (cols[1], "conformers", maps.conformer_split_labels(ds, split)),
-        ):
-            emb = common.embedding(kind)
-            col.plotly_chart(
-                figures.umap_scatter(emb["coords"], emb["global_ids"], hover[kind], labels, title=f"UMAP of {kind}",
-                                     priority=labels != "unused",
-                                     category_colors=SPLIT_COLORS, category_labels=SPLIT_LABELS,
-                                     category_order=["unused", *[x for x in SPLIT_ORDER if x != "unused"]],
-                                     color_title="split", height=460),
-                width="stretch", key=f"to_map_{kind}")
+        for col, kind in zip(cols, ("structures", "conformers")):
+            col.plotly_chart(preview_map(PATH, VERSION, spec.to_dict(), kind), width="stretch", key=f"to_map_{kind}")
     else:
         building = (background_status(common.dataset_path()) or {}).get("status") == "running"
         st.info("The UMAP maps of this dataset are being computed in the background (once; minutes for a large "
@@ -146,7 +186,7 @@ start = cols[0].button("Start training", type="primary", key="to_start",
                        help=f"{seeds} run(s) of {model} on M={m} × C={c}; returns at once")
 whole = cols[1].button("Queue the whole experiment", key="to_whole",
                        help=f"every point of the slider ({len(grid)}) × {seeds} seed(s)")
-options = {"strategy": strategy, "hidden": hidden, "patience": patience}
+options = {"strategy": strategy, "hidden": hidden, "patience": patience, "batch_size": batch}
 if start:
     with common.user_errors("Cannot start training: "):
         ids, reused = common.submit_point(m, c, model, epochs, seeds, options)

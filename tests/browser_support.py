@@ -65,3 +65,47 @@ def wait_for_plots(pg, count: int, timeout: float = 60.0) -> list[dict]:
 
 def shot(pg, name: str) -> None:
     pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
+
+
+# Labels cut short: a Streamlit element whose text overflows its box with an ellipsis (metric labels, tabs, select
+# boxes), a Plotly title, axis title or legend entry reaching outside its figure, and a text label on a scatter
+# reaching outside the plot area (where Plotly clips it: "rMD17" drawn as "017").
+TRUNCATED_JS = """() => {
+  const out = [];
+  const visible = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  for (const e of document.querySelectorAll('[data-testid="stMain"] *')) {
+    if (!e.childElementCount && e.textContent.trim() && visible(e)) {
+      const s = getComputedStyle(e);
+      if (s.textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
+        out.push('cut: ' + e.textContent.trim());
+    }
+  }
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const svg = plot.querySelector('.main-svg');
+    if (!svg || !visible(svg)) continue;
+    const box = svg.getBoundingClientRect();
+    const inside = (r, b) => r.left >= b.left - 1 && r.right <= b.right + 1
+      && r.top >= b.top - 1 && r.bottom <= b.bottom + 1;
+    const labels = '.gtitle, .g-xtitle text, .g-ytitle text, .g-y2title text, .legendtext, .annotation-text';
+    for (const t of plot.querySelectorAll(labels)) {
+      const r = t.getBoundingClientRect();
+      if (r.width > 0 && t.textContent.trim() && !inside(r, box))
+        out.push('outside its figure: ' + t.textContent.trim());
+    }
+    const area = plot.querySelector('.nsewdrag');
+    if (!area) continue;
+    const a = area.getBoundingClientRect();
+    for (const t of plot.querySelectorAll('.textpoint text')) {
+      const r = t.getBoundingClientRect();
+      const clipped = t.closest('[clip-path]') !== null;  // cliponaxis: Plotly cuts it at the plot area
+      if (r.width > 0 && t.textContent.trim() && !inside(r, clipped ? a : box))
+        out.push('clipped point label: ' + t.textContent.trim());
+    }
+  }
+  return out;
+}"""
+
+
+def truncated_labels(pg) -> list[str]:
+    """Visible labels the page cuts short (see ``TRUNCATED_JS``); empty when every label shows in full."""
+    return pg.evaluate(TRUNCATED_JS)

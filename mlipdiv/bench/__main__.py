@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"train": "mlipdiv.bench.train", "sweep": "mlipdiv.bench.sweep"}
+BENCHMARKS = {"train": "mlipdiv.bench.train", "sweep": "mlipdiv.bench.sweep", "app": "mlipdiv.bench.app"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,15 @@ from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, appl
 
 __all__ = [
     "MAX_SCATTER_POINTS",
+    "curve_x",
+    "curves_overlay_figure",
     "empty_figure",
     "error_distribution_figure",
     "energy_histogram",
     "learning_curve_figure",
+    "mark_extrapolated",
     "parity_figure",
+    "robust_range",
     "tradeoff_grid_figure",
     "umap_scatter",
 ]
@@ -41,20 +45,34 @@ def empty_figure(message: str, height: int = 360) -> go.Figure:
 # ----------------------------------------------------------------------------------------------- learning curves
 
 
+def curve_x(curve: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """Which key a learning curve is drawn against: ``step`` (training batches) when every point carries one
+    (curves logged several times per epoch), else ``epoch`` (older curves, one point per epoch)."""
+    if curve and all(r.get("step") is not None for r in curve):
+        return "step", "training step (batches)"
+    return "epoch", "epoch"
+
+
+def _series(curve: Sequence[Mapping[str, Any]], xkey: str, key: str) -> tuple[list[float], list[float]]:
+    pairs = [(r[xkey], r[key]) for r in curve if r.get(key) is not None and r.get(xkey) is not None]
+    return [p[0] for p in pairs], [float(p[1]) for p in pairs]
+
+
 def learning_curve_figure(curve: Sequence[Mapping[str, Any]], title: str = "") -> go.Figure:
-    """Training loss and validation errors against epoch.
+    """Training loss and validation errors against training step (or epoch, for curves without steps).
 
     Args:
-        curve: one record per epoch with ``epoch``, ``train_loss`` and ``val_energy_mae`` (eV per molecule),
-            ``val_forces_mae`` (eV/angstrom); missing keys or ``None`` values are skipped.
+        curve: points with ``epoch`` (and ``step`` when logged within epochs), ``train_loss`` and
+            ``val_energy_mae`` (eV per molecule), ``val_forces_mae`` (eV/angstrom); missing keys or ``None``
+            values are skipped.
         title: figure title (e.g. the run id).
 
     Returns:
         Two panels: the loss (log axis, dimensionless) and validation MAE (forces in meV/angstrom on the left axis,
-        energy in meV on the right axis).
+        energy in meV per molecule on the right axis).
     """
     if not curve:
-        return empty_figure("No epoch finished yet: the curve appears after the first epoch.")
+        return empty_figure("No point logged yet: the curve appears after the first few training steps.")
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -62,30 +80,28 @@ def learning_curve_figure(curve: Sequence[Mapping[str, Any]], title: str = "") -
         subplot_titles=("Training loss", "Validation error"),
         horizontal_spacing=0.14,
     )
-
-    def series(key: str) -> tuple[list[float], list[float]]:
-        pairs = [(r["epoch"], r[key]) for r in curve if r.get(key) is not None and r.get("epoch") is not None]
-        return [p[0] for p in pairs], [float(p[1]) for p in pairs]
-
-    x, y = series("train_loss")
+    xkey, xtitle = curve_x(curve)
+    x, y = _series(curve, xkey, "train_loss")
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="training loss", line={"color": PALETTE[0]}), 1, 1)
-    x, y = series("val_forces_mae")
+    x, y = _series(curve, xkey, "val_forces_mae")
     fig.add_trace(
         go.Scatter(x=x, y=mev(np.asarray(y)), mode="lines+markers", name="val. force MAE (meV/Å)",
                    line={"color": PALETTE[1]}),
         1, 2, secondary_y=False,
     )
-    x, y = series("val_energy_mae")
+    x, y = _series(curve, xkey, "val_energy_mae")
     fig.add_trace(
-        go.Scatter(x=x, y=mev(np.asarray(y)), mode="lines+markers", name="val. energy MAE (meV)",
+        go.Scatter(x=x, y=mev(np.asarray(y)), mode="lines+markers", name="val. energy MAE (meV per molecule)",
                    line={"color": PALETTE[2], "dash": "dash"}),
         1, 2, secondary_y=True,
     )
-    last = max((r.get("epoch") or 0) for r in curve)
-    fig.update_xaxes(title_text="epoch", tick0=1, dtick=1 if last <= 8 else None, rangemode="nonnegative")
+    last = max((r.get(xkey) or 0) for r in curve)
+    fig.update_xaxes(title_text=xtitle, rangemode="nonnegative")
+    if xkey == "epoch":
+        fig.update_xaxes(tick0=1, dtick=1 if last <= 8 else None)
     fig.update_yaxes(title_text="loss (weighted, log)", type="log", row=1, col=1)
     fig.update_yaxes(title_text="force MAE (meV/Å)", row=1, col=2, secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="energy MAE (meV)", row=1, col=2, secondary_y=True, rangemode="tozero",
+    fig.update_yaxes(title_text="energy MAE (meV/molecule)", row=1, col=2, secondary_y=True, rangemode="tozero",
                      showgrid=False)
     if title:
         fig.update_layout(title=title)
@@ -96,7 +112,51 @@ def learning_curve_figure(curve: Sequence[Mapping[str, Any]], title: str = "") -
     return fig
 
 
+def curves_overlay_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "val_forces_mae",
+                          title: str = "") -> go.Figure:
+    """One validation metric of several runs on one log axis, to compare how they learn.
+
+    Args:
+        curves: run label -> its learning curve (as :func:`learning_curve_figure` takes it).
+        key: ``val_forces_mae`` (meV/Å), ``val_energy_mae`` (meV per molecule) or ``train_loss``.
+    """
+    label = {"val_forces_mae": "validation force MAE (meV/Å)",
+             "val_energy_mae": "validation energy MAE (meV/molecule)", "train_loss": "training loss"}.get(key, key)
+    curves = {name: c for name, c in curves.items() if c}
+    if not curves:
+        return empty_figure("Choose runs with at least one logged point.")
+    # one x for all: steps only when every curve has them (a step of one run is not an epoch of another)
+    xkey, xtitle = ("step", "training step (batches)") if all(curve_x(c)[0] == "step" for c in curves.values()) \
+        else ("epoch", "epoch")
+    fig = go.Figure()
+    for i, (name, curve) in enumerate(curves.items()):
+        x, y = _series(curve, xkey, key)
+        values = np.asarray(y) if key == "train_loss" else mev(np.asarray(y))
+        fig.add_trace(go.Scatter(x=x, y=values, mode="lines+markers", name=name,
+                                 line={"color": PALETTE[i % len(PALETTE)]}, marker={"size": 5}))
+    fig.update_xaxes(title_text=xtitle, rangemode="nonnegative")
+    fig.update_yaxes(title_text=f"{label}, log", type="log")
+    fig.update_layout(title=title or f"{len(curves)} runs: {label}")
+    apply_style(fig, height=470, legend_top=False)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
+                      margin={"b": 110})
+    return fig
+
+
 # ----------------------------------------------------------------------------------------------------- parity
+
+
+def robust_range(values: np.ndarray, quantile: float = 0.005, spread: float = 4.0) -> tuple[float, float]:
+    """An axis range that shows the bulk of ``values`` and not a few wild ones: the central quantiles, widened by
+    ``spread`` times their span on each side, never wider than the data. Returns ``(lo, hi)``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    lo_q, hi_q = np.quantile(v, [quantile, 1 - quantile])
+    span = hi_q - lo_q
+    lo, hi = max(float(v.min()), lo_q - spread * span), min(float(v.max()), hi_q + spread * span)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
 def parity_figure(
@@ -106,6 +166,7 @@ def parity_figure(
     split: str | None = None,
     groups: np.ndarray | None = None,
     max_points: int = MAX_SCATTER_POINTS,
+    n_atoms: np.ndarray | None = None,
 ) -> go.Figure:
     """Predicted against reference values with the identity line and the MAE.
 
@@ -118,6 +179,12 @@ def parity_figure(
             subtracted from both arrays, so the axes show conformational energies in meV while a constant offset
             of the model for one molecule still shows as distance from the diagonal.
         max_points: points drawn at most (a fixed-seed subsample above it; the MAE uses all values).
+        n_atoms: for energies, the atom count of each conformer: the title gives the MAE per atom beside the MAE
+            per molecule.
+
+    A few far-off predictions (an untrained model on unseen molecules) would stretch the axes so far that every
+    other point sits on one spot: the axes show the bulk (:func:`robust_range`) and the title says how many points
+    lie beyond them.
     """
     ref = np.asarray(reference, dtype=np.float64).ravel()
     pred = np.asarray(predicted, dtype=np.float64).ravel()
@@ -126,6 +193,9 @@ def parity_figure(
     if ref.size == 0:
         return empty_figure("No predictions stored for this split.")
     energy = quantity == "energy"
+    per_atom = None
+    if energy and n_atoms is not None and np.size(n_atoms) == ref.size:
+        per_atom = float(np.mean(mev(np.abs(pred - ref) / np.maximum(np.asarray(n_atoms, float).ravel(), 1))))
     if energy and groups is not None:
         g = np.asarray(groups).ravel()
         _, inverse = np.unique(g, return_inverse=True)
@@ -133,13 +203,14 @@ def parity_figure(
         ref, pred = ref - means[inverse], pred - means[inverse]
     ref, pred = mev(ref), mev(pred)
     mae = float(np.mean(np.abs(pred - ref)))
-    unit = "meV" if energy else "meV/Å"
+    unit = "meV/molecule" if energy else "meV/Å"
     if ref.size > max_points:
         keep = np.sort(np.random.default_rng(0).choice(ref.size, max_points, replace=False))
         ref_shown, pred_shown = ref[keep], pred[keep]
     else:
         ref_shown, pred_shown = ref, pred
-    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    lo, hi = robust_range(np.concatenate([ref, pred]))
+    beyond = int(np.count_nonzero((ref < lo) | (ref > hi) | (pred < lo) | (pred > hi)))
     pad = 0.05 * (hi - lo or 1.0)
     color = SPLIT_COLORS.get(split or "", PALETTE[0])
     fig = go.Figure()
@@ -153,8 +224,13 @@ def parity_figure(
     fig.update_xaxes(title_text=f"reference {what} ({unit})", range=[lo - pad, hi + pad])
     fig.update_yaxes(title_text=f"predicted ({unit})", range=[lo - pad, hi + pad], scaleanchor="x", scaleratio=1)
     name = SPLIT_LABELS.get(split or "", split or "")
-    fig.update_layout(title=f"{'Energy' if energy else 'Forces'}{': ' + name if name else ''} — MAE {mae:.1f} {unit}",
-                      showlegend=False)
+    title = f"{'Energy' if energy else 'Forces'}{': ' + name if name else ''}, MAE {mae:.1f} {unit}"
+    if per_atom is not None:
+        title += f" ({per_atom:.1f} meV/atom)"
+    if beyond:
+        far = float(np.max(np.abs(np.concatenate([ref, pred]))))
+        title += f"<br><sup>{beyond:,} of {ref.size:,} points beyond the axes (up to ±{far:,.0f} {unit})</sup>"
+    fig.update_layout(title=title, showlegend=False)
     return apply_style(fig, height=460, legend_top=False)
 
 
@@ -204,6 +280,7 @@ def umap_scatter(
     showscale: bool = True,
     priority: np.ndarray | None = None,
     max_points: int | None = None,
+    method: str = "UMAP",
 ) -> go.Figure:
     """A 2D map; every point carries its global conformer id in ``customdata`` (for selections).
 
@@ -280,8 +357,10 @@ def umap_scatter(
             marker={"size": marker_size, "color": values[ok], "colorscale": colorscale, "showscale": showscale,
                     "colorbar": {"title": {"text": color_title, "side": "right"}}},
         ))
-    fig.update_xaxes(title_text="UMAP 1 (no unit)", showticklabels=False, zeroline=False)
-    fig.update_yaxes(title_text="UMAP 2 (no unit)", showticklabels=False, zeroline=False)
+    # ``method``: what made the map (a PCA fallback must not be labelled UMAP)
+    axis = "PC" if method.lower().startswith("pca") else ("UMAP" if method.lower() == "umap" else method)
+    fig.update_xaxes(title_text=f"{axis} 1 (no unit)", showticklabels=False, zeroline=False)
+    fig.update_yaxes(title_text=f"{axis} 2 (no unit)", showticklabels=False, zeroline=False)
     fig.update_layout(title=title, dragmode="select", clickmode="event+select",
                       showlegend=bool(categorical and color is not None))
     apply_style(fig, height=height, legend_top=False)
@@ -343,3 +422,35 @@ def error_distribution_figure(errors_by_split: Mapping[str, np.ndarray], unit: s
     fig.update_xaxes(title_text="split")
     fig.update_layout(title=title, showlegend=False)
     return apply_style(fig, height=460, legend_top=False)
+
+
+# ----------------------------------------------------------------------------------------------- budget
+
+
+def mark_extrapolated(fig: go.Figure, table: Sequence[Mapping[str, float]]) -> go.Figure:
+    """Shade the stretches of a budget's M × C = N line (x: molecules M) that lie beyond the fitted runs.
+
+    ``table`` is a recommendation's candidate table (``n_molecules`` and ``extrapolation``, the factor by which a
+    candidate lies outside the fitted region; 1 = inside). Returns ``fig``, changed in place.
+    """
+    if not table:
+        return fig
+    m = np.array([r["n_molecules"] for r in table], float)
+    factor = np.array([r.get("extrapolation", 1.0) for r in table], float)
+    order = np.argsort(m)
+    m, outside = m[order], factor[order] > 1 + 1e-9
+    start, shaded = None, False
+    for i, out in enumerate([*outside, False]):
+        if out and start is None:
+            start = i
+        elif not out and start is not None:
+            lo, hi = m[start], m[i - 1]
+            if hi <= lo:
+                hi = lo * 1.05
+            # shapes take data values on a log axis (annotations would not), so the band needs no conversion
+            fig.add_vrect(x0=lo, x1=hi, fillcolor="#999999", opacity=0.25, line_width=0, layer="below")
+            start, shaded = None, True
+    if shaded:  # a legend entry says what the grey band means
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="grey: extrapolated (beyond the runs)",
+                                 marker={"symbol": "square", "size": 14, "color": "rgba(153,153,153,0.5)"}))
+    return fig

@@ -248,8 +248,8 @@ def test_budget_page_shows_known_datasets_and_handles_bad_input(env):
     at.radio(key="p_budget_unit").set_value("cpu-hours").run()
     at.number_input(key="p_budget_value").set_value(1.0).run()
     assert not at.exception
-    assert len(at.radio(key="p_budget_source").options) == 3
-    for source in ("store", "folder", "upload"):  # no source takes a typed server path
+    assert len(at.radio(key="p_budget_source").options) == 4
+    for source in ("project", "store", "folder", "upload"):  # no source takes a typed server path
         at.radio(key="p_budget_source").set_value(source).run()
         assert not at.exception and not at.text_input, source
     at.radio(key="p_budget_source").set_value("upload").run()
@@ -301,3 +301,44 @@ def test_budget_page_fits_an_uploaded_results_file(env):
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {"Molecules M", "Conformers per molecule C"} <= set(labels(at.metric))
+
+
+def test_upload_limit_is_one_number():
+    """The upload widget (config.toml's server.maxUploadSize, MB) and the page and library limit agree."""
+    import tomllib
+
+    from mlipdiv.uploads import MAX_UPLOAD_BYTES
+    from pages import common
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == MAX_UPLOAD_BYTES // 2**20 == common.MAX_UPLOAD_MB
+
+
+def test_user_data_in_messages_is_markdown_safe():
+    from pages.common import md
+
+    assert md("C[N+](C)(C)C") == "C\\[N+\\](C)(C)C"  # no link
+    assert md("a_b*c*`d`") == "a\\_b\\*c\\*\\`d\\`"
+
+
+@pytest.mark.timeout(600)
+def test_budget_page_answers_for_the_project_study_and_extrapolates_only_when_asked(env):
+    """The first answer with the project's study is an answer (the default budget lies in the fitted range); a
+    budget far beyond it is a warning with the way out, and the switch gives an answer marked as extrapolated."""
+    from mlipdiv.jobs.store import RunStore
+
+    at = open_page("Budget")
+    if not RunStore(env / "runs").list(status="done"):  # the project's study until the app has runs of its own
+        assert at.radio(key="p_budget_source").value == "project"
+    at.radio(key="p_budget_source").set_value("project").run()
+    assert not at.error, [e.value for e in at.error]
+    assert {"Molecules M", "Conformers per molecule C"} <= set(labels(at.metric))
+    assert any("Range of these runs" in m.value for m in at.markdown)
+    notes = " ".join(c.value for c in at.caption)
+    assert "--form" not in notes and ("AICc" not in notes or "Akaike" in notes)
+    at.number_input(key="p_budget_value").set_value(1_000_000.0).run()
+    assert not at.error and any("outside what these runs can answer for" in w.value for w in at.warning)
+    assert "Molecules M" not in labels(at.metric)
+    at.toggle(key="p_budget_extrapolate").set_value(True).run()
+    assert not at.error and not at.exception
+    assert "Molecules M (extrapolated)" in labels(at.metric)

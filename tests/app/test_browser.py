@@ -19,7 +19,18 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import ARTIFACTS, ROOT, TIMINGS, free_port, plots, shot, visit, wait_for_plots, wait_idle
+from browser_support import (
+    ARTIFACTS,
+    ROOT,
+    TIMINGS,
+    free_port,
+    plots,
+    shot,
+    truncated_labels,
+    visit,
+    wait_for_plots,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -155,6 +166,66 @@ def test_bad_upload_gives_a_message(page, server, tmp_path):
     shot(page, "7-bad-upload")
 
 
+PAGES = [("", "How should a QM budget be split between molecules and conformers?"), ("dataset", "Dataset"),
+         ("trade-off", "Trade-off"), ("runs", "Runs"), ("embeddings", "Embeddings"), ("budget", "Budget")]
+
+
+def test_every_page_at_1400_by_900_shows_its_labels_in_full(page, server):
+    """Screenshots of every page at a projector's 1400 x 900 (test-artifacts/screen-*.png); no label is cut."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    cut = {}
+    try:
+        for path, heading in PAGES:
+            visit(page, server, path, heading)
+            time.sleep(1.0)  # Plotly lays out its titles and legends after the script run
+            page.screenshot(path=str(ARTIFACTS / f"screen-{path or 'home'}.png"), full_page=True)
+            found = truncated_labels(page)
+            if found:
+                cut[path or "home"] = found
+    finally:
+        page.set_viewport_size({"width": 1500, "height": 2400})
+    assert not cut, cut
+
+
+def test_budget_change_with_the_project_study_gives_an_answer(page, server):
+    visit(page, server, "budget", "Budget")
+    page.locator('[data-testid="stRadio"]').filter(has_text="Fit the runs of") \
+        .get_by_text("the project's study (docs/results)", exact=True).click()
+    wait_idle(page, timeout=300)  # the first fit of the study: a bootstrap, tens of seconds on a busy machine
+    page.get_by_text("Molecules M", exact=True).first.wait_for(timeout=300_000)
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Budget").locator("input").first
+    box.fill(str(int(float(box.input_value().replace(",", "")) * 1.5)))
+    box.press("Enter")
+    wait_idle(page, timeout=300)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    page.get_by_text("Molecules M", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("Range of these runs").first.wait_for(timeout=10_000)
+    shot(page, "budget-answer")
+
+
+@pytest.mark.timeout(1200)
+def test_live_curve_of_a_one_epoch_run_has_several_points(page, server):
+    """A 1-epoch demo run is not a single dot: the trainer logs the curve several times per epoch."""
+    from mlipdiv.jobs.store import RunStore
+
+    store = RunStore(server["root"] / "runs")
+    # Home first: a server's very first session that opens a deep link gets Streamlit's "Page not found" dialog
+    # (its pages are registered by the first st.navigation run), which leaves the page inert
+    visit(page, server, "", "How should a QM budget be split between molecules and conformers?")
+    # the tiny set's largest budget in batches of 4: 8 steps in the one epoch
+    run_id = _start_training(page, server, epochs=1,
+                             settings={"Budget B (training conformers)": 32, "Batch size": 4})
+    deadline = time.time() + 900
+    while time.time() < deadline and store.get(run_id).status in ("queued", "running"):
+        time.sleep(1.0)
+    run = store.get(run_id)
+    assert run.status == "done", run.error
+    visit(page, server, "runs", "Runs")
+    curves = [p for p in plots(page) if "schnet" in p["title"]]
+    assert curves and max(curves[0]["n"]) >= 3, (curves, len(run.curve))
+
+
 def _set_number(pg, label: str, value: int) -> None:
     box = pg.get_by_label(label, exact=True)
     box.fill(str(value), timeout=120_000)  # a loaded machine may keep the page inert (re-rendering) for a while
@@ -162,8 +233,10 @@ def _set_number(pg, label: str, value: int) -> None:
     wait_idle(pg)
 
 
-def _start_training(pg, server, epochs: int) -> str:
-    visit(pg, server, "trade-off", "Trade-off")
+def _start_training(pg, server, epochs: int, settings: dict[str, int] | None = None) -> str:
+    visit(pg, server, "trade-off", "Trade-off")  # a new session: every setting starts at its default
+    for label, value in (settings or {}).items():
+        _set_number(pg, label, value)
     _set_number(pg, "Epochs", epochs)
     _set_number(pg, "Patience", epochs)  # no early stop: the long run must still be training when it is cancelled
     start = time.time()

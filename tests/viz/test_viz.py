@@ -86,12 +86,12 @@ def test_learning_curve_in_display_units():
              for e in range(1, 4)]
     fig = figures.learning_curve_figure(curve)
     names = [t.name for t in fig.data]
-    assert any("meV/Å" in n for n in names) and any("(meV)" in n for n in names)
+    assert any("meV/Å" in n for n in names) and any("(meV per molecule)" in n for n in names)
     forces = next(t for t in fig.data if "force" in t.name)
     assert list(forces.y) == pytest.approx([100.0, 100.0, 100.0])  # eV/Å -> meV/Å
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.font.size >= 16  # readable on a projector
-    assert "No epoch" in figures.learning_curve_figure([]).layout.annotations[0].text
+    assert "No point logged yet" in figures.learning_curve_figure([]).layout.annotations[0].text
 
 
 def test_parity_energy_relative_to_molecule_mean_keeps_offsets():
