@@ -121,7 +121,7 @@ def live_runs() -> None:
 live_runs()
 
 # -------------------------------------------------------------------------------------------------- one run
-finished = live.finished_with_metrics(runs)
+finished = live.finished_with_metrics(runs, include_cancelled=True)
 st.subheader("A finished run")
 
 
@@ -167,6 +167,9 @@ def one_run() -> None:
         with cols[1]:
             st.plotly_chart(figures.error_distribution_figure({s: pred["forces_mae"][pred["split"] == s]
                                                                for s in splits}), width="stretch", key="runs_errors")
+    elif run.status == "cancelled":
+        st.info(f"{run_id} was cancelled: the errors above are those of the best weights it had reached (step "
+                f"{metrics.best_step}); a cancelled run writes no predictions file.", icon=":material/info:")
     else:
         st.warning(f"{run_id} has no predictions file ({pred_path.name}).")
 

@@ -129,11 +129,13 @@ def run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def finished_with_metrics(runs: Iterable[Any]) -> list[Any]:
-    """Runs that are ``done`` and hold per-split metrics (that this version can read)."""
+def finished_with_metrics(runs: Iterable[Any], include_cancelled: bool = False) -> list[Any]:
+    """Runs that are ``done`` and hold per-split metrics (that this version can read); with ``include_cancelled``
+    also cancelled runs that were scored with the best weights they had reached."""
+    statuses = ("done", "cancelled") if include_cancelled else ("done",)
     out = []
     for r in runs:
-        m = run_metrics(r) if r.status == "done" else None
+        m = run_metrics(r) if r.status in statuses else None
         if m is not None and m.splits:
             out.append(r)
     return out

@@ -363,3 +363,16 @@ def test_umap_scatter_thins_large_maps_keeping_priority_points():
     assert len(train.x) == 50
     assert "500 of 3,000 shown" in figures.umap_scatter(coords, np.arange(n), [""] * n, labels, title="Conformers",
                                                         priority=labels != "unused", max_points=500).layout.title.text
+
+
+def test_a_cancelled_run_with_scored_best_weights_is_shown_beside_finished_ones() -> None:
+    from types import SimpleNamespace
+
+    metrics = RunMetrics("schnet", 4, 2, 0, splits={"test_molecules": SplitErrors(0.1, 0.01, 0.1, 0.2, 0.2, 8)},
+                         best_step=6).to_dict()
+    done = SimpleNamespace(id="a", status="done", metrics=metrics)
+    cancelled = SimpleNamespace(id="b", status="cancelled", metrics=metrics)
+    cancelled_early = SimpleNamespace(id="c", status="cancelled", metrics=None)  # before its first validation
+    runs = [done, cancelled, cancelled_early]
+    assert [r.id for r in live.finished_with_metrics(runs)] == ["a"]  # tables of results: finished runs only
+    assert [r.id for r in live.finished_with_metrics(runs, include_cancelled=True)] == ["a", "b"]
