@@ -113,3 +113,38 @@ def test_entered_cost_model_prices_the_imported_level_of_theory(tmp_path: Path) 
     assert model.seconds_per_conformer(18) == pytest.approx(120.0 * 8)
     with pytest.raises(Exception, match="positive cost"):
         CostModel.entered(0.0, 9)
+
+
+def test_everything_downstream_works_on_an_imported_dataset(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An imported SPICE-style file (no SMILES trusted, families clustered at import) drives a sweep, both
+    embedding maps and the per-molecule conformer map, and a study preset either plans on it or says why not."""
+    from mlipdiv.embeddings import MapParams, cached_map, molecule_conformer_map
+    from mlipdiv.errors import MlipdivError
+    from mlipdiv.io.load import load_dataset
+
+    monkeypatch.setenv("MLIPDIV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLIPDIV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLIPDIV_CONCURRENCY", "1")
+    spice_h5(tmp_path / "spice.h5")
+    out = tmp_path / "mine.h5"
+    assert main(["import", str(tmp_path / "spice.h5"), "--out", str(out), "--quiet"]) == 0
+    assert main(["sweep", "--dataset", str(out), "--experiment", "fixed-budget", "--budget", "2", "--points", "2",
+                 "--seeds", "1", "--model", "schnet", "--epochs", "1", "--hidden", "16", "--device", "cpu",
+                 "--out", str(tmp_path / "sweep")]) == 0
+    rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
+    assert len(rows) > 1 and rows[0].startswith("experiment,")
+
+    dataset = load_dataset(out)
+    for kind in ("structures", "conformers"):
+        emb = cached_map(dataset, MapParams(kind=kind), use_disk=False)
+        assert emb.coords.shape == ((len(dataset) if kind == "structures" else dataset.n_conformers), 2)
+    xy, _ = molecule_conformer_map(dataset[0])
+    assert xy.shape == (dataset[0].n_conformers, 2)
+
+    from mlipdiv.analysis.study import plan_preset
+    from mlipdiv.presets import get_preset
+
+    try:  # a 5-molecule file is too small for the laptop preset: a clear refusal naming what is feasible
+        plan_preset(get_preset("laptop-fixed-budget"), out)
+    except MlipdivError as exc:
+        assert "largest budget" in str(exc) or "feasible" in str(exc)
