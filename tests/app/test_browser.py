@@ -264,9 +264,9 @@ def test_train_watch_live_curve_then_cancel_another(page, server):
     while store.get(long).status != "running" and time.time() < deadline:
         time.sleep(0.5)
     assert store.get(long).status == "running"
-    page.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Cancel", exact=True).wait_for(timeout=30_000)
     wait_idle(page)
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     deadline = time.time() + 60
     while store.get(long).status != "cancelled" and time.time() < deadline:
         time.sleep(0.5)
