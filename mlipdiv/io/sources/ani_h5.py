@@ -18,18 +18,12 @@ import numpy as np
 
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.sources.common import Block, Source, SourceOptions, Units, choose_key, fail, resolve_units, to_float
-from mlipdiv.io.sources.h5common import h5_failure, open_h5
+from mlipdiv.io.sources.h5common import h5_failure, open_grouped
 from mlipdiv.io.validate import shown
 
 
 def open_ani(path: Path, options: SourceOptions) -> Source:
-    f = open_h5(path)
-    names = list(f)
-    if not names:
-        f.close()
-        raise DatasetError(f"{path}: the HDF5 file holds no groups")
-    first = f[names[0]]
-    where = f"group {shown('/' + names[0])}"
+    f, names, first, where = open_grouped(path)
     keys = [k for k in first if k not in ("atomic_numbers", "coordinates")]
     try:
         energy_key = options.energy_key or choose_key(path, where, [k for k in keys if k.lower().endswith("energy")],

@@ -7,6 +7,7 @@ from typing import Any
 
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.hdf5 import check_hdf5_structure
+from mlipdiv.io.validate import shown
 
 
 def open_h5(path: Path) -> Any:
@@ -26,6 +27,17 @@ def open_h5(path: Path) -> Any:
         reason = str(exc).split("; rebuild the file")[0]
         raise DatasetError(f"{reason}; export the data as plain groups of datasets and import again") from None
     return f
+
+
+def open_grouped(path: Path) -> tuple[Any, list[str], Any, str]:
+    """:func:`open_h5` for the one-group-per-molecule layouts (SPICE, ANI-1x): the open file, its group names, the
+    first group (where the keys are looked up) and how a message names it; an empty file is refused (and closed)."""
+    f = open_h5(path)
+    names = list(f)
+    if not names:
+        f.close()
+        raise DatasetError(f"{path}: the HDF5 file holds no groups")
+    return f, names, f[names[0]], f"group {shown('/' + names[0])}"
 
 
 def h5_failure(path: Path, where: str, exc: BaseException) -> DatasetError:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.sources.common import Block, Source, SourceOptions, Units, fail, resolve_units, text, to_float
-from mlipdiv.io.sources.h5common import h5_failure, open_h5
+from mlipdiv.io.sources.h5common import h5_failure, open_grouped
 from mlipdiv.io.validate import shown
 
 ENERGY_KEYS = ("dft_total_energy", "formation_energy")
@@ -31,13 +31,7 @@ def _unit_attr(ds: Any) -> str | None:
 
 
 def open_spice(path: Path, options: SourceOptions) -> Source:
-    f = open_h5(path)
-    names = list(f)
-    if not names:
-        f.close()
-        raise DatasetError(f"{path}: the HDF5 file holds no groups")
-    first = f[names[0]]
-    where = f"group {shown('/' + names[0])}"
+    f, names, first, where = open_grouped(path)
     if options.energy_key:
         energy_key = options.energy_key
     else:
