@@ -302,8 +302,13 @@ def environment_descriptors(
 def dataset_digest(dataset: Dataset) -> str:
     """Content hash (16 hex digits) of a dataset: ids, SMILES, atomic numbers, positions, energies, parents.
 
-    About 30 ms per 10^5 conformers of 20 atoms; the cache key of derived arrays, and recorded in split files.
+    About 30 ms per 10^5 conformers of 20 atoms (computed once per dataset object); the cache key of derived
+    arrays, and recorded in split files.
     """
+    return dataset.memo("digest", lambda: _digest(dataset))
+
+
+def _digest(dataset: Dataset) -> str:
     h = hashlib.sha256()
     for mol in dataset:
         h.update(mol.id.encode())

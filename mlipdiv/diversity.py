@@ -153,6 +153,8 @@ def molecule_conformational_diversity(
     idx = np.arange(molecule.n_conformers) if conformers is None else np.asarray(conformers, dtype=np.int64)
     if len(idx) == 0:
         return {"conformers": 0, "vendi": 0.0, "rmsd_spread": 0.0, "energy_range": 0.0, "families": 0}
+    if len(idx) == 1:  # one conformer is one distinct structure: the C = 1 end of a trade-off, without the algebra
+        return {"conformers": 1, "vendi": 1.0, "rmsd_spread": 0.0, "energy_range": 0.0, "families": 1}
     pos = molecule.positions[idx]
     heavy = molecule.atomic_numbers > 1
     rmsd = pairwise_rmsd(pos[:, heavy] if heavy.sum() >= 3 else pos)

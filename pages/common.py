@@ -450,9 +450,10 @@ def budget_path(df: Any, metric: str, model: str, strategy: str, form: str, weig
     return optimum_path(fits, budget_grid(fits, n=13), weight)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def budget_surfaces(df: Any, metric: str, model: str, strategy: str, form: str) -> dict[str, Any]:
-    """The error-surface figure of each split (thousands of range checks each: drawn once per fit)."""
+    """The error-surface figure of each split (thousands of range checks each: drawn once per fit, shared by the
+    sessions as a resource rather than unpickled on every rerun; nothing mutates them)."""
     from mlipdiv.analysis.figures import error_surface_figure
 
     out = {}

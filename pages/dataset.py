@@ -77,49 +77,57 @@ if ds is not None:
             if report["identity"]["disagreements"]:
                 st.caption("SMILES of the file that disagree with the geometry:")
                 st.dataframe(report["identity"]["disagreements"], hide_index=True, height=160)
-    query = st.text_input("Search by name, formula (e.g. `C7H8O`), SMILES, id, or a SMARTS substructure (e.g. "
-                          "`c1ccccc1`, `[OX2H]`)", key="dataset_search")
-    shown, how = tables.search_molecules(rows, query)
-    if how == "none":
-        st.warning(f"No molecule matches {common.md(repr(query))} (as text or as a SMARTS pattern).")
-        shown = rows
-    elif how == "smarts":
-        st.caption(f"{len(shown)} molecules contain the substructure {common.md(query)}.")
-    # only one page of rows is drawn and sent: 1,000 depictions at once took seconds on every visit
-    pages = max(1, -(-len(shown) // ROWS_PER_PAGE))
-    if st.session_state.get("dataset_page", 1) > pages:
-        st.session_state["dataset_page"] = 1
-    top = st.columns([3, 1])
-    page = int(top[1].number_input(f"Page (of {pages})", 1, pages, key="dataset_page"))
-    top[0].caption(f"{len(shown):,} molecules; {ROWS_PER_PAGE} per page. Names: formula · the source's name.")
-    matches, shown = shown, shown[(page - 1) * ROWS_PER_PAGE: page * ROWS_PER_PAGE]
-    columns = ["structure", "formula", "name", "smiles", "atoms", "conformers", "families", "energy range (meV)",
-               "id"]
-    event = st.dataframe(
-        [{k: r[k] for k in columns} for r in tables.with_depictions(shown, depiction)],
-        column_config={
-            "structure": st.column_config.ImageColumn("structure", width="medium"),
-            "smiles": st.column_config.TextColumn("SMILES"),
-            "energy range (meV)": st.column_config.NumberColumn(format="%.0f",
-                                                                help="highest minus lowest conformer energy"),
-            "families": st.column_config.NumberColumn(help="distinct relaxed conformers the samples come from"),
-        },
-        row_height=72,
-        height=min(460, 40 + 73 * len(shown)),
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key="dataset_table",
-    )
-    picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
-    on_page = [r["id"] for r in shown]
-    if picked and picked[0] < len(on_page) and st.session_state.get("dataset_table_last") != on_page[picked[0]]:
-        st.session_state["dataset_table_last"] = on_page[picked[0]]
-        st.session_state[MOLECULE_KEY] = on_page[picked[0]]  # the table drives the select box below
-    ids = [r["id"] for r in matches]
-    if st.session_state.get(MOLECULE_KEY) not in ids:
-        st.session_state[MOLECULE_KEY] = on_page[0]
     label = {r["id"]: f"{tables.display_name(r)} ({r['atoms']} atoms, {r['conformers']} conformers)" for r in rows}
+    ids = [r["id"] for r in rows]
+    if st.session_state.get(MOLECULE_KEY) not in ids:
+        st.session_state[MOLECULE_KEY] = ids[0]
+
+    @st.fragment
+    def molecule_table_view() -> None:
+        """Searching and paging rerun only this part: the 3D viewer and the charts below are not sent again."""
+        query = st.text_input("Search by name, formula (e.g. `C7H8O`), SMILES, id, or a SMARTS substructure (e.g. "
+                              "`c1ccccc1`, `[OX2H]`)", key="dataset_search")
+        shown, how = tables.search_molecules(rows, query)
+        if how == "none":
+            st.warning(f"No molecule matches {common.md(repr(query))} (as text or as a SMARTS pattern).")
+            shown = rows
+        elif how == "smarts":
+            st.caption(f"{len(shown)} molecules contain the substructure {common.md(query)}.")
+        # only one page of rows is drawn and sent: 1,000 depictions at once took seconds on every visit
+        pages = max(1, -(-len(shown) // ROWS_PER_PAGE))
+        if st.session_state.get("dataset_page", 1) > pages:
+            st.session_state["dataset_page"] = 1
+        top = st.columns([3, 1])
+        page = int(top[1].number_input(f"Page (of {pages})", 1, pages, key="dataset_page"))
+        top[0].caption(f"{len(shown):,} molecules; {ROWS_PER_PAGE} per page. Names: formula · the source's name. "
+                       "Click a row to see its conformers below.")
+        shown = shown[(page - 1) * ROWS_PER_PAGE: page * ROWS_PER_PAGE]
+        columns = ["structure", "formula", "name", "smiles", "atoms", "conformers", "families",
+                   "energy range (meV)", "id"]
+        event = st.dataframe(
+            [{k: r[k] for k in columns} for r in tables.with_depictions(shown, depiction)],
+            column_config={
+                "structure": st.column_config.ImageColumn("structure", width="medium"),
+                "smiles": st.column_config.TextColumn("SMILES"),
+                "energy range (meV)": st.column_config.NumberColumn(format="%.0f",
+                                                                    help="highest minus lowest conformer energy"),
+                "families": st.column_config.NumberColumn(help="distinct relaxed conformers the samples come from"),
+            },
+            row_height=72,
+            height=min(460, 40 + 73 * len(shown)),
+            hide_index=True,
+            on_select="rerun",
+            selection_mode="single-row",
+            key="dataset_table",
+        )
+        picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
+        on_page = [r["id"] for r in shown]
+        if picked and picked[0] < len(on_page) and st.session_state.get("dataset_table_last") != on_page[picked[0]]:
+            st.session_state["dataset_table_last"] = on_page[picked[0]]
+            st.session_state[MOLECULE_KEY] = on_page[picked[0]]  # the table drives the select box below
+            st.rerun(scope="app")
+
+    molecule_table_view()
 
     # ---------------------------------------------------------------------------------------------- one molecule
     st.subheader("Conformers of one molecule")

@@ -3,6 +3,7 @@ molecule's conformers with its parent families and the chosen trade-off's traini
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,28 +157,11 @@ with common.user_errors("Cannot build the chosen trade-off's split: "):
     split = common.split_preview(spec)
 if split is None:
     st.stop()
-hover = {kind: maps.hover_texts(ds, kind) for kind in emb}
-colouring: dict[str, dict] = {}
+run_id: str | None = None
 if colour == "split":
     st.caption(f"Split of the trade-off chosen on **Trade-off**: M={spec.molecules} × "
                f"C={spec.conformers_per_molecule}, {spec.strategy} selection, seed {spec.seed}.")
-    order = ["unused", *[x for x in SPLIT_ORDER if x != "unused"]]
-    common_args = {"categorical": True, "category_colors": SPLIT_COLORS, "category_labels": SPLIT_LABELS,
-                   "category_order": order, "color_title": "split"}
-    labels = {"structures": maps.molecule_split_labels(ds, split), "conformers": maps.conformer_split_labels(ds, split)}
-    for kind in labels:  # on a thinned map, the split's points are always drawn
-        colouring[kind] = {"color": labels[kind], "priority": labels[kind] != "unused", **common_args}
-elif colour == "molecule":
-    codes = np.arange(len(ds), dtype=float)
-    args = {"categorical": False, "colorscale": "Turbo", "showscale": False, "color_title": "molecule"}
-    colouring["structures"] = {"color": codes, **args}
-    colouring["conformers"] = {"color": codes[emb["conformers"]["molecule_index"]], **args}
-elif colour == "energy":
-    rel = mev(maps.conformer_energies(ds))
-    ranges = np.array([mev(m.energy.max() - m.energy.min()) for m in ds])
-    colouring["structures"] = {"color": ranges, "categorical": False, "color_title": "energy range (meV)"}
-    colouring["conformers"] = {"color": rel, "categorical": False, "color_title": "E − E_min (meV)"}
-else:
+elif colour == "error":
     store = common.store()
     finished = [r for r in live.finished_with_metrics(store.list())
                 if RunDir(r.run_dir).predictions_path.exists()]
@@ -190,25 +174,60 @@ else:
     by_id = {r.id: r for r in same_data}
     run_id = st.selectbox("Run", [r.id for r in reversed(same_data)], key="p_emb_run",
                           format_func=lambda i: f"{i}: {live.run_label(by_id[i])}")
-    pred = RunDir(by_id[run_id].run_dir).read_predictions(("mol_id", "conf_idx", "forces_mae"))
-    err = mev(maps.prediction_errors(ds, pred))
-    mol_index = emb["conformers"]["molecule_index"]
-    per_mol = maps.per_molecule_mean(err, mol_index, len(ds))
-    colouring["structures"] = {"color": per_mol, "categorical": False, "color_title": "force MAE (meV/Å)"}
-    colouring["conformers"] = {"color": err, "categorical": False, "color_title": "force MAE (meV/Å)",
-                               "priority": np.isfinite(err)}
     st.caption("Grey: conformers the run was not evaluated on (training conformers, and evaluation sets are capped "
                "per molecule). Molecules: mean over each molecule's evaluated conformers.")
 
+
+def colouring_of(kind: str, colour: str, run_dir: str | None) -> dict:
+    """The ``umap_scatter`` colour arguments of one map."""
+    if colour == "split":
+        labels = (maps.molecule_split_labels(ds, split) if kind == "structures"
+                  else maps.conformer_split_labels(ds, split))
+        order = ["unused", *[x for x in SPLIT_ORDER if x != "unused"]]
+        # on a thinned map, the split's points are always drawn
+        return {"color": labels, "priority": labels != "unused", "categorical": True, "category_colors": SPLIT_COLORS,
+                "category_labels": SPLIT_LABELS, "category_order": order, "color_title": "split"}
+    if colour == "molecule":
+        codes = np.arange(len(ds), dtype=float)
+        return {"color": codes if kind == "structures" else codes[emb["conformers"]["molecule_index"]],
+                "categorical": False, "colorscale": "Turbo", "showscale": False, "color_title": "molecule"}
+    if colour == "energy":
+        if kind == "structures":
+            ranges = np.array([mev(m.energy.max() - m.energy.min()) for m in ds])
+            return {"color": ranges, "categorical": False, "color_title": "energy range (meV)"}
+        return {"color": mev(maps.conformer_energies(ds)), "categorical": False, "color_title": "E − E_min (meV)"}
+    pred = RunDir(Path(str(run_dir))).read_predictions(("mol_id", "conf_idx", "forces_mae"))
+    err = mev(maps.prediction_errors(ds, pred))
+    if kind == "structures":
+        per_mol = maps.per_molecule_mean(err, emb["conformers"]["molecule_index"], len(ds))
+        return {"color": per_mol, "categorical": False, "color_title": "force MAE (meV/Å)"}
+    return {"color": err, "categorical": False, "color_title": "force MAE (meV/Å)", "priority": np.isfinite(err)}
+
+
+TITLES = {"structures": "Molecules (Morgan fingerprints)", "conformers": "All conformers (averaged SOAP)"}
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def dataset_map(path: str, version: tuple, kind: str, params: tuple, colour: str, split_key: str,
+                run_dir: str | None) -> object:
+    """One dataset map as drawn, built once for every session: the arguments are the cache key, as nothing else
+    changes what the figure shows (the split by its spec, the errors by their run). Never mutated after this."""
+    e = emb[kind]
+    fig = figures.umap_scatter(e["coords"], e["global_ids"], maps.hover_texts(ds, kind),
+                               title=f"{TITLES[kind]}{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
+                               method=e["method"], **colouring_of(kind, colour, run_dir))
+    return maps.clickable(fig)
+
+
 # ----------------------------------------------------------------------------------------------  the two dataset maps
 cols = st.columns(2)
-titles = {"structures": "Molecules (Morgan fingerprints)", "conformers": "All conformers (averaged SOAP)"}
+run_dir = str(common.store().get(run_id).run_dir) if run_id else None
+split_key = json.dumps(spec.to_dict(), sort_keys=True) if colour == "split" else ""
 for col, kind in zip(cols, KINDS):
-    e = emb[kind]
-    fig = figures.umap_scatter(e["coords"], e["global_ids"], hover[kind],
-                               title=f"{titles[kind]}{' (PCA: too few for UMAP)' if e['method'] == 'pca' else ''}",
-                               method=e["method"], **colouring[kind])
-    col.plotly_chart(maps.clickable(fig), width="stretch", key=f"emb_map_{kind}", on_select="rerun",
+    p = params_of(kind, shown)
+    fig = dataset_map(str(common.dataset_path().resolve()), common.version(common.dataset_path()), kind,
+                      (p.n_neighbors, p.min_dist, p.metric), colour, split_key, run_dir)
+    col.plotly_chart(fig, width="stretch", key=f"emb_map_{kind}", on_select="rerun",
                      selection_mode=("points", "box", "lasso"))
 cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "
                 "similarity of Morgan fingerprints); the gaps between far-apart groups mean little.")
@@ -228,19 +247,29 @@ mol_id = st.selectbox("Molecule", ids, key="p_emb_molecule",
                       format_func=lambda m: f"{ds[m].name or ds[m].smiles} ({ds[m].smiles})" if ds[m].name
                       else ds[m].smiles, help="or click a point on a map above")
 mol = ds[mol_id]
-start = int(ds.conformer_offsets()[ds.index_of(mol_id)])
-coords, kept = molecule_conformer_map(mol)
-roles = maps.molecule_conformer_roles(ds, spec, split, mol_id)
-rel_all = mev(mol.energy - mol.energy.min())
-mol_hover = [f"conformer {j}: {rel_all[j]:.0f} meV above lowest" for j in range(mol.n_conformers)]
-left, right = st.columns([3, 2])
-with left:
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def molecule_map(path: str, version: tuple, mol_id: str, split_key: str) -> tuple[object, float, dict[str, int]]:
+    """One molecule's conformer map (classical scaling of its RMSD matrix) with the split's roles, built once per
+    molecule and split for every session; returns (figure, share of the spread the axes keep, count per role)."""
+    start = int(ds.conformer_offsets()[ds.index_of(mol_id)])
+    coords, kept = molecule_conformer_map(mol)
+    roles = maps.molecule_conformer_roles(ds, spec, split, mol_id)
+    rel_all = mev(mol.energy - mol.energy.min())
+    mol_hover = [f"conformer {j}: {rel_all[j]:.0f} meV above lowest" for j in range(mol.n_conformers)]
     fig = maps.molecule_conformer_figure(
         coords, mol.parent, np.arange(start, start + mol.n_conformers), mol_hover, roles,
         title=f"{mol.name or mol.smiles}: {mol.n_conformers} conformers, {len(np.unique(mol.parent))} families")
+    return fig, kept, {r: int((roles == r).sum()) for r in maps.ROLE_SYMBOLS}
+
+
+left, right = st.columns([3, 2])
+with left:
+    fig, kept, counts = molecule_map(str(common.dataset_path().resolve()), common.version(common.dataset_path()),
+                                     mol_id, json.dumps(spec.to_dict(), sort_keys=True))
     st.plotly_chart(fig, width="stretch", key="emb_map_molecule", on_select="rerun",
                     selection_mode=("points", "box", "lasso"))
-    counts = {r: int((roles == r).sum()) for r in maps.ROLE_SYMBOLS}
     st.caption(f"A distance between two points is about their RMSD (all atoms, after alignment), in Å (classical "
                f"scaling; the two axes keep {kept:.0%} of the spread). Colour: parent family. Marker: ● trained on "
                f"({counts['train']}), ✕ held out as unseen conformers ({counts['test_conformers']}: whole families), "

@@ -51,9 +51,10 @@ def _hover(path: str, version: tuple, kind: str) -> list[str]:
     return list(maps.hover_texts(common.load(path), kind))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def preview_map(path: str, version: tuple, spec: dict, kind: str) -> object:
-    """The split's position on one UMAP map, drawn once per (dataset, split)."""
+    """The split's position on one UMAP map, drawn once per (dataset, split) for every session (a resource: no
+    copy of 5,000 points is unpickled on each slider step; nothing mutates it)."""
     data = common.load(path)
     split = common.split_preview(SplitSpec.from_dict(spec))
     labels = (maps.molecule_split_labels(data, split) if kind == "structures"

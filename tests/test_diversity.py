@@ -114,6 +114,7 @@ def test_dataset_table_is_cached(tiny_dataset: Dataset, tmp_path: Path) -> None:
     from mlipdiv import descriptors
     from mlipdiv.diversity import TABLE_COLUMNS, dataset_conformational_table
 
+    descriptors._MEMORY.clear()  # another test (the app's Dataset page) may have computed it for the same content
     table = dataset_conformational_table(tiny_dataset)
     assert table.shape == (len(tiny_dataset), len(TABLE_COLUMNS))
     mol = tiny_dataset[4]

@@ -257,7 +257,8 @@ INTERACTIONS: list[tuple[str, str, list[Callable[[Any], None]]]] = [
     ("Dataset", "molecule search", [_search(q) for q in ("C", "O", "N")]),
     ("Trade-off", "slider step", [_slider_step("ArrowRight"), _slider_step("ArrowLeft")]),
     ("Runs", "run selection", [_select_option("Run", 1)]),
-    ("Embeddings", "colouring switch", [_radio("Colour by", x) for x in ("molecule", "energy", "split")]),
+    ("Embeddings", "colouring switch", [_radio("Colour by", x) for x in ("molecule", "energy",
+                                                                          "split of the chosen trade-off")]),
     ("Budget", "budget change", [_scale_number("Budget", f) for f in (1.5, 1 / 1.5)]),
 ]
 

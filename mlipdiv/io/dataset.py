@@ -9,15 +9,17 @@ Energies are float64 (total energies of ~1e3 eV need it); positions and forces a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from mlipdiv.errors import DatasetError
 from mlipdiv.io.validate import check_molecule, shown
+
+T = TypeVar("T")
 
 PER_CONFORMER = ("positions", "energy", "forces", "parent", "temperature", "method")
 
@@ -110,6 +112,15 @@ class Dataset:
         self._index = {m.id: i for i, m in enumerate(self.molecules)}
         if len(self._index) != len(self.molecules):
             raise DatasetError("duplicate molecule ids in dataset")
+        self._memo: dict[Any, Any] = {}
+
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()``, once per key for this dataset object: the home of values derived from the whole dataset
+        that the app asks for on every rerun (its digest, a seed's held-out sets). Nothing in mlipdiv mutates a
+        dataset after it is built, which is what makes this safe; the values die with the object."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def __len__(self) -> int:
         return len(self.molecules)

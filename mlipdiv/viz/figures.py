@@ -13,7 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, apply_style, mev
+from mlipdiv.style import PALETTE, SPLIT_COLORS, SPLIT_LABELS, SPLIT_ORDER, apply_style, mev, plotly_template
+
+plotly_template()  # new figures start with mlipdiv's look (see mlipdiv.style.plotly_template)
 
 __all__ = [
     "MAX_SCATTER_POINTS",

@@ -90,7 +90,7 @@ def test_learning_curve_in_display_units():
     forces = next(t for t in fig.data if "force" in t.name)
     assert list(forces.y) == pytest.approx([100.0, 100.0, 100.0])  # eV/Å -> meV/Å
     assert fig.layout.yaxis.type == "log"
-    assert fig.layout.font.size >= 16  # readable on a projector
+    assert fig.layout.template.layout.font.size >= 16  # readable on a projector (mlipdiv's plotly template)
     assert "No point logged yet" in figures.learning_curve_figure([]).layout.annotations[0].text
 
 
@@ -376,3 +376,15 @@ def test_a_cancelled_run_with_scored_best_weights_is_shown_beside_finished_ones(
     runs = [done, cancelled, cancelled_early]
     assert [r.id for r in live.finished_with_metrics(runs)] == ["a"]  # tables of results: finished runs only
     assert [r.id for r in live.finished_with_metrics(runs, include_cancelled=True)] == ["a", "b"]
+
+
+def test_apply_style_gives_a_figure_made_under_another_template_the_projector_look():
+    import plotly.graph_objects as go
+
+    from mlipdiv.style import FONT_SIZE, apply_style
+
+    fig = apply_style(go.Figure(layout={"template": "plotly"}), height=300)
+    assert fig.layout.template.layout.font.size == FONT_SIZE and fig.layout.height == 300
+    assert fig.layout.template.layout.xaxis.tickfont.size == FONT_SIZE - 2
+    made_after = go.Figure()  # once registered, mlipdiv's template is the default of new figures
+    assert made_after.layout.template.layout.font.size == FONT_SIZE
