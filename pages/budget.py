@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from mlipdiv.analysis import figures as afig
 from mlipdiv.analysis.cost import BUDGET_UNITS
 from mlipdiv.analysis.known_datasets import known_datasets, on_map
 from mlipdiv.errors import MlipdivError
@@ -146,82 +147,111 @@ if fits is not None:
     inside = float(np.sqrt(covered[0] * covered[1]))
     start = float(f"{inside:.2g}")  # a round number in the middle of the runs (log scale)
 
-c = st.columns([1, 1, 1, 2])
-common.default("p_budget_unit", "conformers")
-unit = c[0].radio("Unit", list(BUDGET_UNITS), key="p_budget_unit",
-                  format_func={"conformers": "conformers", "cpu-hours": "CPU-hours"}.get)
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def known_table() -> pd.DataFrame:
+    return pd.DataFrame(known_datasets())
 
 
-def in_unit(n_conformers: float) -> float:
-    return n_conformers if unit == "conformers" else cost.cpu_hours_for(n_conformers, atoms)
+@st.fragment
+def answer() -> None:
+    """The budget, its recommendation and the map: changing an input here reruns only this part (the fits,
+    the error surfaces below and the sidebar are not computed or sent again)."""
+    c = st.columns([1, 1, 1, 2])
+    common.default("p_budget_unit", "conformers")
+    unit = c[0].radio("Unit", list(BUDGET_UNITS), key="p_budget_unit",
+                      format_func={"conformers": "conformers", "cpu-hours": "CPU-hours"}.get)
+
+    def in_unit(n_conformers: float) -> float:
+        return n_conformers if unit == "conformers" else cost.cpu_hours_for(n_conformers, atoms)
+
+    def shown(n_conformers: float) -> str:
+        return (f"{n_conformers:,.0f} conformers" if unit == "conformers"
+                else f"{in_unit(n_conformers):,.3g} CPU-hours")
+
+    # until the user types a budget, it follows the fitted runs (so the first answer is an answer, not a refusal)
+    if covered is not None and not st.session_state.get("budget_user_value"):
+        st.session_state["p_budget_value"] = float(f"{in_unit(start):.2g}")
+    common.default("p_budget_value", 1000.0)
+    value = c[1].number_input("Budget", min_value=1e-6 if unit == "cpu-hours" else 1.0, step=100.0, format="%g",
+                              key="p_budget_value", on_change=lambda: st.session_state.update(budget_user_value=True))
+    common.default("p_budget_weight", 0.5)
+    weight = c[2].slider("Weight", 0.0, 1.0, step=0.05, key="p_budget_weight",
+                         help="0: only unseen conformers matter · 1: only unseen molecules matter")
+    c[2].caption("0: unseen conformers · 1: unseen molecules")
+    with c[3]:
+        if covered is not None and answered is not None:
+            st.markdown(f"**Range of these runs**: {shown(covered[0])} to {shown(covered[1])} per training set.  \n"
+                        f"Answered without extrapolation: **{shown(answered[0])} to {shown(answered[1])}**.")
+        common.default("p_budget_extrapolate", False)
+        allow = st.toggle("Answer beyond that range (extrapolation)", key="p_budget_extrapolate",
+                          help="the fitted curves are continued past the runs; such answers are marked as "
+                               "extrapolated and may be far off")
+    n_conf = None
+    with common.user_errors("Cannot convert the budget: "):
+        n_conf = budget_in_conformers(value, unit, cost, atoms)
+        st.caption(f"{n_conf:,} conformers ≈ {cost.cpu_hours_for(n_conf, atoms):,.3g} CPU-hours with {cost.label}, "
+                   f"for molecules the size of this dataset's (mean {atoms.mean():.1f} atoms).")
+
+    rec = None
+    if fits is not None and fit_args is not None and n_conf is not None and answered is not None:
+        outside = not answered[0] <= n_conf <= answered[1]
+        try:
+            rec = common.budget_recommendation(*fit_args, n_conf, weight, allow)
+        except MlipdivError as exc:
+            if outside and not allow:
+                st.warning(f"A budget of {n_conf:,} conformers lies outside what these runs can answer for "
+                           f"({answered[0]:,} to {answered[1]:,} conformers). Choose a budget in that range, or "
+                           "switch on **Answer beyond that range** to see an extrapolated answer, marked as such.",
+                           icon=":material/warning:")
+            else:
+                st.error(plain_note(str(exc)), icon=":material/error:")
+
+    if rec is not None and fits is not None and fit_args is not None:
+        marked = " (extrapolated)" if rec.extrapolated else ""
+        st.subheader(f"Recommendation{marked}")
+        if rec.extrapolated:
+            st.warning("**Extrapolated**: this allocation lies outside the (M, C) region of the runs, so the "
+                       "fitted curves are continued beyond the data. Treat the numbers as a rough guess; a sweep at "
+                       "this budget would tell.", icon=":material/warning:")
+        lvl = int(round(100 * rec.level))
+        k = st.columns(4)
+        spread = rec.n_molecules_range
+        k[0].metric(f"Molecules M{marked}", f"{rec.n_molecules:,}",
+                    f"{spread[0]:,}–{spread[1]:,} ({lvl}%)" if spread else None, delta_color="off",
+                    delta_arrow="off")
+        k[1].metric(f"Conformers per molecule C{marked}", f"{rec.conformers_per_molecule:,}")
+        for col, split, label in ((k[2], SplitName.TEST_CONFORMERS, "unseen conformers"),
+                                  (k[3], SplitName.TEST_MOLECULES, "unseen molecules")):
+            p = rec.predicted[split]
+            col.metric(f"Predicted error, {label}{marked}", f"{p['mean']:.1f} {p['unit']}",
+                       f"{p['low']:.1f}–{p['high']:.1f} ({lvl}% interval)", delta_color="off", delta_arrow="off")
+        for note in dict.fromkeys(plain_note(n) for n in rec.notes):
+            st.caption(f"Note: {note}")
+        st.plotly_chart(figures.mark_extrapolated(afig.tradeoff_figure(rec, fits), rec.table), width="stretch",
+                        key="budget_tradeoff")
+
+    # ---------------------------------------------------------------------------------------------- the map
+    st.subheader("Where QM datasets sit")
+    path = common.budget_path(*fit_args, weight) if fits is not None and fit_args is not None else []
+    ours = (len(ds), max(1, int(round(ds.n_conformers / max(len(ds), 1))))) if ds is not None else None
+    default = common.dataset_path().resolve() == common.default_dataset_path().resolve()
+    ours_name = "default dataset (all of it)" if default else f"your dataset: {common.dataset_name()}"
+    fig = afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours,
+                                 ours_name=ours_name)
+    fig.update_traces(cliponaxis=False, selector={"mode": "markers+text"})  # a name near the edge shows in full
+    if rec is not None and rec.extrapolated:
+        fig.update_traces(selector={"name": "recommendation"}, name="recommendation (extrapolated)",
+                          marker={"color": "#FFFFFF", "line": {"color": "#000", "width": 2}})
+    st.plotly_chart(fig, width="stretch", key="budget_map")
+    st.dataframe(known_table(), hide_index=True,
+                 column_config={"source": st.column_config.TextColumn(width="large")})
 
 
-def shown(n_conformers: float) -> str:
-    return f"{n_conformers:,.0f} conformers" if unit == "conformers" else f"{in_unit(n_conformers):,.3g} CPU-hours"
+answer()
 
-
-# until the user types a budget, it follows the fitted runs (so the first answer is an answer, not a refusal)
-if covered is not None and not st.session_state.get("budget_user_value"):
-    st.session_state["p_budget_value"] = float(f"{in_unit(start):.2g}")
-common.default("p_budget_value", 1000.0)
-value = c[1].number_input("Budget", min_value=1e-6 if unit == "cpu-hours" else 1.0, step=100.0, format="%g",
-                          key="p_budget_value", on_change=lambda: st.session_state.update(budget_user_value=True))
-common.default("p_budget_weight", 0.5)
-weight = c[2].slider("Weight", 0.0, 1.0, step=0.05, key="p_budget_weight",
-                     help="0: only unseen conformers matter · 1: only unseen molecules matter")
-c[2].caption("0: unseen conformers · 1: unseen molecules")
-with c[3]:
-    if covered is not None and answered is not None:
-        st.markdown(f"**Range of these runs**: {shown(covered[0])} to {shown(covered[1])} per training set.  \n"
-                    f"Answered without extrapolation: **{shown(answered[0])} to {shown(answered[1])}**.")
-    common.default("p_budget_extrapolate", False)
-    allow = st.toggle("Answer beyond that range (extrapolation)", key="p_budget_extrapolate",
-                      help="the fitted curves are continued past the runs; such answers are marked as extrapolated "
-                           "and may be far off")
-n_conf = None
-with common.user_errors("Cannot convert the budget: "):
-    n_conf = budget_in_conformers(value, unit, cost, atoms)
-    st.caption(f"{n_conf:,} conformers ≈ {cost.cpu_hours_for(n_conf, atoms):,.3g} CPU-hours with {cost.label}, for "
-               f"molecules the size of this dataset's (mean {atoms.mean():.1f} atoms).")
-
-rec = None
-if fits is not None and fit_args is not None and n_conf is not None and answered is not None:
-    outside = not answered[0] <= n_conf <= answered[1]
-    try:
-        rec = common.budget_recommendation(*fit_args, n_conf, weight, allow)
-    except MlipdivError as exc:
-        if outside and not allow:
-            st.warning(f"A budget of {n_conf:,} conformers lies outside what these runs can answer for "
-                       f"({answered[0]:,} to {answered[1]:,} conformers). Choose a budget in that range, or switch "
-                       "on **Answer beyond that range** to see an extrapolated answer, marked as such.",
-                       icon=":material/warning:")
-        else:
-            st.error(plain_note(str(exc)), icon=":material/error:")
-
-if rec is not None and fits is not None and fit_args is not None:
-    marked = " (extrapolated)" if rec.extrapolated else ""
-    st.subheader(f"Recommendation{marked}")
-    if rec.extrapolated:
-        st.warning("**Extrapolated**: this allocation lies outside the (M, C) region of the runs, so the fitted "
-                   "curves are continued beyond the data. Treat the numbers as a rough guess; a sweep at this budget "
-                   "would tell.", icon=":material/warning:")
-    lvl = int(round(100 * rec.level))
-    k = st.columns(4)
-    spread = rec.n_molecules_range
-    k[0].metric(f"Molecules M{marked}", f"{rec.n_molecules:,}",
-                f"{spread[0]:,}–{spread[1]:,} ({lvl}%)" if spread else None, delta_color="off", delta_arrow="off")
-    k[1].metric(f"Conformers per molecule C{marked}", f"{rec.conformers_per_molecule:,}")
-    for col, split, label in ((k[2], SplitName.TEST_CONFORMERS, "unseen conformers"),
-                              (k[3], SplitName.TEST_MOLECULES, "unseen molecules")):
-        p = rec.predicted[split]
-        col.metric(f"Predicted error, {label}{marked}", f"{p['mean']:.1f} {p['unit']}",
-                   f"{p['low']:.1f}–{p['high']:.1f} ({lvl}% interval)", delta_color="off", delta_arrow="off")
-    for note in dict.fromkeys(plain_note(n) for n in rec.notes):
-        st.caption(f"Note: {note}")
-    from mlipdiv.analysis import figures as afig
-
-    st.plotly_chart(figures.mark_extrapolated(afig.tradeoff_figure(rec, fits), rec.table), width="stretch",
-                    key="budget_tradeoff")
+# ---------------------------------------------------------------------------------------------- the fits
+if fits is not None and fit_args is not None:
     cols = st.columns(2)
     surfaces = common.budget_surfaces(*fit_args)
     for col, split in zip(cols, (SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES)):
@@ -239,26 +269,3 @@ if rec is not None and fits is not None and fit_args is not None:
                           **{k: f"{v:.3g} ± {d['stderr'].get(k, float('nan')):.2g}" for k, v in d["params"].items()}})
         st.dataframe(pd.DataFrame(table), hide_index=True)
 
-# ---------------------------------------------------------------------------------------------- the map
-st.subheader("Where QM datasets sit")
-path = common.budget_path(*fit_args, weight) if fits is not None and fit_args is not None else []
-ours = (len(ds), max(1, int(round(ds.n_conformers / max(len(ds), 1))))) if ds is not None else None
-ours_name = ("default dataset (all of it)" if common.dataset_path().resolve() == common.default_dataset_path().resolve()
-             else f"your dataset: {common.dataset_name()}")
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def known_table() -> pd.DataFrame:
-    return pd.DataFrame(known_datasets())
-
-
-from mlipdiv.analysis import figures as afig  # noqa: E402
-
-fig = afig.budget_map_figure(on_map(), fits=fits, path=path, recommendation=rec, ours=ours,
-                             ours_name=ours_name)
-fig.update_traces(cliponaxis=False, selector={"mode": "markers+text"})  # a name near the edge shows in full
-if rec is not None and rec.extrapolated:
-    fig.update_traces(selector={"name": "recommendation"}, name="recommendation (extrapolated)",
-                      marker={"color": "#FFFFFF", "line": {"color": "#000", "width": 2}})
-st.plotly_chart(fig, width="stretch", key="budget_map")
-st.dataframe(known_table(), hide_index=True, column_config={"source": st.column_config.TextColumn(width="large")})
