@@ -63,6 +63,15 @@ def wait_for_plots(pg, count: int, timeout: float = 60.0) -> list[dict]:
     raise AssertionError(f"expected {count} plots, found {plots(pg)}")
 
 
+def viewer_3d(pg, timeout: float = 30.0):
+    """The first 3D viewer, scrolled into view and running: a viewer starts only once it is visible (see
+    mlipdiv.viz.molview), as a user scrolling to it would see."""
+    pg.locator("iframe").first.scroll_into_view_if_needed(timeout=timeout * 1000)
+    viewer = pg.frame_locator("iframe").first
+    viewer.locator("canvas").first.wait_for(timeout=timeout * 1000)
+    return viewer
+
+
 def shot(pg, name: str) -> None:
     pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
 

@@ -120,7 +120,7 @@ def _viewer_body(z: np.ndarray, pos: np.ndarray, height: int, style: str) -> tup
     view.setBackgroundColor("white")
     view.zoomTo()
     body = view.write_html()
-    # py3Dmol loads the script only when $3Dmolpromise is undefined: define it as already resolved after
+    # py3Dmol loads the script only when $3Dmolpromise is undefined: define it (_WHEN_VISIBLE) after
     # inlining the library, and drop the (empty) URL so nothing points at the network.
     body = re.sub(r"loadScriptAsync\('[^']*'\)", "Promise.resolve()", body)
     viewer = re.search(r"viewer_\d+", body)
@@ -194,12 +194,25 @@ def _script(viewer: str, data: dict[str, Any]) -> str:
             f"const v = {viewer}, D = {payload};\nmlipdivMolview(v, D);\n}});</script>")
 
 
+# The viewer starts when it first comes into view (py3Dmol's code and the page script wait on this promise): creating
+# a WebGL viewer holds the browser's main thread for about 2 s where WebGL is rendered in software (a machine
+# without a GPU), and a viewer below the fold would otherwise delay the first click or keystroke on the page.
+_WHEN_VISIBLE = (
+    "var $3Dmolpromise = new Promise(function (resolve) {"
+    " if (!('IntersectionObserver' in window)) { resolve(); return; }"
+    " document.addEventListener('DOMContentLoaded', function () {"
+    "  var seen = new IntersectionObserver(function (entries) {"
+    "   if (entries.some(function (e) { return e.isIntersecting; })) { seen.disconnect(); resolve(); } });"
+    "  seen.observe(document.body); }); });"
+)
+
+
 def _page(body: str, controls: str, script: str) -> str:
     """The whole document: inlined 3Dmol.js, the view with its caption, the controls and the page script."""
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<script>{_threedmol_source()}</script>"
-        "<script>var $3Dmolpromise = Promise.resolve();</script>"
+        f"<script>{_WHEN_VISIBLE}</script>"
         f"<style>{_CSS}</style>"
         "</head><body><div style='position:relative'>" + body + "<div id='mv-caption'></div></div>"
         + controls + script + "</body></html>"

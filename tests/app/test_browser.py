@@ -27,6 +27,7 @@ from browser_support import (
     plots,
     shot,
     truncated_labels,
+    viewer_3d,
     visit,
     wait_for_plots,
     wait_idle,
@@ -108,8 +109,7 @@ def test_every_page_renders(page, server):
 
     visit(page, server, "dataset", "Dataset")
     wait_for_plots(page, 2)
-    viewer = page.frame_locator("iframe").first
-    viewer.locator("canvas").first.wait_for(timeout=30_000)  # 3Dmol.js ran from the inlined copy
+    viewer = viewer_3d(page)  # 3Dmol.js ran from the inlined copy
     assert viewer.locator("#mv-caption").inner_text().startswith("conformer 0 of 12")
     viewer.locator("#mv-next").click()  # stepping happens in the browser, without a server round trip
     viewer.locator("#mv-caption").filter(has_text="conformer 1 of 12").wait_for(timeout=5_000)
@@ -139,7 +139,7 @@ def test_every_page_renders(page, server):
     page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=5)
     page.mouse.up()
     page.get_by_text("120 points selected; show").wait_for(timeout=30_000)
-    page.frame_locator("iframe").first.locator("canvas").first.wait_for(timeout=30_000)
+    viewer_3d(page)
     wait_idle(page)
     shot(page, "5-embeddings")
 

@@ -4,7 +4,7 @@ each of the three maps, and the selected conformer (its 2D depiction, its global
 from __future__ import annotations
 
 import pytest
-from browser_support import shot, visit, wait_for_plots, wait_idle
+from browser_support import shot, viewer_3d, visit, wait_for_plots, wait_idle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -67,7 +67,7 @@ def test_a_single_click_selects_a_point_on_every_map(page, server):
         assert page.get_by_text("points selected").count() == 0  # one point, not a box
         # the 2D depiction and the 3D view of the selected conformer
         assert page.locator('[data-testid="stImage"] img, [data-testid="stImage"] svg').count() >= 1
-        page.frame_locator("iframe").first.locator("canvas").first.wait_for(timeout=30_000)
+        viewer_3d(page)
         shot(page, f"maps-click-{chart}")
     # force arrows: the check box draws them, the length slider and colour bar are there
     viewer = page.frame_locator("iframe").first
