@@ -3,7 +3,9 @@
 Per frame (one conformer): ``REF_energy`` (eV) in ``info`` and ``REF_forces`` (eV/angstrom) in ``arrays`` (ASE
 3.23+ hands plain ``energy``/``forces`` to a calculator, so training codes are pointed at the ``REF_`` keys), plus
 ``mol_id``, ``smiles``, ``conf_id`` (index within its molecule), ``parent``, ``temperature``, ``method``,
-``name`` and ``level_of_theory`` in ``info``. Positions and forces are written with 8 decimals.
+``name`` and ``level_of_theory`` in ``info``. Positions and forces are written with 8 decimals. A dataset without
+forces (an energy-only import) is written without ``REF_forces`` -- never with zeros a training code would take for
+labels -- and reads back as a dataset without forces (explore, not train).
 
 Import accepts our own files and outside data: energies from ``REF_energy``, else ``energy`` (or an attached
 calculator); forces from ``REF_forces``, else ``forces``. Frames are grouped into molecules by ``mol_id``; frames
@@ -50,7 +52,8 @@ def write_extxyz(dataset: Dataset, path: str | Path, pairs: list[tuple[str, int]
         })
         if m.name:
             atoms.info["name"] = m.name
-        atoms.arrays["REF_forces"] = m.forces[j].astype(np.float64)
+        if dataset.has_forces:
+            atoms.arrays["REF_forces"] = m.forces[j].astype(np.float64)
         frames.append(atoms)
     with atomic_path(path) as tmp:  # a failed write leaves nothing behind
         write(tmp, frames, format="extxyz")
@@ -76,7 +79,8 @@ def _perceived_smiles(atoms) -> str:
         return ""
 
 
-def _label(path: Path, i: int, atoms) -> tuple[float, np.ndarray]:
+def _label(path: Path, i: int, atoms) -> tuple[float, np.ndarray | None]:
+    """The frame's energy (eV) and forces (eV/angstrom; None when the frame has none)."""
     info, arrays = atoms.info, atoms.arrays
     energy = info.get("REF_energy", info.get("energy"))
     forces = arrays.get("REF_forces", arrays.get("forces"))
@@ -87,7 +91,10 @@ def _label(path: Path, i: int, atoms) -> tuple[float, np.ndarray]:
     if energy is None:
         raise DatasetError(f"{path}: frame {i} has no energy (expected REF_energy or energy in the comment line)")
     if forces is None:
-        raise DatasetError(f"{path}: frame {i} has no forces (expected a REF_forces or forces column)")
+        try:
+            return float(energy), None
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{path}: frame {i}: energy is not a number") from exc
     try:
         energy = float(energy)
         forces = np.asarray(forces, dtype=np.float64)
@@ -142,10 +149,18 @@ def read_extxyz(path: str | Path) -> Dataset:
     if not frames:
         raise DatasetError(f"{path}: no frames")
     groups: dict[Any, dict[str, Any]] = {}
+    missing_forces: bool | None = None  # decided by frame 0
     for i, atoms in enumerate(frames):
         if len(atoms) == 0:
             raise DatasetError(f"{path}: frame {i} has no atoms")
         energy, forces = _label(path, i, atoms)
+        if missing_forces is None:
+            missing_forces = forces is None
+        elif missing_forces != (forces is None):
+            without, having = (i, 0) if forces is None else (0, i)
+            raise DatasetError(f"{path}: frame {without} has no forces (expected a REF_forces or forces column) but "
+                               f"frame {having} has: every frame needs them, or none does")
+        forces = np.zeros((len(atoms), 3)) if forces is None else forces
         _check_frame(path, i, atoms, energy, forces)
         z = tuple(int(n) for n in atoms.numbers)
         info = atoms.info
@@ -184,5 +199,8 @@ def read_extxyz(path: str | Path) -> Dataset:
             ))
         except DatasetError as exc:  # e.g. float32 overflow of a huge value: same checks as every reader
             raise DatasetError(f"{path}: {exc} (from frame {g['first']})") from exc
-    attrs = {"level_of_theory": level.pop() if len(level) == 1 else "unknown", "source": f"extxyz import: {path.name}"}
+    attrs: dict[str, Any] = {"level_of_theory": level.pop() if len(level) == 1 else "unknown",
+                             "source": f"extxyz import: {path.name}"}
+    if missing_forces:  # zeros stand in for the forces: the dataset says so, and training refuses it
+        attrs["has_forces"] = 0
     return Dataset(molecules, attrs=attrs, path=path)

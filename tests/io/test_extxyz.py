@@ -121,3 +121,26 @@ def test_convert_output_problems_are_messages(tiny_dataset_path: Path, tmp_path:
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.h5", "f.txt"]
+
+
+def test_a_dataset_without_forces_is_written_without_them_and_reads_back_so(tiny_dataset, tmp_path: Path) -> None:
+    """An energy-only dataset (an import without forces) used to be written with zero REF_forces, which MACE or
+    NequIP, and our own reader, would have taken for labels."""
+    from dataclasses import replace
+
+    from ase.io import read, write
+
+    energy_only = replace(tiny_dataset, attrs={**tiny_dataset.attrs, "has_forces": 0})
+    out = write_extxyz(energy_only, tmp_path / "energies.extxyz")
+    frames = read(out, index=":", format="extxyz")
+    assert all("REF_forces" not in a.arrays and "forces" not in a.arrays for a in frames)
+    back = read_extxyz(out)
+    assert not back.has_forces and back.n_conformers == tiny_dataset.n_conformers
+    assert all(not m.forces.any() for m in back)
+    np.testing.assert_array_equal(back[0].energy, tiny_dataset[0].energy)
+    assert read_extxyz(write_extxyz(tiny_dataset, tmp_path / "full.extxyz")).has_forces
+
+    write(tmp_path / "mixed.extxyz", [frames[0], *read(tmp_path / "full.extxyz", index="1:2", format="extxyz")],
+          format="extxyz")
+    with pytest.raises(DatasetError, match="frame 0 has no forces .* but frame 1 has: every frame needs them"):
+        read_extxyz(tmp_path / "mixed.extxyz")
