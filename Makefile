@@ -30,7 +30,7 @@ $(VENV)/.test-installed: requirements-test.txt requirements-ray.txt $(VENV)/.ker
 	touch $@
 
 run: $(VENV)/.kernels-built
-	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 # The static checks first (seconds; configured in pyproject.toml), then the whole suite.
 test: $(VENV)/.test-installed

@@ -86,6 +86,26 @@ def home() -> None:
     st.page_link("pages/tradeoff.py", label="Trade-off: choose one point and train it", icon=":material/tune:")
 
 
+def _serve() -> None:
+    """``python app.py [streamlit options]`` (what ``make run`` does): ``streamlit run app.py`` without Streamlit's
+    guess that a ``pages/`` folder means its old folder-based navigation. With that guess, the first request of a
+    fresh server is resolved against the folder's file names before :func:`st.navigation` has run, so a first
+    visitor who opens a page by its URL (``/trade-off``) saw "Page not found" over the right page
+    (streamlit/streamlit#9992). The router below owns the pages; the flag only skips the guess."""
+    import sys
+
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web import cli
+
+    PagesManager.uses_pages_directory = False
+    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
+    cli.main()
+
+
+if __name__ == "__main__" and not st.runtime.exists():  # started as a program, not by a Streamlit server
+    _serve()
+    raise SystemExit(0)
+
 # A local favicon: with none, the browser would fetch the page's material icon from Google's font server.
 st.set_page_config(page_title="mlipdiv", page_icon=str(Path(__file__).with_name("pages") / "icon.png"),
                    layout="wide")
