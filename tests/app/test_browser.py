@@ -8,6 +8,7 @@ screenshot of each step to ``test-artifacts/`` (git-ignored). Never downloads a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,36 +69,44 @@ def _listening(port: int) -> list[str]:
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
 
 
-@pytest.mark.parametrize("how", ["make run", "streamlit run app.py"])
-def test_the_server_listens_on_localhost_only(how, tmp_path, tiny_dataset_path):
-    """The app has no login: ``make run`` (and a plain ``streamlit run app.py``, through .streamlit/config.toml)
-    must bind the loopback interface only and print only a localhost URL."""
-    if not Path("/proc/net/tcp").exists():
-        pytest.skip("needs Linux's /proc/net")
+@contextlib.contextmanager
+def _fresh_server(command: list[str], tmp_path: Path, tiny_dataset_path: Path) -> Iterator[subprocess.Popen]:
+    """``command`` (a server start) on a copy of the tiny dataset with an empty store and cache, output in
+    ``tmp_path/streamlit.log``; stopped on exit."""
     shutil.copy(tiny_dataset_path, tmp_path / "tiny.h5")
-    port = free_port()
-    command = (_make_run_command(port) if how == "make run"
-               else [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)])
     env = {**os.environ, "MLIPDIV_DATASET": str(tmp_path / "tiny.h5"), "MLIPDIV_HOME": str(tmp_path / "runs"),
            "MLIPDIV_CACHE": str(tmp_path / "cache")}
-    log_path = tmp_path / "streamlit.log"
-    with open(log_path, "w") as log:
+    with open(tmp_path / "streamlit.log", "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + 120
-            while time.time() < deadline and proc.poll() is None:
-                if _listening(port) and "URL:" in log_path.read_text():
-                    break
-                time.sleep(0.3)
-            time.sleep(1.0)  # any further URL line is printed right after the first
-            text = log_path.read_text()
-            addresses = _listening(port)
+            yield proc
         finally:
             proc.terminate()
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.mark.parametrize("how", ["make run", "streamlit run app.py"])
+def test_the_server_listens_on_localhost_only(how, tmp_path, tiny_dataset_path):
+    """The app has no login: ``make run`` (and a plain ``streamlit run app.py``, through .streamlit/config.toml)
+    must bind the loopback interface only and print only a localhost URL."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux's /proc/net")
+    port = free_port()
+    command = (_make_run_command(port) if how == "make run"
+               else [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)])
+    log_path = tmp_path / "streamlit.log"
+    with _fresh_server(command, tmp_path, tiny_dataset_path) as proc:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if _listening(port) and "URL:" in log_path.read_text():
+                break
+            time.sleep(0.3)
+        time.sleep(1.0)  # any further URL line is printed right after the first
+        text = log_path.read_text()
+        addresses = _listening(port)
     assert addresses, f"nothing listens on port {port}: {text[-2000:]}"
     assert set(addresses) <= LOOPBACK, f"listening on {addresses}, not only on the loopback interface"
     urls = re.findall(r"https?://[^\s]+", text)
@@ -303,33 +313,22 @@ def test_a_first_visitor_opening_a_page_by_its_url_sees_that_page(page, tmp_path
     """``make run`` starts the server with ``python app.py``: the very first browser session of a fresh server may
     open ``/trade-off`` directly (a link from the teacher) without Streamlit's "Page not found" box (with a plain
     ``streamlit run app.py`` it appears, streamlit/streamlit#9992)."""
-    shutil.copy(tiny_dataset_path, tmp_path / "tiny.h5")
     port = free_port()
-    env = {**os.environ, "MLIPDIV_DATASET": str(tmp_path / "tiny.h5"), "MLIPDIV_HOME": str(tmp_path / "runs"),
-           "MLIPDIV_CACHE": str(tmp_path / "cache")}
-    with open(tmp_path / "streamlit.log", "w") as log:
-        proc = subprocess.Popen(_make_run_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with _fresh_server(_make_run_command(port), tmp_path, tiny_dataset_path) as proc:
+        deadline = time.time() + 240  # generous: the suite may share a busy machine
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        # a page of the module's browser (one Playwright per process), on the fresh server
+        visitor = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
         try:
-            deadline = time.time() + 240  # generous: the suite may share a busy machine
-            while time.time() < deadline and proc.poll() is None:
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.5)
-            # a page of the module's browser (one Playwright per process), on the fresh server
-            visitor = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
-            try:
-                visitor.goto(f"http://127.0.0.1:{port}/trade-off", timeout=180_000)
-                visitor.get_by_role("heading", name="Trade-off", exact=True).first.wait_for(timeout=180_000)
-                wait_idle(visitor)
-                text = visitor.inner_text("body")
-            finally:
-                visitor.close()
+            visitor.goto(f"http://127.0.0.1:{port}/trade-off", timeout=180_000)
+            visitor.get_by_role("heading", name="Trade-off", exact=True).first.wait_for(timeout=180_000)
+            wait_idle(visitor)
+            text = visitor.inner_text("body")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            visitor.close()
     assert "Page not found" not in text
