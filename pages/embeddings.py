@@ -222,11 +222,12 @@ def dataset_map(path: str, version: tuple, kind: str, params: tuple, colour: str
 # ----------------------------------------------------------------------------------------------  the two dataset maps
 cols = st.columns(2)
 run_dir = str(common.store().get(run_id).run_dir) if run_id else None
-split_key = json.dumps(spec.to_dict(), sort_keys=True) if colour == "split" else ""
+PATH, VERSION = str(common.dataset_path().resolve()), common.version(common.dataset_path())
+SPEC_KEY = json.dumps(spec.to_dict(), sort_keys=True)  # the trade-off's split, as a cache key
 for col, kind in zip(cols, KINDS):
     p = params_of(kind, shown)
-    fig = dataset_map(str(common.dataset_path().resolve()), common.version(common.dataset_path()), kind,
-                      (p.n_neighbors, p.min_dist, p.metric), colour, split_key, run_dir)
+    fig = dataset_map(PATH, VERSION, kind, (p.n_neighbors, p.min_dist, p.metric), colour,
+                      SPEC_KEY if colour == "split" else "", run_dir)
     col.plotly_chart(fig, width="stretch", key=f"emb_map_{kind}", on_select="rerun",
                      selection_mode=("points", "box", "lasso"))
 cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "
@@ -266,8 +267,7 @@ def molecule_map(path: str, version: tuple, mol_id: str, split_key: str) -> tupl
 
 left, right = st.columns([3, 2])
 with left:
-    fig, kept, counts = molecule_map(str(common.dataset_path().resolve()), common.version(common.dataset_path()),
-                                     mol_id, json.dumps(spec.to_dict(), sort_keys=True))
+    fig, kept, counts = molecule_map(PATH, VERSION, mol_id, SPEC_KEY)
     st.plotly_chart(fig, width="stretch", key="emb_map_molecule", on_select="rerun",
                     selection_mode=("points", "box", "lasso"))
     st.caption(f"A distance between two points is about their RMSD (all atoms, after alignment), in Å (classical "
