@@ -36,6 +36,7 @@ from mlipdiv.presets import get_preset
 from mlipdiv.selection import SplitSpec, experiment_grid, make_split
 from mlipdiv.selection import default_budget as selection_default_budget
 from mlipdiv.uploads import discard_upload, one_line, redact, redact_uploads
+from mlipdiv.viz import sketch
 from mlipdiv.viz.live import BackgroundTask
 
 DATASET_KEY = "mlipdiv_dataset_path"
@@ -360,6 +361,19 @@ def embedding_ready(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, met
 
 
 @functools.lru_cache(maxsize=1)
+@st.cache_resource(show_spinner=False)
+def _hover_depiction_component() -> Any:
+    """Registered once per process (registering a component name twice logs a warning)."""
+    return st.components.v2.component("mlipdiv_hover_depictions", js=sketch.DEPICT_JS.read_text(encoding="utf-8"))
+
+
+def hover_depictions(ds: Any) -> None:
+    """2D structures in the hovers of this page's maps: the sketches go to the browser once per render (~170 KB for
+    1,000 molecules) and the browser draws the hovered one (:mod:`mlipdiv.viz.sketch`). Place it outside fragments
+    that rerun often."""
+    _hover_depiction_component()(data=sketch.sketches(ds), key="hover_depictions")
+
+
 def model_names() -> tuple[str, ...]:
     """Registered models (importing them loads torch and PyG: seconds, so :func:`warm_up` does it at start)."""
     return tuple(registry.model_names())

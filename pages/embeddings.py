@@ -24,8 +24,8 @@ st.markdown(
     "(local environments within 5 Å, the models' cutoff); neighbours look alike *to a potential*. **One "
     "molecule's conformers** (below): its conformers placed so that a distance is their RMSD in Å, "
     "coloured by parent family (a relaxed conformer and its thermal samples), marked by what the chosen trade-off "
-    "trains on and holds out. Click a point on any map to see it in 2D and 3D; box or lasso selection is in each "
-    "map's toolbar.")
+    "trains on and holds out. Rest the pointer on a point of the first two maps to see its molecule's structure; "
+    "click a point on any map to see it in 2D and 3D; box or lasso selection is in each map's toolbar.")
 
 # ---------------------------------------------------------------------------------------------- settings
 KINDS = ("structures", "conformers")
@@ -230,6 +230,7 @@ for col, kind in zip(cols, KINDS):
                       SPEC_KEY if colour == "split" else "", run_dir)
     col.plotly_chart(fig, width="stretch", key=f"emb_map_{kind}", on_select="rerun",
                      selection_mode=("points", "box", "lasso"))
+common.hover_depictions(ds)
 cols[0].caption("UMAP keeps neighbours, not distances: molecules close together share substructures (Tanimoto "
                 "similarity of Morgan fingerprints); the gaps between far-apart groups mean little.")
 cols[1].caption("UMAP keeps neighbours, not distances: conformers close together have similar local atomic "

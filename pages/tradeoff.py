@@ -173,6 +173,7 @@ with common.user_errors("This point cannot be selected: "):
         cols = st.columns(2)
         for col, kind in zip(cols, ("structures", "conformers")):
             col.plotly_chart(preview_map(PATH, VERSION, spec.to_dict(), kind), width="stretch", key=f"to_map_{kind}")
+        common.hover_depictions(ds)
     else:
         building = (background_status(common.dataset_path()) or {}).get("status") == "running"
         st.info("The UMAP maps of this dataset are being computed in the background (once; minutes for a large "

@@ -1,4 +1,4 @@
-"""Helpers of the browser tests (Debian's Chromium driven by Playwright against ``streamlit run app.py``):
+"""Helpers of the browser tests (Debian's Chromium driven by Playwright against ``python app.py``):
 waiting for a script run, visiting a page, reading the live Plotly figures, screenshots. The fixtures that start
 the server and the browser are in ``tests/app/conftest.py``."""
 

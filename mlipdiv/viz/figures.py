@@ -363,8 +363,9 @@ def umap_scatter(
     axis = "PC" if method.lower().startswith("pca") else ("UMAP" if method.lower() == "umap" else method)
     fig.update_xaxes(title_text=f"{axis} 1 (no unit)", showticklabels=False, zeroline=False)
     fig.update_yaxes(title_text=f"{axis} 2 (no unit)", showticklabels=False, zeroline=False)
+    # meta: the browser's hover sketches (mlipdiv.viz.sketch) attach to maps that carry it
     fig.update_layout(title=title, dragmode="select", clickmode="event+select",
-                      showlegend=bool(categorical and color is not None))
+                      showlegend=bool(categorical and color is not None), meta={"mlipdiv_depict": True})
     apply_style(fig, height=height, legend_top=False)
     # legend under the axis title: a top legend collides with the title when the map is half a page wide
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0},

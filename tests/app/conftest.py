@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests: one ``streamlit run app.py`` per test module (tiny dataset, empty store and
-cache, one run at a time) and one headless Chromium page on it."""
+"""Fixtures of the browser tests: one ``python app.py`` server (what ``make run`` starts) per test module (tiny
+dataset, empty store and cache, one run at a time) and one headless Chromium page on it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from browser_support import ARTIFACTS, CHROMIUM, ROOT, free_port
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dataset_path):
-    """``streamlit run app.py`` on a free localhost port with the tiny dataset, an empty store and cache."""
+    """``python app.py`` on a free localhost port with the tiny dataset, an empty store and cache."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
     root = tmp_path_factory.mktemp("browser")
@@ -26,8 +26,8 @@ def server(tmp_path_factory, tiny_dataset_path):
     env = {**os.environ, "MLIPDIV_DATASET": str(root / "tiny.h5"), "MLIPDIV_HOME": str(root / "runs"),
            "MLIPDIV_CACHE": str(root / "cache"), "MLIPDIV_CONCURRENCY": "1"}
     log = open(root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+    proc = subprocess.Popen(  # as ``make run`` starts it (``streamlit run`` would add the pages folder's names)
+        [sys.executable, "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -74,3 +74,73 @@ def test_a_single_click_selects_a_point_on_every_map(page, server):
     viewer.locator("#mv-forces").check()
     assert viewer.locator("#mv-scale").count() == 1 and viewer.locator(".mv-bar").count() == 1
     assert page.external_requests == []
+
+
+# the hover card of the page: shown or not, the molecule it draws, its bonds and atom labels
+CARD_JS = """() => {
+    const c = document.querySelector('.mlipdiv-depiction');
+    return c ? {shown: c.style.display === 'block', molecule: Number(c.dataset.molecule),
+                lines: c.querySelectorAll('line').length,
+                labels: Array.from(c.querySelectorAll('text')).map(t => t.textContent)} : null;
+}"""
+
+
+def hover_card(page, timeout: float = 30.0) -> dict | None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        card = page.evaluate(CARD_JS)
+        if card and card["shown"]:
+            return card
+        time.sleep(0.2)
+    return page.evaluate(CARD_JS)
+
+
+def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, server, tiny_dataset_path):
+    from mlipdiv.io.load import load_dataset
+    from mlipdiv.viz.sketch import sketch
+
+    ds = load_dataset(tiny_dataset_path)
+    offsets = list(ds.conformer_offsets())
+    molecules = list(ds)
+    visit(page, server, "embeddings", "Embeddings")
+    wait_for_plots(page, 3, timeout=180)
+    for chart in (0, 1):  # the molecule map and the map of all conformers
+        page.locator(".js-plotly-plot").nth(chart).scroll_into_view_if_needed()
+        wait_idle(page)
+        page.mouse.move(5, 5)  # off every map first
+        p = page.evaluate(POINT_JS, chart)
+        page.mouse.move(p["x"], p["y"])
+        card = hover_card(page)
+        assert card and card["shown"], (chart, card)
+        near = {next(i for i in range(len(molecules)) if offsets[i] <= gid < offsets[i + 1]) for gid in p["ids"]}
+        assert card["molecule"] in near, (card, near)
+        expected = sketch(molecules[card["molecule"]].smiles)
+        n_bonds = sum(expected["b"][2::3])  # a double bond is two lines, a triple three
+        assert card["lines"] == n_bonds and sorted(card["labels"]) == sorted(x for x in expected["l"] if x), card
+        shot(page, f"maps-hover-{chart}")
+        page.mouse.move(5, 5)  # leaving the point hides the card
+        page.wait_for_timeout(500)
+        assert not page.evaluate(CARD_JS)["shown"]
+    # the chosen molecule's own conformer map needs no card: its molecule is drawn beside it
+    page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
+    wait_idle(page)
+    p = page.evaluate(POINT_JS, 2)
+    page.mouse.move(p["x"], p["y"])
+    page.wait_for_timeout(1000)
+    assert not page.evaluate(CARD_JS)["shown"]
+    # the Trade-off page's maps (drawn now that the maps are computed) show the structure too
+    visit(page, server, "trade-off", "Trade-off")
+    wait_for_plots(page, 3, timeout=180)  # the grid of points and the two maps
+    maps = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                         ".map((d, k) => d.layout.meta && d.layout.meta.mlipdiv_depict ? k : -1).filter(k => k >= 0)")
+    assert len(maps) == 2, maps
+    page.locator(".js-plotly-plot").nth(maps[0]).scroll_into_view_if_needed()
+    wait_idle(page)
+    page.mouse.move(5, 5)
+    p = page.evaluate(POINT_JS, maps[0])
+    page.mouse.move(p["x"], p["y"])
+    card = hover_card(page)
+    assert card and card["shown"] and card["lines"] > 0, card
+    assert page.external_requests == []
