@@ -60,12 +60,15 @@ def _label(atom: Any) -> str:
     return text + ("" if charge == 0 else "+" if charge == 1 else "-" if charge == -1 else f"{charge:+d}")
 
 
-def sketches(dataset: Any) -> dict[str, list[Any]]:
-    """What the browser needs to sketch any point of a map of ``dataset``: the conformer offsets (a point's global
+def sketches(dataset: Any) -> dict[str, Any]:
+    """What the browser needs to sketch any point of a map of ``dataset``: the dataset's content digest (the browser
+    keeps the sketches of a digest, so a page sends them once per session), the conformer offsets (a point's global
     conformer id falls in its molecule's range) and one :func:`sketch` per molecule (None where there is none).
-    Computed once per dataset object (about 1 s for 1,000 molecules)."""
-    def compute() -> dict[str, list[Any]]:
-        return {"offsets": [int(v) for v in dataset.conformer_offsets()],
+    Computed once per dataset object (about 0.4 s for 1,000 molecules)."""
+    from mlipdiv.descriptors import dataset_digest
+
+    def compute() -> dict[str, Any]:
+        return {"digest": dataset_digest(dataset), "offsets": [int(v) for v in dataset.conformer_offsets()],
                 "sketches": [sketch(m.smiles) for m in dataset]}
 
     return dataset.memo(("sketches",), compute)

@@ -123,6 +123,29 @@ def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, serve
         page.mouse.move(5, 5)  # leaving the point hides the card
         page.wait_for_timeout(500)
         assert not page.evaluate(CARD_JS)["shown"]
+    # the sketches travel once per session: a rerun sends only the dataset's digest, and a browser that lost them
+    # (here: forgotten on purpose) asks for them again
+    received = "() => window.__mlipdivDepict.received"
+    assert page.evaluate(received) == 1
+    colour_by = page.locator('[data-testid="stRadio"]').filter(has_text="Colour by")
+    colour_by.get_by_text("molecule", exact=True).click()
+    wait_idle(page)
+    assert page.evaluate(received) == 1  # the rerun sent the digest only
+    page.evaluate("() => { window.__mlipdivDepict.data = null; }")
+    colour_by.get_by_text("energy", exact=True).click()
+    wait_idle(page)
+    page.locator(".js-plotly-plot").nth(0).scroll_into_view_if_needed()
+    wait_idle(page)
+    page.mouse.move(5, 5)
+    p = page.evaluate(POINT_JS, 0)
+    page.mouse.move(p["x"], p["y"])  # a hover without sketches asks for them (and shows nothing yet)
+    page.wait_for_function(f"({received})() === 2", timeout=60_000)
+    wait_idle(page)
+    page.mouse.move(5, 5)
+    page.mouse.move(p["x"], p["y"])
+    card = hover_card(page)
+    assert card and card["shown"] and card["lines"] > 0, card
+    page.mouse.move(5, 5)
     # the chosen molecule's own conformer map needs no card: its molecule is drawn beside it
     page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
     wait_idle(page)
