@@ -46,7 +46,11 @@ function draw(sk) {
   for (let i = 0; i < n; i++) { xs.push(sk.x[2 * i]); ys.push(sk.x[2 * i + 1]); }
   const minX = Math.min(...xs), maxX = Math.max(...xs), minY = Math.min(...ys), maxY = Math.max(...ys);
   const scale = Math.min(3, (MAX_W - 2 * PAD) / Math.max(maxX - minX, 1), (MAX_H - 2 * PAD) / Math.max(maxY - minY, 1));
-  const width = Math.max(90, (maxX - minX) * scale + 2 * PAD + 16), height = Math.max(60, (maxY - minY) * scale + 2 * PAD);
+  const font = Math.max(11, Math.min(15, 5 * scale));
+  // room for the longest label beside an atom at the edge (e.g. "NH2" runs right of its N)
+  const labelRoom = Math.max(0, ...sk.l.map((l) => 0.6 * font * l.length));
+  const width = Math.max(90, (maxX - minX) * scale + 2 * PAD + 2 * labelRoom);
+  const height = Math.max(60, (maxY - minY) * scale + 2 * PAD);
   const ox = (width - (maxX - minX) * scale) / 2, oy = (height - (maxY - minY) * scale) / 2;
   const px = (i) => ox + (xs[i] - minX) * scale, py = (i) => oy + (ys[i] - minY) * scale;
   const svg = el("svg", { width: width, height: height, viewBox: `0 0 ${width} ${height}` });
@@ -61,7 +65,6 @@ function draw(sk) {
                                    y2: y2 + s * gap * ny, stroke: "#222", "stroke-width": 1.6 }));
     }
   }
-  const font = Math.max(11, Math.min(15, 5 * scale));
   const towards = new Array(n).fill(0);  // which side an atom's bonds leave on: its hydrogens go on the other
   for (let k = 0; k < sk.b.length; k += 3) {
     towards[sk.b[k]] += xs[sk.b[k + 1]] - xs[sk.b[k]];
