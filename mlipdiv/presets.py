@@ -159,17 +159,23 @@ PRESETS: dict[str, Preset] = {
 
 _STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 2, "test_molecules": 26,
           "max_eval_per_molecule": 16, "patience": 0}
-STUDY_STEPS = {128: 1500, 512: 3000, 2048: 3000, 8192: 5000}
-"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 188, 47 and 20 epochs); the fixed-molecules
-grids use the steps of their largest training set. A first try with 1,000 steps of 8 conformers at B = 128 left 35 %
-of the runs short of the convergence rule (their validation loss still fell > 5 % in the last quarter); a step of
-32 conformers costs only about twice one of 8 on a CPU (per-step overhead dominates small models), so larger
-batches buy most of the difference. B = 512 first had 1,500 steps: doubling them lowered SchNet's error by more than
-one seed std at both checked points (unseen molecules at (512, 1): -14 meV/Å against a std of 8), so it has 3,000.
+STUDY_STEPS = {128: 1500, 512: 3000, 2048: 6000, 8192: 10000}
+"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 188, 94 and 39 epochs); the fixed-molecules
+grids use the steps of their largest training set. Chosen by the convergence checks (twice the steps must change
+the error by less than one seed std), each try on SchNet:
+
+- B = 128: 1,000 steps of 8 left 35 % of the runs short of the per-run rule (validation loss still falling > 5 % in
+  the last quarter); 1,500 steps of 16 pass (a step of 32 conformers costs only about twice one of 8 on a CPU: the
+  per-step overhead dominates small models, so larger batches buy most of the difference).
+- B = 512: 1,500 steps changed by more than one seed std when doubled (unseen molecules at (512, 1): -14 meV/Å
+  against a std of 8), so 3,000.
+- B = 2,048: 3,000 steps changed by -12 meV/Å on both splits at (1,024, 2) when doubled (seed 0), so 6,000.
+- B = 8,192: 10,000 (39 epochs; not tried with fewer, the check decides).
+
 Whether the steps suffice is what the ``-convergence`` presets measure (docs/RESULTS.md)."""
 _STUDY_BATCH = {128: 16, 512: 32, 2048: 32, 8192: 32}
-STUDY_TIME = ("the whole study (study-* presets): about 13 CPU-hours on a 2-core machine, estimated from measured "
-              "step times; run it in the background and rerun after interruptions")
+STUDY_TIME = ("the whole study (study-* presets): about 28 CPU-hours (14 h on 2 cores), estimated from measured step "
+              "times; run it in the background and rerun after interruptions (finished runs are reused)")
 
 
 def _batch(budget: int) -> dict[str, int]:
