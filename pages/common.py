@@ -360,7 +360,6 @@ def embedding_ready(kind: str, n_neighbors: int = 15, min_dist: float = 0.1, met
     return is_cached(load(dataset_path()), MapParams(kind, n_neighbors, min_dist, metric))
 
 
-@functools.lru_cache(maxsize=1)
 @st.cache_resource(show_spinner=False)
 def _hover_depiction_component() -> Any:
     """Registered once per process (registering a component name twice logs a warning)."""
@@ -386,6 +385,7 @@ def hover_depictions(ds: Any) -> None:
     _hover_depiction_component()(data=payload, key="hover_depictions", on_missing_change=_sketches_lost)
 
 
+@functools.lru_cache(maxsize=1)
 def model_names() -> tuple[str, ...]:
     """Registered models (importing them loads torch and PyG: seconds, so :func:`warm_up` does it at start)."""
     return tuple(registry.model_names())
