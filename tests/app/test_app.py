@@ -39,6 +39,29 @@ def env(tmp_path_factory, tiny_dataset_path):
         yield root
 
 
+@pytest.fixture(scope="module")
+def finished_run(env) -> str:
+    """A finished run in the module's store, for the pages that show one (the Embeddings error colouring): the
+    Trade-off test's run when it ran first, else a 1-epoch run trained here, so a test selected alone still has it."""
+    from mlipdiv.jobs.manager import JobManager
+    from mlipdiv.jobs.store import RunStore
+    from mlipdiv.jobs.sweep import plan_point, submit_plan
+
+    store = RunStore(env / "runs")
+    done = store.list(status="done")
+    if done:
+        return done[0].id
+    manager = JobManager(store, max_concurrent=1)
+    try:
+        ids, _ = submit_plan(manager, plan_point(2, 2, seeds=1, model="schnet", epochs=1,
+                                                 dataset=env / "tiny.h5", options={"hidden": 16}))
+        (run,) = manager.wait(ids, timeout=300)
+    finally:
+        manager.shutdown()
+    assert run.status == "done", run.error
+    return run.id
+
+
 def open_page(page: str | None = None):
     from streamlit.testing.v1 import AppTest
 
@@ -227,7 +250,7 @@ def test_runs_page_cancels_a_queued_run(env):
     assert store.get(run.id).status == "cancelled"
 
 
-def test_embeddings_page_draws_both_maps_in_every_colouring(env):
+def test_embeddings_page_draws_both_maps_in_every_colouring(env, finished_run):
     at = open_page("Embeddings")
     assert {"n_neighbors", "min_dist"} <= set(labels(at.slider))
     assert {"Metric (structures)", "Metric (conformers)"} <= set(labels(at.selectbox))
@@ -235,7 +258,7 @@ def test_embeddings_page_draws_both_maps_in_every_colouring(env):
     for colour in ("molecule", "energy", "error"):
         at.radio(key="p_emb_colour").set_value(colour).run()
         assert not at.exception, colour
-        assert len(at.get("plotly_chart")) == 3  # the error colouring uses the run trained above
+        assert len(at.get("plotly_chart")) == 3  # the error colouring uses the finished run
     start = time.perf_counter()
     at = open_page("Embeddings")  # a new session: the maps come from the disk cache
     assert time.perf_counter() - start < 30
