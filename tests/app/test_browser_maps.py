@@ -97,6 +97,17 @@ def hover_card(page, timeout: float = 30.0) -> dict | None:
     return page.evaluate(CARD_JS)
 
 
+def hover_point(page, chart: int) -> dict:
+    """Move the pointer off every map, then onto one point of a chart (as a user would rest on it); returns the
+    point as :data:`POINT_JS` gives it."""
+    page.locator(".js-plotly-plot").nth(chart).scroll_into_view_if_needed()
+    wait_idle(page)
+    page.mouse.move(5, 5)
+    p = page.evaluate(POINT_JS, chart)
+    page.mouse.move(p["x"], p["y"])
+    return p
+
+
 def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, server, tiny_dataset_path):
     from mlipdiv.io.load import load_dataset
     from mlipdiv.viz.sketch import sketch
@@ -107,11 +118,7 @@ def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, serve
     visit(page, server, "embeddings", "Embeddings")
     wait_for_plots(page, 3, timeout=180)
     for chart in (0, 1):  # the molecule map and the map of all conformers
-        page.locator(".js-plotly-plot").nth(chart).scroll_into_view_if_needed()
-        wait_idle(page)
-        page.mouse.move(5, 5)  # off every map first
-        p = page.evaluate(POINT_JS, chart)
-        page.mouse.move(p["x"], p["y"])
+        p = hover_point(page, chart)
         card = hover_card(page)
         assert card and card["shown"], (chart, card)
         near = {next(i for i in range(len(molecules)) if offsets[i] <= gid < offsets[i + 1]) for gid in p["ids"]}
@@ -134,11 +141,7 @@ def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, serve
     page.evaluate("() => { window.__mlipdivDepict.data = null; }")
     colour_by.get_by_text("energy", exact=True).click()
     wait_idle(page)
-    page.locator(".js-plotly-plot").nth(0).scroll_into_view_if_needed()
-    wait_idle(page)
-    page.mouse.move(5, 5)
-    p = page.evaluate(POINT_JS, 0)
-    page.mouse.move(p["x"], p["y"])  # a hover without sketches asks for them (and shows nothing yet)
+    p = hover_point(page, 0)  # a hover without sketches asks for them (and shows nothing yet)
     page.wait_for_function(f"({received})() === 2", timeout=60_000)
     wait_idle(page)
     page.mouse.move(5, 5)
@@ -147,10 +150,7 @@ def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, serve
     assert card and card["shown"] and card["lines"] > 0, card
     page.mouse.move(5, 5)
     # the chosen molecule's own conformer map needs no card: its molecule is drawn beside it
-    page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
-    wait_idle(page)
-    p = page.evaluate(POINT_JS, 2)
-    page.mouse.move(p["x"], p["y"])
+    hover_point(page, 2)
     page.wait_for_timeout(1000)
     assert not page.evaluate(CARD_JS)["shown"]
     # the Trade-off page's maps (drawn now that the maps are computed) show the structure too
@@ -159,11 +159,7 @@ def test_resting_the_pointer_on_a_map_point_shows_its_molecule_in_2d(page, serve
     maps = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
                          ".map((d, k) => d.layout.meta && d.layout.meta.mlipdiv_depict ? k : -1).filter(k => k >= 0)")
     assert len(maps) == 2, maps
-    page.locator(".js-plotly-plot").nth(maps[0]).scroll_into_view_if_needed()
-    wait_idle(page)
-    page.mouse.move(5, 5)
-    p = page.evaluate(POINT_JS, maps[0])
-    page.mouse.move(p["x"], p["y"])
+    hover_point(page, maps[0])
     card = hover_card(page)
     assert card and card["shown"] and card["lines"] > 0, card
     assert page.external_requests == []
