@@ -159,8 +159,8 @@ PRESETS: dict[str, Preset] = {
 
 _STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 2, "test_molecules": 26,
           "max_eval_per_molecule": 16, "patience": 0}
-STUDY_STEPS = {128: 1500, 512: 3000, 2048: 6000, 8192: 10000}
-"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 188, 94 and 39 epochs); the fixed-molecules
+STUDY_STEPS = {128: 1500, 512: 6000, 2048: 6000, 8192: 10000}
+"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 94 and 39 epochs); the fixed-molecules
 grids use the steps of their largest training set. Chosen by the convergence checks (twice the steps must change
 the error by less than one seed std), each try on SchNet:
 
@@ -168,13 +168,14 @@ the error by less than one seed std), each try on SchNet:
   the last quarter); 1,500 steps of 16 pass (a step of 32 conformers costs only about twice one of 8 on a CPU: the
   per-step overhead dominates small models, so larger batches buy most of the difference).
 - B = 512: 1,500 steps changed by more than one seed std when doubled (unseen molecules at (512, 1): -14 meV/Å
-  against a std of 8), so 3,000.
+  against a std of 8), so 3,000; and 3,000 did too (unseen conformers at (8, 64): -11.5 against a std of 9.2, eight
+  seeds), so 6,000.
 - B = 2,048: 3,000 steps changed by -12 meV/Å on both splits at (1,024, 2) when doubled (seed 0), so 6,000.
 - B = 8,192: 10,000 (39 epochs; not tried with fewer, the check decides).
 
 Whether the steps suffice is what the ``-convergence`` presets measure (docs/RESULTS.md)."""
 _STUDY_BATCH = {128: 16, 512: 32, 2048: 32, 8192: 32}
-STUDY_TIME = ("the whole study (study-* presets): about 28 CPU-hours (14 h on 2 cores), estimated from measured step "
+STUDY_TIME = ("the whole study (study-* presets): about 31 CPU-hours (16 h on 2 cores), estimated from measured step "
               "times; run it in the background and rerun after interruptions (finished runs are reused)")
 
 
