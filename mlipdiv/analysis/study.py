@@ -19,6 +19,9 @@ Convergence-check runs (presets ending in ``-convergence``) feed only the conver
   acceptance checks, recommendations, convergence, evaluated counts, energies, information gap and domain;
 - ``report.md``: the generated sections of docs/RESULTS.md; ``curves.csv``: every run's learning curve (from the
   store; kept as it is when only ``results.csv`` is analysed);
+- ``references.csv``: the element-linear energy baseline on unseen molecules at M = 2 ... 1,024 with and without the
+  isolated-atom prior (:mod:`mlipdiv.analysis.references`; computed from the dataset, kept as it is when only
+  ``results.csv`` is analysed);
 - ``figures/*.html`` and, when kaleido and a Chrome are available, ``figures/*.png`` / ``*.svg`` (the same Plotly
   figures; set ``BROWSER_PATH=/usr/bin/chromium`` for Debian's).
 """
@@ -427,6 +430,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
     from mlipdiv.analysis.known_datasets import on_map
     from mlipdiv.analysis.paired import budget_claims, shift_claims
     from mlipdiv.analysis.recommend import Recommendation, allowed_budgets, budget_grid, optimum_path, recommend
+    from mlipdiv.analysis.references import HELD_OUT_SETTINGS, element_baselines, reference_summary
     from mlipdiv.analysis.report import (
         abstract_verdicts,
         converged_rows,
@@ -499,18 +503,23 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
 
     gap = dom_report = None
     if raw:  # no run folders: summarise what the study shipped
+        if (out / "references.csv").exists():
+            result["references"] = reference_summary(pd.read_csv(out / "references.csv"))
         if infogap and (out / "infogap.csv").exists():
             gap = pd.read_csv(out / "infogap.csv")
             result["infogap"] = _gap_summary(gap)
         if domain and (out / "domain.csv").exists():
             result["domain"] = _domain_summary(pd.read_csv(out / "domain.csv"))
     else:
-        dataset = None
-        if infogap or domain:
-            from mlipdiv.io.load import load_dataset
+        from mlipdiv.io.load import load_dataset
 
-            path = dataset_path or store.get(df["run_id"].iloc[0]).folder.read_config().get("dataset")
-            dataset = load_dataset(path)
+        config = store.get(df["run_id"].iloc[0]).folder.read_config()
+        dataset = load_dataset(dataset_path or config.get("dataset"))
+        _log("element references on unseen molecules (M = 2 ... 1,024, no training)")
+        held_out = {k: config[k] for k in HELD_OUT_SETTINGS if k in config}
+        refs = element_baselines(dataset, seeds=sorted({int(s) for s in main["seed"]}), **held_out)
+        refs.to_csv(out / "references.csv", index=False, float_format="%.6g")
+        result["references"] = reference_summary(refs)
         if infogap:
             _log("information gap per run")
             gap = _gap_rows(main[main["split"].isin(SPLITS)], dataset, store)

@@ -87,12 +87,15 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     generated sections come out of it, and every statement follows the numbers."""
     import json
 
+    from mlipdiv.analysis.references import REFERENCE_COLUMNS
     from mlipdiv.analysis.report import PAGE_BEGIN, PAGE_END
     from mlipdiv.analysis.study import analyse
 
     from synthetic_sweeps import v2_table
 
     v2_table().to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame([(2, 0, 416, 0, 0.7, 11.0), (32, 0, 416, 0, 0.05, 0.05)], columns=list(REFERENCE_COLUMNS)).to_csv(
+        tmp_path / "references.csv", index=False)  # shipped beside results.csv: read, never recomputed
     page = tmp_path / "RESULTS.md"
     page.write_text(f"# Results\n\nhand-written protocol\n\n{PAGE_BEGIN}\nstale\n{PAGE_END}\n\ntrailing text\n")
     result = analyse(tmp_path, figures=False, n_boot=20, page=page)
@@ -105,6 +108,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     # counts evaluated are constant per (experiment, seed, split) in this table
     assert stored["eval_counts"] and all(r["constant"] for r in stored["eval_counts"])
     assert stored["energy"] and all(r["ratio"] < 1 for r in stored["energy"])
+    assert [r["n_molecules"] for r in stored["references"]] == [2, 32]
     # statements: resolved where the truth is clear, "not resolved" at B = 8192 (3 seeds, a 1.8 meV/Å gap)
     by = {c["budget"]: c for c in stored["comparisons"] if c["quantity"] == "mean"}
     assert by[128]["resolved"] and by[128]["interior"] and "not resolved" in by[8192]["statement"]
@@ -115,7 +119,8 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     assert text.startswith("# Results\n\nhand-written protocol") and text.endswith("trailing text\n")
     assert "stale" not in text and text.count(PAGE_BEGIN) == 1
     for heading in ("### Paired comparisons", "### Is the error model consistent", "### Convergence",
-                    "### Conformers evaluated", "### Relative energies", "## Against the study's abstract",
+                    "### Conformers evaluated", "### Relative energies", "### Element reference energies",
+                    "## Against the study's abstract",
                     "## Measured tables"):
         assert heading in text
     assert (tmp_path / "report.md").read_text() in text
