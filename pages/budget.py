@@ -95,7 +95,7 @@ else:
     strategy = k[1].selectbox("Selection strategy", strategies, key="p_budget_strategy")
     common.default("p_budget_metric", "forces_mae")
     metric = k[2].selectbox("Error", list(METRICS), key="p_budget_metric", format_func=METRICS.get)
-    common.default("p_budget_form", "full")
+    common.default("p_budget_form", "average")
     form = k[3].selectbox("Error model", list(FORM_WORDS), key="p_budget_form",
                           format_func=lambda f: FORM_WORDS[f].split(":")[0],
                           help="  \n".join(f"**{w.split(':')[0]}**: {w.split(':', 1)[1].strip()}"

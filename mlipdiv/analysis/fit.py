@@ -4,6 +4,7 @@ and (when the runs record it) training steps S.
 The terms (per test split, per model, per metric), each non-negative and decreasing::
 
     floor: E_inf     M: a (M/M0)^-alpha     C: b (C/C0)^-beta     MC: a (M C / M0 C0)^-alpha     S: d (S/S0)^-gamma
+    MorC: (1 / (a (M/M0)^-alpha) + 1 / (b (C/C0)^-beta))^-1
 
 The full form ``E_inf + a (M/M0)^-alpha + b (C/C0)^-beta`` is the additive two-resource power law of
 compute-optimal scaling (Hoffmann et al. 2022, L(N, D) = E + A/N^a + B/D^b) with the study's two diversities as the
@@ -11,14 +12,22 @@ resources: ``a`` is the excess error from too few molecules, ``b`` from too few 
 left with unlimited data of both. ``total`` (floor + MC) is the null hypothesis that only the number of conformers
 matters. ``M0``, ``C0``, ``S0`` are the geometric means of the fitted points.
 
+``either`` (floor + MorC) combines the same two power laws as resistances in parallel, a smooth minimum: the error
+follows whichever resource is the more plentiful. Why: an unseen conformer of a training molecule can be learned
+from that molecule's own conformers or by transfer from the other molecules, so once C is large more molecules
+barely help it, and once M is large more conformers barely do. The additive form cannot bend that way; on the
+study's unseen-conformer errors (SchNet, B = 128 and 512) it left residuals of the budget's sign (RMSE 26 meV/Å)
+where ``either`` left 12.
+
 Training steps. Within one budget every point gets the same optimiser steps, across budgets the steps differ (as
 convergence needs), so steps are not confounded with the split between M and C, but they are with the budget. When
 the points hold more than one step count, every candidate form is also fitted with the term S, which absorbs what
 training length adds to the level of a budget; within a budget S is constant, so it never moves the optimum.
 
-Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C) and ``total``, each with and without
-S. A fit whose parameter sits on a bound (an amplitude at 0, an exponent at 0) is replaced by the nested form
-without that term and refitted, so no reported parameter is a bound with a meaningless standard error. Each
+Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total`` and ``either``, each with
+and without S. A fit whose parameter sits on a bound (an amplitude at 0, an exponent at 0) is replaced by the
+nested form without that term and refitted (an ``either`` fit in which one route never limits the error becomes
+the other route's single term), so no reported parameter is a bound with a meaningless standard error. Each
 candidate is scored by AICc computed from the *weighted* chi^2 the fit minimises (Gaussian likelihood with known
 relative weights and one common scale: ``n log(chi^2/n) + 2k + 2k(k+1)/(n-k-1)``), and predictions are the
 Akaike-weighted average of the candidates (weights ``exp(-dAICc/2)``; Burnham & Anderson 2002). ``form`` picks one
@@ -99,13 +108,16 @@ class ExtrapolationError(MlipdivError):
 
 _TERMS: dict[str, tuple[str, ...]] = {
     "floor": ("E_inf",), "M": ("a", "alpha"), "C": ("b", "beta"), "MC": ("a", "alpha"), "S": ("d", "gamma"),
+    "MorC": ("a", "alpha", "b", "beta"),
 }
 _TERM_TEXT = {"floor": "E_inf", "M": "a·(M/M0)^-alpha", "C": "b·(C/C0)^-beta", "MC": "a·(M·C/(M0·C0))^-alpha",
-              "S": "d·(S/S0)^-gamma"}
-_ORDER = ("floor", "M", "C", "MC", "S")
-_ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total"}  # the candidates
+              "S": "d·(S/S0)^-gamma", "MorC": "(1/(a·(M/M0)^-alpha) + 1/(b·(C/C0)^-beta))^-1"}
+_ORDER = ("floor", "M", "C", "MC", "MorC", "S")
+_ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total",
+            ("floor", "MorC"): "either"}  # the candidates
 _NESTED_NAMES = {("MC",): "total_no_floor", ("floor", "M"): "molecules_only", ("floor", "C"): "conformers_only",
-                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor"}
+                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor", ("MorC",): "either_no_floor"}
+_DECREASING = ("M", "C", "MC", "MorC")
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,10 @@ class Form:
                 out = out + theta[i]
                 i += 1
                 continue
+            if t == "MorC":
+                out = out + _parallel(*_routes(m, c, theta[i:i + 4]))
+                i += 4
+                continue
             base = {"M": m, "C": c, "MC": m * c, "S": s}[t]
             out = out + theta[i] * base ** -theta[i + 1]
             i += 2
@@ -146,6 +162,18 @@ class Form:
     def without(self, dropped: Iterable[str]) -> Form:
         gone = set(dropped)
         return Form(tuple(t for t in self.terms if t not in gone))
+
+
+def _routes(m: np.ndarray, c: np.ndarray, theta: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The two power laws of the MorC term: the error through molecules and through conformers."""
+    a, alpha, b, beta = theta
+    return a * m ** -alpha, b * c ** -beta
+
+
+def _parallel(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``(1/u + 1/v)^-1``, 0 where either is 0 (a route without error)."""
+    total = u + v
+    return np.divide(u * v, total, out=np.zeros_like(total, dtype=float), where=total > 0)
 
 
 def _form(terms: Iterable[str]) -> Form:
@@ -158,7 +186,7 @@ _EXPONENT_MAX = 3.0
 
 
 def form_by_name(name: str) -> Form:
-    """A form from its name (``full``, ``no_floor``, ``total``, optionally ``+steps``)."""
+    """A form from its name (``full``, ``no_floor``, ``total``, ``either``, optionally ``+steps``)."""
     base, _, steps = name.partition("+steps")
     if base not in FORMS or steps:
         raise MlipdivError(f"unknown error-model form {name!r}; choose from {AVERAGE}, {', '.join(FORMS)} "
@@ -644,6 +672,8 @@ def _starts(form: Form, y: np.ndarray) -> list[np.ndarray]:
         guess = {"E_inf": floor, "a": span, "b": span, "d": 0.5 * span, "alpha": e, "beta": e, "gamma": e}
         if "floor" not in form.terms:
             guess["a"] = guess["b"] = 0.5 * float(np.mean(y))
+        if "MorC" in form.terms:  # two routes in parallel give about half of either
+            guess["a"], guess["b"] = 2 * guess["a"], 2 * guess["b"]
         out.append(np.array([guess[k] for k in form.params]))
     return out
 
@@ -739,11 +769,39 @@ def _at_bounds(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
     p = dict(zip(form.params, theta))
     out = []
     for t in form.terms:
+        if t == "MorC":
+            if _amplitude(t, p) <= tol or max(p["alpha"], p["beta"]) <= _EXPONENT_TOL:
+                out.append(t)
+            continue
         names = _TERMS[t]
         amp = p[names[0]]
         if amp <= tol or (len(names) > 1 and p[names[1]] <= _EXPONENT_TOL):
             out.append(t)
     return out
+
+
+def _amplitude(term: str, p: Mapping[str, float]) -> float:
+    """The smallest amplitude of a decreasing (or steps) term: 0 means the term is 0."""
+    return min(p[k] for k in _TERMS[term] if k in ("a", "b", "d"))
+
+
+_ROUTE_SHARE = 1e-3  # MorC is one power law where the other route's error is 1,000 times larger at every point
+
+
+def _single_route(form: Form, theta: np.ndarray, x: np.ndarray) -> str | None:
+    """``"M"`` or ``"C"`` when the MorC term of ``form`` is that one power law at every fitted point (the other
+    route's error is so large that it never limits); its parameters then carry no information."""
+    if "MorC" not in form.terms:
+        return None
+    p = dict(zip(form.params, theta))
+    u, v = _routes(x[0], x[1], (p["a"], p["alpha"], p["b"], p["beta"]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_m, share_c = u / (u + v), v / (u + v)  # the term is u * share_c = v * share_m
+    if np.all(share_m < _ROUTE_SHARE):  # u << v everywhere: the term is u, the M route
+        return "M"
+    if np.all(share_c < _ROUTE_SHARE):
+        return "C"
+    return None
 
 
 def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.ndarray | None = None,
@@ -756,8 +814,14 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
     notes: list[str] = []
     while True:
         theta, cov, chi2 = _curve_fit(form, x, y, sigma, _starts(form, y))
+        route = _single_route(form, theta, x)
+        if route is not None:
+            notes.append(f"{form.name}: one route of {_TERM_TEXT['MorC']} never limited the error; the nested form "
+                         f"with {_TERM_TEXT[route]} alone was used")
+            form = _form((*form.without(["MorC"]).terms, route))
+            continue
         dropped = _at_bounds(form, theta, y)
-        decreasing = [t for t in form.terms if t in ("M", "C", "MC")]
+        decreasing = [t for t in form.terms if t in _DECREASING]
         if set(decreasing) <= set(dropped):  # keep one decreasing term: the model must say something about M, C
             dropped = [t for t in dropped if t not in decreasing]
         if not dropped:
@@ -765,11 +829,11 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
         p = dict(zip(form.params, theta))
         for t in dropped:
             what = f"E_inf = {p['E_inf']:.3g}" if t == "floor" else f"term {_TERM_TEXT[t]} " + (
-                "with amplitude 0" if p[_TERMS[t][0]] <= _AMPLITUDE_TOL * float(np.max(np.abs(y))) else
+                "with amplitude 0" if _amplitude(t, p) <= _AMPLITUDE_TOL * float(np.max(np.abs(y))) else
                 "with exponent 0 (a constant)")
             notes.append(f"{form.name}: {what} sat on its bound; the nested form without it was used")
         nested = form.without(dropped)
-        if "floor" not in nested.terms and any(p[_TERMS[t][0]] > 0 for t in dropped if t != "floor"):
+        if "floor" not in nested.terms and any(_amplitude(t, p) > 0 for t in dropped if t != "floor"):
             nested = _form((*nested.terms, "floor"))  # a constant term is the floor
         if nested == form:
             return form, theta, cov, chi2, notes

@@ -28,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
     parser.add_argument("--form", default="average",
-                        choices=["average", "full", "no_floor", "total", "full+steps", "no_floor+steps",
-                                 "total+steps"],
+                        choices=["average", "full", "no_floor", "total", "either", "full+steps", "no_floor+steps",
+                                 "total+steps", "either+steps"],
                         help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
-                             "full = E_inf + a M^-alpha + b C^-beta; +steps adds d S^-gamma for training steps)")
+                             "full = E_inf + a M^-alpha + b C^-beta; either = E_inf + (1/(a M^-alpha) + "
+                             "1/(b C^-beta))^-1, the error follows the more plentiful of the two; +steps adds "
+                             "d S^-gamma for training steps)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",

@@ -121,9 +121,13 @@ def conformer_rows(molecule: Any) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ plain language
 
 FORM_WORDS = {  # the error models of mlipdiv.analysis.fit, as the Budget page names them
+    "average": "average of the models: each one below weighted by how well it fits for its number of parameters "
+               "(Akaike weights), as the budget command and docs/RESULTS.md answer",
     "full": "full model: a floor plus one term falling with M and one with C",
     "no_floor": "no floor: one term falling with M and one with C, no lowest reachable error",
     "total": "total only: the error depends on the total number of conformers M × C, not on how it is split",
+    "either": "either resource: a floor plus the two terms in parallel, so the error follows the more plentiful of "
+              "M and C (more molecules barely help once C is large, and the other way round)",
 }
 SPLIT_WORDS = {"test_molecules": "Unseen molecules", "test_conformers": "Unseen conformers", "val": "Validation"}
 AICC = ("AICc, a score of fit that charges for every extra parameter (the corrected Akaike information criterion; "

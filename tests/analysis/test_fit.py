@@ -81,7 +81,7 @@ def test_interpolating_fit_is_flagged_and_forms_compared() -> None:
     assert f.components[0].form.name == "full"
     assert math.isnan(f.loo_rmse) and f.bootstrap is None
     assert any("the fit interpolates" in w for w in f.warnings)
-    assert set(f.aicc_by_form) == {"full", "no_floor", "total"}
+    assert set(f.aicc_by_form) == {"full", "no_floor", "total", "either"}
     assert set(fit_error_model(few, n_boot=0, form="full", compare=False).aicc_by_form) == {"full"}
 
 
@@ -207,3 +207,43 @@ def test_convergence_runs_are_left_out_of_the_fit() -> None:
     pts = aggregate(main[main.model == "schnet"], "test_molecules", "forces_mae", 1000.0)
     at = (pts.M == 32) & (pts.C == 4)
     assert pts.n[at][0] == 8 and set(pts.S[at]) == {400.0}
+
+
+# ------------------------------------------------------------------------ the parallel-routes form ("either")
+
+
+def _points(truth, noise: float = 0.5, seeds: int = 4) -> Points:
+    M = np.array([m for m, _ in GRID], float)
+    C = np.array([c for _, c in GRID], float)
+    rng = np.random.default_rng(1)
+    values = [truth(m, c) + rng.normal(0, noise, seeds) for m, c in zip(M, C)]
+    return Points(M, C, np.array([v.mean() for v in values]), np.array([v.std(ddof=1) for v in values]),
+                  np.full(len(M), seeds), values)
+
+
+def test_either_form_wins_where_the_error_follows_the_more_plentiful_resource() -> None:
+    """Errors of unseen conformers that fall with M at C = 1 but hardly with M once C is large: the additive form
+    cannot bend that way (residuals far beyond the noise); the average picks ``either`` and reproduces the surface."""
+    def truth(m: float, c: float) -> float:
+        u, v = 300.0 * (m / 64) ** -0.5, 120.0 * (c / 8) ** -0.6
+        return 20.0 + u * v / (u + v)
+
+    pts = _points(truth)
+    additive = fit_error_model(pts, n_boot=0, form="full")
+    avg = fit_error_model(pts, n_boot=0)
+    weights = {c.form.name: c.weight for c in avg.components}
+    assert weights.get("either", 0.0) > 0.9, weights
+    assert avg.rmse < 1.0 and additive.rmse > 3.0  # noise 0.5 per seed
+    for m, c in [(100, 5), (30, 10), (400, 1.5), (64, 8)]:
+        assert avg.predict(m, c)["mean"][0] == pytest.approx(truth(m, c), rel=0.03)
+
+
+def test_either_with_one_route_that_never_limits_becomes_that_single_term() -> None:
+    """Data from the M power law alone: asked for ``either``, the fit reports the nested molecules-only form (the C
+    route's parameters would be unidentified), with a note that says why."""
+    pts = _points(lambda m, c: 25.0 + 200.0 * (m / 64) ** -0.6, noise=0.2)
+    f = fit_error_model(pts, n_boot=0, form="either")
+    (comp,) = f.components
+    assert comp.form.name == "molecules_only" and set(f.params) == {"E_inf", "a", "alpha"}
+    assert any("never limited the error" in w for w in f.warnings)
+    assert f.params["alpha"] == pytest.approx(0.6, abs=0.05)
