@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.io.dataset import Dataset
-from mlipdiv.training.reference import composition, fit_element_energies
+from mlipdiv.training.reference import composition, fit_element_energies, level_prior
 
 __all__ = ["HELD_OUT_SETTINGS", "REFERENCE_COLUMNS", "element_baselines", "reference_summary"]
 
@@ -26,7 +26,8 @@ HELD_OUT_SETTINGS = ("test_molecules", "molecule_split", "conformer_holdout", "t
 
 REFERENCE_COLUMNS = ("n_molecules", "seed", "n_eval", "n_excluded", "mae_prior", "mae_plain")
 """One row per (M, seed): conformers scored and left out (elements the training set lacks), and the per-atom
-energy MAE (eV/atom) of the element-linear fit with the isolated-atom prior and without it (plain least squares)."""
+energy MAE (eV/atom) of the element-linear fit with the isolated-atom prior (nan where the dataset's level of theory
+has none: the trainer then fits without it too) and without it (plain least squares)."""
 
 
 def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32, 128, 512, 1024),
@@ -40,7 +41,6 @@ def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32,
     """
     import pandas as pd
 
-    from mlipdiv.data.oracle import isolated_atom_energy
     from mlipdiv.selection import SplitSpec, make_split
     from mlipdiv.selection.splits import reserve
 
@@ -53,16 +53,17 @@ def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32,
             elements = sorted({int(z) for mol, _ in s.train for z in dataset[mol].atomic_numbers})
             train_z, train_e = _arrays(dataset, s.train)
             counts = composition(train_z, elements)
-            prior = np.array([isolated_atom_energy(z) for z in elements])
-            fits = {"prior": fit_element_energies(counts, train_e, prior),
-                    "plain": fit_element_energies(counts, train_e)}
+            prior = level_prior("auto", dataset.attrs, elements)
+            fits = {"plain": fit_element_energies(counts, train_e)}
+            if prior is not None:
+                fits["prior"] = fit_element_energies(counts, train_e, prior)
             allowed = set(elements)
             test = [p for p in s.test_molecules if set(dataset[p[0]].atomic_numbers.tolist()) <= allowed]
             test_z, test_e = _arrays(dataset, test)
             n_atoms = np.array([len(z) for z in test_z], dtype=float)
             tc = composition(test_z, elements)
-            mae = {k: float(np.mean(np.abs(tc @ e - test_e) / n_atoms)) if len(test) else math.nan
-                   for k, e in fits.items()}
+            mae = {k: float(np.mean(np.abs(tc @ fits[k] - test_e) / n_atoms)) if k in fits and len(test) else math.nan
+                   for k in ("prior", "plain")}
             excluded = len(s.test_molecules) - len(test) + int(s.counts.get("test_molecules_excluded", 0))
             rows.append({"n_molecules": m, "seed": seed, "n_eval": len(test), "n_excluded": excluded,
                          "mae_prior": mae["prior"], "mae_plain": mae["plain"]})

@@ -319,12 +319,16 @@ def _md_references(rows: list[dict[str, Any]]) -> list[str]:
     large = [r for r in rows if r["n_molecules"] >= 32]
     small = min(rows, key=lambda r: r["n_molecules"])
     within = sum(abs(r["ratio"] - 1) <= 0.05 for r in large)
-    lines += [f"The fit of each training set's compositions, scored on its held-out molecules (one conformer per "
-              f"training molecule; the same conformers at every M of a seed; {small['seeds']} seeds). At "
-              f"M = {small['n_molecules']} the isolated-atom prior gives {_f(small['prior'], '.2f')} eV/atom "
-              f"(worst seed {_f(small['prior_max'], '.2f')}) against {_f(small['plain'], '.2f')} for plain least "
-              f"squares; at M ≥ 32 the two agree within 5 % at {within} of {len(large)} M.", "",
-              "| M | with prior (eV/atom) | worst seed | plain least squares (eV/atom) | worst seed | prior / plain | "
+    if all(math.isnan(r["prior"]) for r in rows):
+        lines += ["The dataset's level of theory is not GFN2-xTB, so there is no isolated-atom prior: the element "
+                  "references are plain least squares (as in training).", ""]
+    else:
+        lines += [f"The fit of each training set's compositions, scored on its held-out molecules (one conformer "
+                  f"per training molecule; the same conformers at every M of a seed; {small['seeds']} seeds). At "
+                  f"M = {small['n_molecules']} the isolated-atom prior gives {_f(small['prior'], '.2f')} eV/atom "
+                  f"(worst seed {_f(small['prior_max'], '.2f')}) against {_f(small['plain'], '.2f')} for plain "
+                  f"least squares; at M ≥ 32 the two agree within 5 % at {within} of {len(large)} M.", ""]
+    lines += ["| M | with prior (eV/atom) | worst seed | plain least squares (eV/atom) | worst seed | prior / plain | "
               "conformers scored | left out |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['n_molecules']} | {_f(r['prior'], '.3f')} | {_f(r['prior_max'], '.3f')} | "

@@ -13,7 +13,8 @@ the prior.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +50,17 @@ def fit_element_energies(
     lam = ridge * max(float(np.trace(gram)), 1.0)
     delta = np.linalg.solve(gram + lam * np.eye(len(prior)), counts.T @ (y - counts @ prior))
     return prior + delta
+
+
+def level_prior(choice: str, attrs: Mapping[str, Any], elements: Sequence[int]) -> np.ndarray | None:
+    """The prior of :func:`fit_element_energies` (eV per element) for a dataset with ``attrs``: isolated GFN2-xTB
+    atoms with ``choice="atoms"``, or with ``"auto"`` when the dataset's level of theory is GFN2-xTB (another level
+    of theory has other atomic energies, so its fit stays plain least squares); None for ``"none"``."""
+    if choice == "none" or (choice == "auto" and "gfn2" not in str(attrs.get("level_of_theory", "")).lower()):
+        return None
+    from mlipdiv.data.oracle import OracleFailure, isolated_atom_energy
+
+    try:
+        return np.array([isolated_atom_energy(int(z)) for z in elements])
+    except OracleFailure:  # an element GFN2-xTB does not cover (Z > 86): no prior, the model check speaks next
+        return None

@@ -47,7 +47,7 @@ from mlipdiv.selection.splits import Split
 from mlipdiv.training.config import ModelConfig, TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
-from mlipdiv.training.reference import composition, fit_element_energies
+from mlipdiv.training.reference import composition, fit_element_energies, level_prior
 
 CHECKPOINT_VERSION = 2  # 2: counts steps (runs of --steps, validation inside epochs)
 
@@ -326,18 +326,9 @@ def prepare(cfg: TrainConfig, device: torch.device, dataset: Any = None) -> Setu
 
 
 def element_prior(cfg: TrainConfig, attrs: Mapping[str, Any], elements: list[int]) -> np.ndarray | None:
-    """The prior of the element reference energies (:func:`~mlipdiv.training.reference.fit_element_energies`):
-    isolated GFN2-xTB atoms with ``element_prior="atoms"``, or with ``"auto"`` when the dataset's level of theory is
-    GFN2-xTB (another level of theory has other atomic energies, so its fit stays plain least squares)."""
-    choice = cfg.optim.element_prior
-    if choice == "none" or (choice == "auto" and "gfn2" not in str(attrs.get("level_of_theory", "")).lower()):
-        return None
-    from mlipdiv.data.oracle import OracleFailure, isolated_atom_energy
-
-    try:
-        return np.array([isolated_atom_energy(z) for z in elements])
-    except OracleFailure:  # an element GFN2-xTB does not cover (Z > 86): no prior, the model check speaks next
-        return None
+    """The prior of the element reference energies for ``cfg.optim.element_prior``
+    (:func:`~mlipdiv.training.reference.level_prior`)."""
+    return level_prior(cfg.optim.element_prior, attrs, elements)
 
 
 # -------------------------------------------------------------------------------------------- step, epoch, eval

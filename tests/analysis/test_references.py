@@ -39,3 +39,5 @@ def test_summary_and_report_section_follow_the_numbers(tmp_path) -> None:
     assert "At M = 2 the isolated-atom prior gives 0.80 eV/atom (worst seed 0.90) against 12.00" in text
     assert "agree within 5 % at 1 of 2 M" in text  # M = 32 differs by 10 %
     assert "Not computed" in "\n".join(_md_references([]))
+    table["mae_prior"] = float("nan")  # a dataset of another level of theory: no isolated-atom prior
+    assert "no isolated-atom prior" in "\n".join(_md_references(reference_summary(table)))
