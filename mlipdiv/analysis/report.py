@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "converged_rows",
     "curve_rows",
     "energy_rows",
+    "gap_convergence_rows",
     "eval_count_rows",
     "render",
     "write_page",
@@ -89,6 +91,57 @@ def convergence_rows(df: Any, metric: str = "forces_mae") -> list[dict[str, Any]
         row["conformers_per_molecule"] = int(row["conformers_per_molecule"])
         out.append(row)
     return sorted(out, key=lambda r: (r["model"], r["experiment"], r["budget"], r["n_molecules"], r["split"]))
+
+
+def gap_convergence_rows(df: Any, metric: str = "forces_mae") -> list[dict[str, Any]]:
+    """For every budget whose convergence check trained two points: their paired difference (first point of the
+    grid minus the last, per seed) at the budget's steps S and at 2S, against the seed std of that difference among
+    the protocol runs. Why beside :func:`convergence_rows`: the advice rests on differences between points of one
+    budget, and a training length that lowers every point's error alike leaves them, and the advice, unchanged.
+    ``split`` ``"mean"`` is the mean of both test splits (the W = 0.5 objective)."""
+    if "steps" not in df.columns or "preset" not in df.columns:
+        return []
+    conv = df[_convergence_mask(df) & df["split"].isin(SPLITS)]
+    prot = protocol_rows(df)
+    prot = prot[prot["split"].isin(SPLITS)]
+    out = []
+    group = ["experiment", "model", "strategy"]
+    for key, g in conv.groupby(group):
+        p = prot
+        for k, v in zip(group, key):
+            p = p[p[k] == v]
+        g = g.assign(budget=g["n_molecules"] * g["conformers_per_molecule"])
+        p = p.assign(budget=p["n_molecules"] * p["conformers_per_molecule"])
+        for budget, gb in g.groupby("budget"):
+            pb = p[p["budget"] == budget]
+            ends = sorted({int(m) for m in gb["n_molecules"]})
+            if len(ends) != 2:
+                continue
+            for split in (*SPLITS, "mean"):
+                gaps = [_gap(t if split == "mean" else t[t["split"] == split], ends, metric) for t in (pb, gb)]
+                at_s, at_2s = gaps
+                both = sorted(set(at_s.index) & set(at_2s.index))
+                if not both:
+                    continue
+                change = float((at_2s[both] - at_s[both]).mean())
+                std = float(at_s.std(ddof=1)) if len(at_s) > 1 else math.nan
+                out.append({**dict(zip(group, key)), "budget": int(budget), "split": split,
+                            "first_M": ends[0], "last_M": ends[1], "steps": _num(pb["steps"].median()),
+                            "check_steps": _num(gb["steps"].median()), "seeds": len(both),
+                            "gap_at_steps": float(at_s[both].mean()), "gap_at_check": float(at_2s[both].mean()),
+                            "change": change, "seed_std": std,
+                            "below_one_std": bool(math.isfinite(std) and abs(change) < std)})
+    return sorted(out, key=lambda r: (r["model"], r["experiment"], r["budget"], r["split"]))
+
+
+def _gap(rows: Any, ends: list[int], metric: str) -> Any:
+    """Per seed: the error at M = ends[0] minus at M = ends[1] (meV), over the rows' splits averaged."""
+    import pandas as pd
+
+    per = rows[rows["n_molecules"].isin(ends)].groupby(["seed", "n_molecules"])[metric].mean().unstack()
+    if per.shape[1] != 2:
+        return pd.Series(dtype=float)
+    return (per[ends[0]] - per[ends[1]]).dropna() * EV_TO_MEV
 
 
 def converged_rows(df: Any) -> list[dict[str, Any]]:
@@ -248,7 +301,30 @@ def _f(x: Any, fmt: str = ".1f") -> str:
     return "–" if not math.isfinite(v) else format(v, fmt)
 
 
-def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]]) -> list[str]:
+def _md_gap_convergence(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    n_ok = sum(r["below_one_std"] for r in rows)
+    lines = [f"Does the answer move? The difference between a budget's two checked points (first minus last M, paired "
+             f"by seed) changes by less than its seed std at {n_ok} of {len(rows)} (budget, split) pairs when the "
+             "steps double.", "",
+             "| model | experiment | B | points (M) | split | S | 2S | seeds | difference at S | difference at 2S | "
+             "change | seed std | below one std |", "|" + "---|" * 13]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['experiment']} | {r['budget']} | {r['first_M']} − {r['last_M']} | "
+                     f"{'mean of both' if r['split'] == 'mean' else r['split']} | "
+                     + _doubling_cells(r, format(r["gap_at_steps"], "+.1f"), format(r["gap_at_check"], "+.1f")))
+    return lines + [""]
+
+
+def _doubling_cells(r: dict[str, Any], at_steps: str, at_check: str) -> str:
+    """The cells S, 2S, seeds, value at S and at 2S, change, seed std, verdict of a convergence-table row."""
+    return (f"{_f(r['steps'], '.0f')} | {_f(r['check_steps'], '.0f')} | {r['seeds']} | {at_steps} | {at_check} | "
+            f"{r['change']:+.1f} | {_f(r['seed_std'])} | {'yes' if r['below_one_std'] else '**no**'} |")
+
+
+def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
+                    gaps: Sequence[dict[str, Any]] = ()) -> list[str]:
     lines = ["### Convergence: the error at the budget's steps S against 2S (force MAE, meV/Å, paired by seed)", ""]
     if not rows:
         lines += ["No convergence-check runs (presets ending in `-convergence`, twice the budget's steps) in these "
@@ -261,11 +337,10 @@ def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]])
                   "| seed std | below one std |", "|" + "---|" * 14]
         for r in rows:
             lines.append(f"| {r['model']} | {r['experiment']} | {r['budget']} | {r['n_molecules']} | "
-                         f"{r['conformers_per_molecule']} | {r['split']} | {_f(r['steps'], '.0f')} | "
-                         f"{_f(r['check_steps'], '.0f')} | {r['seeds']} | {_f(r['error_at_steps'])} | "
-                         f"{_f(r['error_at_check'])} | {r['change']:+.1f} | {_f(r['seed_std'])} | "
-                         f"{'yes' if r['below_one_std'] else '**no**'} |")
+                         f"{r['conformers_per_molecule']} | {r['split']} | "
+                         f"{_doubling_cells(r, _f(r['error_at_steps']), _f(r['error_at_check']))}")
         lines.append("")
+        lines += _md_gap_convergence(list(gaps))
     if converged:
         lines += ["| model | experiment | B | runs | steps | converged | median best step / steps run |",
                   "|---|---|---|---|---|---|---|"]
@@ -433,7 +508,8 @@ def render(result: dict[str, Any], tables: str) -> str:
     lines: list[str] = []
     lines += _md_comparisons(result)
     lines += _md_acceptance(result)
-    lines += _md_convergence(result.get("convergence", []), result.get("converged", []))
+    lines += _md_convergence(result.get("convergence", []), result.get("converged", []),
+                             result.get("gap_convergence", []))
     lines += _md_counts(result.get("eval_counts", []))
     lines += _md_energy(result.get("energy", []))
     lines += _md_references(result.get("references", []))

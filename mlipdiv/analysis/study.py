@@ -437,6 +437,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
         convergence_rows,
         energy_rows,
         eval_count_rows,
+        gap_convergence_rows,
         render,
         write_page,
     )
@@ -471,6 +472,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
     result["comparisons"] = [c.as_dict() for c in comps]
     result["shifts"] = shift_claims(comps)
     result["convergence"] = convergence_rows(df)
+    result["gap_convergence"] = gap_convergence_rows(df)
     result["converged"] = converged_rows(df)
     result["eval_counts"] = eval_count_rows(df)
     result["energy"] = energy_rows(df)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from synthetic_sweeps import results_table  # tests/ is on sys.path (pytest.ini: pythonpath)
 
@@ -105,6 +106,9 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     conv = stored["convergence"]
     assert {r["budget"] for r in conv} == {128, 512, 2048, 8192}
     assert all(r["check_steps"] == 2 * r["steps"] and r["seeds"] == 3 for r in conv)
+    gaps = stored["gap_convergence"]  # per budget: both test splits and their mean, over the check's 3 seeds
+    assert sorted(r["budget"] for r in gaps) == sorted(3 * [128, 512, 2048, 8192])
+    assert all(r["seeds"] == 3 for r in gaps)
     # counts evaluated are constant per (experiment, seed, split) in this table
     assert stored["eval_counts"] and all(r["constant"] for r in stored["eval_counts"])
     assert stored["energy"] and all(r["ratio"] < 1 for r in stored["energy"])
@@ -120,7 +124,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     assert "stale" not in text and text.count(PAGE_BEGIN) == 1
     for heading in ("### Paired comparisons", "### Is the error model consistent", "### Convergence",
                     "### Conformers evaluated", "### Relative energies", "### Element reference energies",
-                    "## Against the study's abstract",
+                    "Does the answer move?", "## Against the study's abstract",
                     "## Measured tables"):
         assert heading in text
     assert (tmp_path / "report.md").read_text() in text
@@ -175,3 +179,36 @@ def test_study_command_on_raw_rows(tmp_path, capsys) -> None:
     assert "protocol runs analysed (from results.csv)" in out and "interior optimum" in out
     assert main(["--analyse-only", "--out", str(tmp_path / "none"), "--no-figures"]) == 2
     assert "no results.csv" in capsys.readouterr().out
+
+
+def test_gap_convergence_tells_a_uniform_gain_from_one_that_moves_the_answer() -> None:
+    """Doubling the steps lowers both checked points by 20 meV/Å: every error changes (beyond the seed std) but
+    their difference, on which the advice rests, does not. Lowering only the conformer-rich point moves it."""
+    from mlipdiv.analysis.report import convergence_rows, gap_convergence_rows
+
+    def table(drop_small_m: float, drop_large_m: float) -> pd.DataFrame:
+        rows = []
+        for m, c, base, drop in ((4, 32, 150.0, drop_small_m), (128, 1, 200.0, drop_large_m)):
+            for seed in range(4):
+                for steps, preset in ((1500, "study-b128"), (3000, "study-b128-convergence")):
+                    if preset.endswith("convergence") and seed == 3:
+                        continue
+                    for split, shift in (("test_conformers", 0.0), ("test_molecules", 30.0)):
+                        mev = base + shift + 4.0 * seed * (1 if m == 4 else -1) - (drop if steps == 3000 else 0.0)
+                        rows.append({"experiment": "fixed-budget", "model": "schnet", "strategy": "random",
+                                     "n_molecules": m, "conformers_per_molecule": c, "seed": seed, "split": split,
+                                     "forces_mae": mev / 1000, "steps": steps, "preset": preset,
+                                     "run_id": f"{m}-{seed}-{steps}"})
+        return pd.DataFrame(rows)
+
+    uniform = table(20.0, 20.0)
+    assert not any(r["below_one_std"] for r in convergence_rows(uniform))  # every error moved by 20 > std 5
+    gaps = gap_convergence_rows(uniform)
+    assert {r["split"] for r in gaps} == {"test_conformers", "test_molecules", "mean"}
+    for r in gaps:
+        assert (r["first_M"], r["last_M"], r["seeds"], r["budget"]) == (4, 128, 3, 128)
+        assert r["gap_at_steps"] == pytest.approx(-50.0 + 8.0 * 1, abs=1e-6)  # seeds 0-2: -50 + 8 * seed, mean
+        assert r["change"] == pytest.approx(0.0, abs=1e-6) and r["below_one_std"]
+        assert r["seed_std"] == pytest.approx(pd.Series([-50.0 + 8 * s for s in range(4)]).std())
+    moved = gap_convergence_rows(table(20.0, 0.0))
+    assert all(r["change"] == pytest.approx(-20.0) and not r["below_one_std"] for r in moved)
