@@ -19,10 +19,11 @@ st.title("Budget")
 ds = common.dataset()
 common.sidebar(ds)
 st.markdown("How should **your** QM budget be split between molecules and conformers? The errors of finished runs "
-            "are fitted as $E(M, C) = E_\\infty + a\\,M^{-\\alpha} + b\\,C^{-\\beta}$ (M molecules, C conformers "
-            "each), once for unseen molecules and once for unseen conformers; the recommendation is the M × C within "
-            "your budget that minimises their weighted sum. Answers are given inside the range of budgets the runs "
-            "cover; beyond it only when you ask for it, and then marked as extrapolated.")
+            "are fitted as power laws in M molecules and C conformers each, such as $E(M, C) = E_\\infty + "
+            "a\\,M^{-\\alpha} + b\\,C^{-\\beta}$ (by default an average of several such models, weighted by "
+            "how well each fits), once for unseen molecules and once for unseen conformers; the recommendation "
+            "is the M × C within your budget that minimises their weighted sum. Answers are given inside the range "
+            "of budgets the runs cover; beyond it only when you ask for it, and then marked as extrapolated.")
 
 # ---------------------------------------------------------------------------------------------- the results
 SOURCES = {"project": "the project's study (docs/results)", "store": "this app's finished runs",

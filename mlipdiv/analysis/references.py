@@ -31,13 +31,13 @@ has none: the trainer then fits without it too) and without it (plain least squa
 
 
 def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32, 128, 512, 1024),
-                      seeds: Iterable[int] = range(8), **split: Any) -> Any:
+                      seeds: Iterable[int] = range(8), element_prior: str = "auto", **split: Any) -> Any:
     """The rows of :data:`REFERENCE_COLUMNS`, one training set of M molecules (one conformer each) per seed.
 
     Every M of a seed is scored on the same held-out conformers: the anchors are the seed's ``min(molecules)``
     molecules, as in a study grid starting there. ``split`` sets the held-out sets as
-    :class:`~mlipdiv.selection.SplitSpec` fields (the study passes its runs' settings); an M beyond the seed's
-    trainable molecules is skipped.
+    :class:`~mlipdiv.selection.SplitSpec` fields and ``element_prior`` the prior as training chooses it (the
+    study passes its runs' settings); an M beyond the seed's trainable molecules is skipped.
     """
     import pandas as pd
 
@@ -53,7 +53,7 @@ def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32,
             elements = sorted({int(z) for mol, _ in s.train for z in dataset[mol].atomic_numbers})
             train_z, train_e = _arrays(dataset, s.train)
             counts = composition(train_z, elements)
-            prior = level_prior("auto", dataset.attrs, elements)
+            prior = level_prior(element_prior, dataset.attrs, elements)
             fits = {"plain": fit_element_energies(counts, train_e)}
             if prior is not None:
                 fits["prior"] = fit_element_energies(counts, train_e, prior)

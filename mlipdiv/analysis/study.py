@@ -519,7 +519,8 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
         dataset = load_dataset(dataset_path or config.get("dataset"))
         _log("element references on unseen molecules (M = 2 ... 1,024, no training)")
         held_out = {k: config[k] for k in HELD_OUT_SETTINGS if k in config}
-        refs = element_baselines(dataset, seeds=sorted({int(s) for s in main["seed"]}), **held_out)
+        refs = element_baselines(dataset, seeds=sorted({int(s) for s in main["seed"]}),
+                                 element_prior=config.get("element_prior", "auto"), **held_out)
         refs.to_csv(out / "references.csv", index=False, float_format="%.6g")
         result["references"] = reference_summary(refs)
         if infogap:
