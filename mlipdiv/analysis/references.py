@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from mlipdiv.io.dataset import Dataset
-from mlipdiv.training.reference import composition, fit_element_energies, level_prior
+from mlipdiv.training.reference import (
+    composition,
+    fit_element_energies,
+    level_prior,
+    predictable,
+    training_elements,
+)
 
 __all__ = ["HELD_OUT_SETTINGS", "REFERENCE_COLUMNS", "element_baselines", "reference_summary"]
 
@@ -50,15 +56,14 @@ def element_baselines(dataset: Dataset, molecules: Sequence[int] = (2, 4, 8, 32,
         trainable = len(reserve(dataset, SplitSpec(molecules=1, seed=seed, **options)).trainable)
         for m in (m for m in molecules if m <= trainable):
             s = make_split(dataset, SplitSpec(molecules=m, seed=seed, **options), diversity=False)
-            elements = sorted({int(z) for mol, _ in s.train for z in dataset[mol].atomic_numbers})
+            elements = training_elements(dataset, s.train)
             train_z, train_e = _arrays(dataset, s.train)
             counts = composition(train_z, elements)
             prior = level_prior(element_prior, dataset.attrs, elements)
             fits = {"plain": fit_element_energies(counts, train_e)}
             if prior is not None:
                 fits["prior"] = fit_element_energies(counts, train_e, prior)
-            allowed = set(elements)
-            test = [p for p in s.test_molecules if set(dataset[p[0]].atomic_numbers.tolist()) <= allowed]
+            test = predictable(dataset, s.test_molecules, elements)
             test_z, test_e = _arrays(dataset, test)
             n_atoms = np.array([len(z) for z in test_z], dtype=float)
             tc = composition(test_z, elements)

@@ -58,6 +58,13 @@ def _convergence_mask(df: Any) -> Any:
     return df.index != df.index  # without presets nothing is a convergence check here
 
 
+def _matching(df: Any, columns: Sequence[str], values: Sequence[Any]) -> Any:
+    """The rows of ``df`` whose ``columns`` hold ``values`` (a group key of another table)."""
+    for k, v in zip(columns, values):
+        df = df[df[k] == v]
+    return df
+
+
 def convergence_rows(df: Any, metric: str = "forces_mae") -> list[dict[str, Any]]:
     """For every point with convergence-check runs: the error at the budget's steps S and at the check's steps
     (2S), paired by seed, against one seed std of the protocol runs at that point."""
@@ -67,9 +74,7 @@ def convergence_rows(df: Any, metric: str = "forces_mae") -> list[dict[str, Any]
     prot = protocol_rows(df)
     out = []
     for key, g in conv.groupby(_KEY):
-        p = prot
-        for k, v in zip(_KEY, key):
-            p = p[p[k] == v]
+        p = _matching(prot, _KEY, key)
         if p.empty:
             continue
         a = p.groupby("seed")[metric].mean() * EV_TO_MEV
@@ -107,9 +112,7 @@ def gap_convergence_rows(df: Any, metric: str = "forces_mae") -> list[dict[str, 
     out = []
     group = ["experiment", "model", "strategy"]
     for key, g in conv.groupby(group):
-        p = prot
-        for k, v in zip(group, key):
-            p = p[p[k] == v]
+        p = _matching(prot, group, key)
         g = g.assign(budget=g["n_molecules"] * g["conformers_per_molecule"])
         p = p.assign(budget=p["n_molecules"] * p["conformers_per_molecule"])
         for budget, gb in g.groupby("budget"):

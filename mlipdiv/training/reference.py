@@ -64,3 +64,15 @@ def level_prior(choice: str, attrs: Mapping[str, Any], elements: Sequence[int]) 
         return np.array([isolated_atom_energy(int(z)) for z in elements])
     except OracleFailure:  # an element GFN2-xTB does not cover (Z > 86): no prior, the model check speaks next
         return None
+
+
+def training_elements(dataset: Any, pairs: Sequence[tuple[str, int]]) -> list[int]:
+    """The atomic numbers present in the training ``pairs`` (sorted): the elements the model and the references know."""
+    return sorted({int(z) for m in {m for m, _ in pairs} for z in dataset[m].atomic_numbers})
+
+
+def predictable(dataset: Any, pairs: Sequence[tuple[str, int]], elements: Sequence[int]) -> list[tuple[str, int]]:
+    """The ``pairs`` whose molecule holds only ``elements`` (the others cannot be predicted: they are excluded and
+    counted)."""
+    allowed = set(int(e) for e in elements)
+    return [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]

@@ -47,7 +47,13 @@ from mlipdiv.selection.splits import Split
 from mlipdiv.training.config import ModelConfig, TrainConfig
 from mlipdiv.training.data import Batch, PackedSplit, pack
 from mlipdiv.training.metrics import ConformerErrors, summarize
-from mlipdiv.training.reference import composition, fit_element_energies, level_prior
+from mlipdiv.training.reference import (
+    composition,
+    fit_element_energies,
+    level_prior,
+    predictable,
+    training_elements,
+)
 
 CHECKPOINT_VERSION = 2  # 2: counts steps (runs of --steps, validation inside epochs)
 
@@ -287,15 +293,14 @@ def prepare(cfg: TrainConfig, device: torch.device, dataset: Any = None) -> Setu
     dataset = dataset if dataset is not None else load_dataset(cfg.dataset)
     require_forces(dataset)
     split = make_split(dataset, cfg.split, diversity=False)
-    elements = sorted({int(z) for m, _ in split.train for z in dataset[m].atomic_numbers})
-    allowed = set(elements)
+    elements = training_elements(dataset, split.train)
     excluded: dict[str, int] = {}
     packed: dict[str, PackedSplit] = {}
     left_out_by_split = {SplitName.TEST_CONFORMERS: split.counts.get("rigid_test_conformers", 0),
                          SplitName.TEST_MOLECULES: split.counts.get("test_molecules_excluded", 0)}
     for name in SPLITS:
         pairs = getattr(split, name)
-        keep = [p for p in pairs if set(np.unique(dataset[p[0]].atomic_numbers).tolist()) <= allowed]
+        keep = predictable(dataset, pairs, elements)
         excluded[name] = len(pairs) - len(keep) + int(left_out_by_split.get(name, 0))
         packed[name] = pack(dataset, keep, name, device, cfg.model.cutoff)
     train = packed[SplitName.TRAIN]
