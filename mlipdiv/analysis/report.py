@@ -148,8 +148,9 @@ def _gap(rows: Any, ends: list[int], metric: str) -> Any:
 
 
 def converged_rows(df: Any) -> list[dict[str, Any]]:
-    """Share of protocol runs whose training met the convergence rule, and where their best epoch fell, per model,
-    experiment and budget (empty for tables without the ``converged`` column)."""
+    """Share of protocol runs whose training met the convergence rule, where their best epoch fell, and the CPU time
+    they took (hours of single-threaded training), per model, experiment and budget (empty for tables without the
+    ``converged`` column)."""
     if "converged" not in df.columns:
         return []
     runs = protocol_rows(df).drop_duplicates(subset=["run_id"])
@@ -161,7 +162,8 @@ def converged_rows(df: Any) -> list[dict[str, Any]]:
         out.append({"model": model, "experiment": exp, "budget": int(budget), "runs": len(g),
                     "converged": float(conv.mean()),
                     "steps": sorted({int(s) for s in g["steps"].dropna()}) if "steps" in g else [],
-                    "best_step_share_median": _num(frac_best.median()) if frac_best is not None else math.nan})
+                    "best_step_share_median": _num(frac_best.median()) if frac_best is not None else math.nan,
+                    "cpu_hours": _num(g["seconds"].sum() / 3600) if "seconds" in g.columns else math.nan})
     return out
 
 
@@ -327,7 +329,7 @@ def _doubling_cells(r: dict[str, Any], at_steps: str, at_check: str) -> str:
 
 
 def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
-                    gaps: Sequence[dict[str, Any]] = ()) -> list[str]:
+                    gaps: Sequence[dict[str, Any]] = (), all_hours: float = math.nan) -> list[str]:
     lines = ["### Convergence: the error at the budget's steps S against 2S (force MAE, meV/Å, paired by seed)", ""]
     if not rows:
         lines += ["No convergence-check runs (presets ending in `-convergence`, twice the budget's steps) in these "
@@ -345,12 +347,19 @@ def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
         lines.append("")
         lines += _md_gap_convergence(list(gaps))
     if converged:
-        lines += ["| model | experiment | B | runs | steps | converged | median best step / steps run |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in converged:
+        n_runs = sum(r["runs"] for r in converged)
+        n_conv = sum(r["runs"] * r["converged"] for r in converged)
+        hours = [r.get("cpu_hours", math.nan) for r in converged]
+        known = [h for h in hours if math.isfinite(h)]
+        lines += [f"{n_conv:.0f} of {n_runs} protocol runs ({100 * n_conv / n_runs:.0f} %) met the convergence rule"
+                  + (f"; they took {sum(known):.1f} CPU-hours of training (one thread per run)" if known else "")
+                  + (f", {all_hours:.1f} with the convergence checks." if math.isfinite(all_hours) else "."), "",
+                  "| model | experiment | B | runs | steps | converged | median best step / steps run | CPU-hours |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r, h in zip(converged, hours):
             lines.append(f"| {r['model']} | {r['experiment']} | {r['budget']} | {r['runs']} | "
                          f"{', '.join(str(s) for s in r['steps']) or '–'} | {100 * r['converged']:.0f} % | "
-                         f"{_f(r['best_step_share_median'], '.2f')} |")
+                         f"{_f(r['best_step_share_median'], '.2f')} | {_f(h, '.2f')} |")
         lines.append("")
     return lines
 
@@ -511,8 +520,9 @@ def render(result: dict[str, Any], tables: str) -> str:
     lines: list[str] = []
     lines += _md_comparisons(result)
     lines += _md_acceptance(result)
+    seconds = [v.get("total", math.nan) for v in result.get("run_seconds", {}).values()]
     lines += _md_convergence(result.get("convergence", []), result.get("converged", []),
-                             result.get("gap_convergence", []))
+                             result.get("gap_convergence", []), _num(sum(seconds) / 3600) if seconds else math.nan)
     lines += _md_counts(result.get("eval_counts", []))
     lines += _md_energy(result.get("energy", []))
     lines += _md_references(result.get("references", []))

@@ -112,6 +112,13 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     # counts evaluated are constant per (experiment, seed, split) in this table
     assert stored["eval_counts"] and all(r["constant"] for r in stored["eval_counts"])
     assert stored["energy"] and all(r["ratio"] < 1 for r in stored["energy"])
+    # what ran: runs, converged share and CPU time per (model, experiment, budget), protocol runs only
+    table = v2_table()
+    protocol = table[~table["preset"].str.endswith("-convergence")].drop_duplicates("run_id")
+    assert sum(r["runs"] for r in stored["converged"]) == protocol.groupby("experiment")["run_id"].nunique().sum()
+    b512 = protocol[(protocol["budget"] == 512) & (protocol["experiment"] == "fixed-budget")]
+    row = next(r for r in stored["converged"] if r["budget"] == 512 and r["experiment"] == "fixed-budget")
+    assert row["cpu_hours"] == pytest.approx(b512["seconds"].sum() / 3600)
     assert [r["n_molecules"] for r in stored["references"]] == [2, 32]
     # statements: resolved where the truth is clear, "not resolved" at B = 8192 (3 seeds, a 1.8 meV/Å gap)
     by = {c["budget"]: c for c in stored["comparisons"] if c["quantity"] == "mean"}
@@ -124,7 +131,8 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     assert "stale" not in text and text.count(PAGE_BEGIN) == 1
     for heading in ("### Paired comparisons", "### Is the error model consistent", "### Convergence",
                     "### Conformers evaluated", "### Relative energies", "### Element reference energies",
-                    "Does the answer move?", "## Against the study's abstract",
+                    "Does the answer move?", "protocol runs (100 %) met the convergence rule", "CPU-hours",
+                    "## Against the study's abstract",
                     "## Measured tables"):
         assert heading in text
     assert (tmp_path / "report.md").read_text() in text
