@@ -19,7 +19,8 @@ $(VENV)/.app-installed: requirements.txt pyproject.toml | $(PY)
 	touch $@
 
 # SchNet's and PaiNN's CPU kernels, built here once so that the first training does not wait for the compiler.
-$(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp mlipdiv/models/painn_cpu.cpp $(VENV)/.app-installed
+$(VENV)/.kernels-built: mlipdiv/models/cfconv_cpu.cpp mlipdiv/models/painn_cpu.cpp mlipdiv/models/kernel_checks.h \
+		$(VENV)/.app-installed
 	$(PY) -c "from mlipdiv.models.cfconv import cpu_kernels; print('CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
 	$(PY) -c "from mlipdiv.models.painn_ops import cpu_kernels; print('PaiNN CPU kernels:', 'ready' if cpu_kernels() else 'unavailable')"
 	touch $@

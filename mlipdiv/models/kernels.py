@@ -21,9 +21,10 @@ from torch import Tensor
 from mlipdiv.io.atomic import atomic_path
 from mlipdiv.paths import kernel_dir
 
-__all__ = ["load_cpu_kernels", "gather_pairs"]
+__all__ = ["build_key", "gather_pairs", "load_cpu_kernels"]
 
 FLAGS = ["-O3"]
+HEADERS = "*.h"  # beside the sources, included by them: part of every build's key
 
 
 def load_cpu_kernels(name: str, source: Path, what: str) -> bool:
@@ -47,16 +48,23 @@ def load_cpu_kernels(name: str, source: Path, what: str) -> bool:
     return True
 
 
+def build_key(source: Path) -> str:
+    """What a build depends on: the source, the headers beside it (it includes them), torch's version and the flags;
+    a change to any of them builds anew instead of loading a stale library."""
+    text = source.read_bytes() + b"".join(h.read_bytes() for h in sorted(source.parent.glob(HEADERS)))
+    return hashlib.sha256(text + f"{torch.__version__} {FLAGS}".encode()).hexdigest()[:16]
+
+
 def _load_library(name: str, source: Path) -> None:
-    """Load the compiled library, cached in :func:`mlipdiv.paths.kernel_dir` by source and torch version.
+    """Load the compiled library, cached in :func:`mlipdiv.paths.kernel_dir` by source, the headers beside it and
+    torch version.
 
     Each build runs in a private folder and is renamed into place when complete, so concurrent first uses, or a
     process killed while compiling (a cancelled run), never leave a half-written library or a lock behind.
     """
     from torch.utils.cpp_extension import load
 
-    key = hashlib.sha256(source.read_bytes() + f"{torch.__version__} {FLAGS}".encode()).hexdigest()[:16]
-    target = kernel_dir() / f"{name}-{key}.so"
+    target = kernel_dir() / f"{name}-{build_key(source)}.so"
     if target.exists():
         torch.ops.load_library(target)
         return

@@ -13,14 +13,12 @@
 #include <tuple>
 #include <type_traits>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-// An AVX2 build beside the baseline one, picked at load time for the CPU at hand, so the cached library runs anywhere.
-#define MLIPDIV_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define MLIPDIV_CLONES
-#endif
+#include "kernel_checks.h"
 
 namespace {
+
+using mlipdiv_kernels::check_pairs;
+using mlipdiv_kernels::check_rows;
 
 template <typename T>
 inline void conv_columns(const T* x, const T* w, const T* s, const int64_t* a, const int64_t* b, T* out,
@@ -50,7 +48,6 @@ inline void pair_rows(const T* u, const T* v, const T* s, const int64_t* a, cons
     for (int64_t f = 0; f < F; ++f) o[f] = ub[f] * va[f] + s[f] * ua[f] * vb[f];
   }
 }
-
 
 // The fused forms of PaiNN's message step: the pair filter of block k (of 7, F columns each) is w[p, c(k)] * g[p, e(k)],
 // with w (n_pairs, 3F) the radial filters and g (n_pairs, 4) the envelope and the envelope times the unit vector,
@@ -156,26 +153,6 @@ MLIPDIV_CLONES void pairg_d(const double* u, const double* v, const double* w, c
                             const int64_t* a, const int64_t* b, double* gw, double* gg, int64_t F, int64_t p0,
                             int64_t p1) {
   pairg_rows(u, v, w, g, s, a, b, gw, gg, F, p0, p1);
-}
-
-void check_rows(const at::Tensor& t, const at::Tensor& like, int64_t rows, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.dim() == 2, name, " must be a contiguous 2-D CPU tensor");
-  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.size(1) == like.size(1) && (rows < 0 || t.size(0) == rows),
-              name, " does not match the other operand's dtype or shape");
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
-}
-
-void check_pairs(const at::Tensor& a, const at::Tensor& b, int64_t n_atoms) {
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == at::kLong &&
-                  b.scalar_type() == at::kLong && a.is_contiguous() && b.is_contiguous() && a.dim() == 1 &&
-                  a.sizes() == b.sizes(),
-              "pair indices must be two contiguous int64 CPU vectors of one length");
-  const int64_t* ap = a.data_ptr<int64_t>();
-  const int64_t* bp = b.data_ptr<int64_t>();
-  const auto [a_lo, a_hi] = std::minmax_element(ap, ap + a.numel());
-  const auto [b_lo, b_hi] = std::minmax_element(bp, bp + b.numel());
-  TORCH_CHECK(a.numel() == 0 || (std::min(*a_lo, *b_lo) >= 0 && std::max(*a_hi, *b_hi) < n_atoms),
-              "pair index out of range");
 }
 
 template <typename T>

@@ -147,3 +147,19 @@ def test_a_batch_without_pairs_gives_zeros(path):
     out = cfconv(x, w, torch.zeros(2, 0, dtype=torch.long))
     (gx, gw) = torch.autograd.grad(out.sum(), (x, w), allow_unused=True)
     assert torch.equal(out, torch.zeros(3, 4)) and torch.equal(gx, torch.zeros(3, 4)) and gw.shape == (0, 4)
+
+
+def test_a_header_change_rebuilds_every_kernel_library(tmp_path):
+    """The sources include kernel_checks.h: the build key must follow it, or an edited check would load a stale
+    library built from the old header."""
+    from mlipdiv.models.kernels import build_key
+
+    source, header = tmp_path / "k.cpp", tmp_path / "kernel_checks.h"
+    source.write_text('#include "kernel_checks.h"\n')
+    header.write_text("// v1\n")
+    first = build_key(source)
+    assert build_key(source) == first
+    header.write_text("// v2\n")
+    assert build_key(source) != first
+    source.write_text('#include "kernel_checks.h"\n// edited\n')
+    assert len({first, build_key(source)}) == 2
