@@ -190,6 +190,7 @@ def recommend(
     measured = measured_comparison(fits, budget, weight, level=0.95)
     if measured is not None:
         notes.insert(0, measured["statement"])
+        measured.update(_grid_check(fits, measured, weight, level))
         if measured["resolved"] and m_range and not m_range[0] <= measured["best_M"] <= m_range[1]:
             notes.append(f"the measured best M = {measured['best_M']} lies outside the fitted optimum's range "
                          f"{m_range[0]}..{m_range[1]}: the error model misses this budget")
@@ -322,6 +323,19 @@ def _grid_best_range(fits: dict[str, ErrorFit], keys: list[tuple[int, int]], wei
     return best, (int(np.quantile(picks, q, method="nearest")), int(np.quantile(picks, 1 - q, method="nearest")))
 
 
+def _grid_check(fits: dict[str, ErrorFit], measured: dict[str, Any], weight: float, level: float) -> dict[str, Any]:
+    """The fit's answer on the measured grid of a budget (see :func:`interval_checks`): its best point among the
+    measured ones, that pick's range over the bootstrap, and whether the range holds the measured best M."""
+    keys = [(p["M"], p["C"]) for p in measured["points"]]
+    if len(keys) < 2:
+        return {"fitted_grid_best_M": None, "grid_interval": None, "contains": False, "consistent": False}
+    grid_best, rng = _grid_best_range(fits, keys, weight, level)
+    contains = bool(rng is not None and rng[0] <= measured["best_M"] <= rng[1])
+    consistent = contains or (not measured["resolved"] and grid_best in measured["plausible_M"])
+    return {"fitted_grid_best_M": grid_best, "grid_interval": list(rng) if rng else None, "contains": contains,
+            "consistent": bool(consistent)}
+
+
 def interval_checks(fits: dict[str, ErrorFit], weight: float = 0.5, level: float = 0.9) -> list[dict[str, Any]]:
     """At every measured budget: does the recommended-M interval contain the measured best M?
 
@@ -336,7 +350,6 @@ def interval_checks(fits: dict[str, ErrorFit], weight: float = 0.5, level: float
         measured = measured_comparison(fits, budget, weight, n_boot=1000)
         if measured is None:
             continue
-        keys = [(p["M"], p["C"]) for p in measured["points"]] or []
         row: dict[str, Any] = {"budget": budget, "measured_best_M": measured["best_M"],
                                "measured_resolved": measured["resolved"], "plausible_M": measured["plausible_M"]}
         try:
@@ -345,13 +358,5 @@ def interval_checks(fits: dict[str, ErrorFit], weight: float = 0.5, level: float
                        interval=list(rec.n_molecules_range) if rec.n_molecules_range else None)
         except MlipdivError as exc:
             row.update(recommended_M=None, interval=None, why=str(exc))
-        if len(keys) < 2:
-            out.append({**row, "fitted_grid_best_M": None, "grid_interval": None, "contains": False,
-                        "consistent": False})
-            continue
-        grid_best, rng = _grid_best_range(fits, keys, weight, level)
-        contains = bool(rng is not None and rng[0] <= measured["best_M"] <= rng[1])
-        consistent = contains or (not measured["resolved"] and grid_best in measured["plausible_M"])
-        out.append({**row, "fitted_grid_best_M": grid_best, "grid_interval": list(rng) if rng else None,
-                    "contains": contains, "consistent": bool(consistent)})
+        out.append({**row, **_grid_check(fits, measured, weight, level)})
     return out

@@ -120,12 +120,16 @@ def test_budget_at_a_measured_budget_says_resolved_or_not(study_dirs, capsys) ->
     assert clear["verdict"] == "resolved" and clear["measured"]["best_M"] == 32
     lo, hi = clear["n_molecules_range"]
     assert lo <= clear["measured"]["best_M"] <= hi  # the interval contains the measured best M
+    # and on the measured grid: the fit's best of the measured points and its bootstrap range, as RESULTS.md checks
+    glo, ghi = clear["measured"]["grid_interval"]
+    assert clear["measured"]["contains"] and glo <= 32 <= ghi and clear["measured"]["fitted_grid_best_M"] == 32
     flat_out = run_json(capsys, "--results", str(study_dirs["flat"]), "--budget", "128", "--atoms", "18")
     assert flat_out["verdict"] == "not resolved" and flat_out["resolved"] is False
     assert "not resolved at this budget" in flat_out["measured"]["statement"]
     assert main(["budget", "--results", str(study_dirs["flat"]), "--budget", "128", "--atoms", "18"]) == 0
     text = capsys.readouterr().out
     assert "not resolved at this budget" in text and "acceptance:" in text and "budgets the fits may advise" in text
+    assert "the fit's best of the measured points: M = " in text
 
 
 def test_budget_form_choice(study_dirs, capsys) -> None:
