@@ -191,9 +191,10 @@ def recommend(
     if measured is not None:
         notes.insert(0, measured["statement"])
         measured.update(_grid_check(fits, measured, weight, level))
-        if measured["resolved"] and m_range and not m_range[0] <= measured["best_M"] <= m_range[1]:
-            notes.append(f"the measured best M = {measured['best_M']} lies outside the fitted optimum's range "
-                         f"{m_range[0]}..{m_range[1]}: the error model misses this budget")
+        grid = measured["grid_interval"]
+        if measured["resolved"] and grid and not measured["contains"]:
+            notes.append(f"the measured best M = {measured['best_M']} lies outside the range {grid[0]}..{grid[1]} "
+                         "of the fit's best among the measured points: the error model misses this budget")
     table = [
         {"n_molecules": float(m), "conformers_per_molecule": float(c), SplitName.TEST_MOLECULES: float(a),
          SplitName.TEST_CONFORMERS: float(b), "objective": float(o), "extrapolation": float(f)}

@@ -43,3 +43,23 @@ def test_recommendation_refuses_budget_far_outside(fits) -> None:
     assert rec.extrapolated
     with pytest.raises(Exception, match="weight"):
         recommend(fits, 512, 1.5)
+
+
+def test_a_measured_best_the_fit_cannot_reach_is_named() -> None:
+    """One point of B = 512 made 60 meV/Å better in every seed: the runs resolve it as best, a smooth error model
+    cannot follow, and the recommendation says that it misses this budget (on the measured grid)."""
+    from mlipdiv.analysis.fit import fit_results
+
+    from synthetic_sweeps import v2_table
+
+    df = v2_table()
+    budget = df["n_molecules"] * df["conformers_per_molecule"]
+    fixed = (budget == 512) & (df["experiment"] == "fixed-budget")
+    df.loc[fixed & (df["n_molecules"] == 512), "forces_mae"] -= 0.060
+    rec = recommend(fit_results(df, model="schnet", strategy="random", n_boot=50), 512, 0.5)
+    assert rec.measured["resolved"] and rec.measured["best_M"] == 512
+    lo, hi = rec.measured["grid_interval"]
+    assert hi < 512 and not rec.measured["contains"]
+    assert any("measured best M = 512 lies outside" in n and "misses this budget" in n for n in rec.notes)
+    untouched = recommend(fit_results(v2_table(), model="schnet", strategy="random", n_boot=50), 512, 0.5)
+    assert untouched.measured["contains"] and not any("misses this budget" in n for n in untouched.notes)
