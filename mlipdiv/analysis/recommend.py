@@ -192,6 +192,11 @@ def recommend(
         notes.insert(0, measured["statement"])
         measured.update(_grid_check(fits, measured, weight, level))
         grid = measured["grid_interval"]
+        if grid:
+            notes.insert(1, f"the fit's best of the measured points: M = {measured['fitted_grid_best_M']:,} (M "
+                            f"{grid[0]:,}..{grid[1]:,} in {100 * level:.0f}% of refits to resampled seeds), which "
+                            f"{'holds' if measured['contains'] else 'does not hold'} the measured best M = "
+                            f"{measured['best_M']:,}")
         if measured["resolved"] and grid and not measured["contains"]:
             notes.append(f"the measured best M = {measured['best_M']} lies outside the range {grid[0]}..{grid[1]} "
                          "of the fit's best among the measured points: the error model misses this budget")

@@ -227,13 +227,7 @@ def _print(o: dict[str, Any]) -> None:
         lo, hi = o["n_molecules_range"]
         w(f"  the optimum's n_molecules over the bootstrap: {lo:,}..{hi:,} ({lvl}%)\n")
     if o.get("measured"):
-        m = o["measured"]
-        w(f"  {m['statement']}\n")
-        if m.get("grid_interval"):
-            lo, hi = m["grid_interval"]
-            w(f"  the fit's best of the measured points: M = {m['fitted_grid_best_M']:,} (M {lo:,}..{hi:,} over the "
-              f"bootstrap, {lvl}%), which {'holds' if m['contains'] else 'does not hold'} the measured best M = "
-              f"{m['best_M']:,}\n")
+        w(f"  {o['measured']['statement']}\n")
     else:
         w("  no runs at this budget: the advice rests on the fitted model alone\n")
     if o.get("allowed_budgets"):
