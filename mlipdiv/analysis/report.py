@@ -291,6 +291,14 @@ def abstract_verdicts(result: dict[str, Any]) -> dict[str, Any]:
     out["beyond_distribution"] = {"molecules_harder": n_h, "points": n_all, "infogap_spearman": gap,
                                   "verdict": "agrees" if n_all and n_h == n_all else
                                   ("mixed" if n_h else ("contradicts" if n_all else "not tested"))}
+    # how far the verdicts rest on training that was long enough: the doubling checks, per budget
+    out["training_length"] = {
+        "checked": sorted({(r["model"], r["budget"]) for r in result.get("convergence", [])}),
+        "errors_move": sorted({(r["model"], r["budget"]) for r in result.get("convergence", [])
+                               if not r["below_one_std"]}),
+        "answer_moves": sorted({(r["model"], r["budget"], r["split"]) for r in result.get("gap_convergence", [])
+                                if not r["below_one_std"]}),
+    }
     # the error model's own checks
     acc = result.get("acceptance", {})
     out["model_checks"] = {m: {"ok": a.get("ok"), "splits": {s: v.get("ok") for s, v in a.get("fits", {}).items()},
@@ -506,6 +514,18 @@ def _md_abstract(result: dict[str, Any]) -> list[str]:
                  "points (random selection)"
                  + (f"; the information gap's Spearman correlation with the force error is {gap:.2f}." if
                     gap is not None and math.isfinite(gap) else "."))
+    t = v.get("training_length", {})
+    if t.get("checked"):
+        moved = ", ".join(f"{m} B = {b}" for m, b in t["errors_move"]) or "none"
+        words = {SplitName.TEST_MOLECULES: "unseen molecules", SplitName.TEST_CONFORMERS: "unseen conformers",
+                 "mean": "mean of both"}
+        answer = ", ".join(f"{m} B = {b} ({words.get(s, s)})" for m, b, s in t["answer_moves"])
+        lines.append(f"- *Training length behind these verdicts*: doubling the steps changes some checked error by "
+                     f"more than one seed std at: {moved}; it changes the difference between the budget's checked "
+                     f"points (the answer) by more than one seed std at: {answer or 'none'}. "
+                     + ("Verdicts resting on those budgets could change with longer training."
+                        if t["errors_move"] or t["answer_moves"] else
+                        "Every checked budget's errors and answer are stable to within one seed std."))
     for model, c in v["model_checks"].items():
         state = "passes" if c["ok"] else "fails"
         lines.append(f"- *The error model ({model})* {state} its acceptance checks (table above): advice from it "

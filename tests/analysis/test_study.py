@@ -126,13 +126,18 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     assert stored["abstract"]["balance"]["verdict"] == "agrees where resolved"
     assert stored["abstract"]["datasets"]["verdict"] == "not tested"  # the largest budget x 2 is below QM9
     assert stored["acceptance"]["schnet"]["ok"]
+    # the synthetic truth improves with the steps: the verdicts say which budgets' errors still move
+    length = stored["abstract"]["training_length"]
+    assert {b for _, b in length["checked"]} == {128, 512, 2048, 8192}
+    moved = {b for _, b in length["errors_move"]}
+    assert moved and moved == {r["budget"] for r in conv if not r["below_one_std"]}
     text = page.read_text()
     assert text.startswith("# Results\n\nhand-written protocol") and text.endswith("trailing text\n")
     assert "stale" not in text and text.count(PAGE_BEGIN) == 1
     for heading in ("### Paired comparisons", "### Is the error model consistent", "### Convergence",
                     "### Conformers evaluated", "### Relative energies", "### Element reference energies",
                     "Does the answer move?", "protocol runs (100 %) met the convergence rule", "CPU-hours",
-                    "## Against the study's abstract",
+                    "## Against the study's abstract", "*Training length behind these verdicts*",
                     "## Measured tables"):
         assert heading in text
     assert (tmp_path / "report.md").read_text() in text
