@@ -24,6 +24,7 @@ picks ``quests`` when installed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,18 +208,42 @@ def structures_from_pairs(dataset: Any, pairs: Iterable[Sequence[Any]]) -> list[
     return out
 
 
+def _pairs_key(pairs: Iterable[Sequence[Any]]) -> str:
+    """A digest of ``(molecule_id, conformer_index)`` pairs, in their order (the reports' per-conformer order)."""
+    h = hashlib.sha256()
+    for mol_id, conf in pairs:
+        h.update(f"{mol_id}\x00{int(conf)}\n".encode())
+    return h.hexdigest()
 
-def gap_for_run(run_dir: Any, dataset: Any = None, **kwargs: Any) -> dict[str, GapReport]:
-    """Information gap of each evaluated split of a finished run relative to its training set."""
+
+def gap_for_run(
+    run_dir: Any, dataset: Any = None, *, memo: dict[tuple[Any, ...], GapReport] | None = None, **kwargs: Any
+) -> dict[str, GapReport]:
+    """Information gap of each evaluated split of a finished run relative to its training set.
+
+    The gap depends on the structures only, not on the model, so ``memo`` (one dict kept across the calls of one
+    analysis, on one dataset) reuses the report of an identical (training set, test set, settings): the runs of two
+    models on one split have the same gaps, and the kernel sums are the slowest part of a study's analysis.
+    """
     from mlipdiv.analysis.domain import load_run
 
     dataset, split, preds = load_run(run_dir, dataset)
-    train = structures_from_pairs(dataset, split[SplitName.TRAIN])
+    train_pairs = split[SplitName.TRAIN]
+    train_key, settings = _pairs_key(train_pairs), tuple(sorted(kwargs.items()))
+    train: list[Structure] | None = None
     out: dict[str, GapReport] = {}
     for name in (SplitName.VAL, SplitName.TEST_CONFORMERS, SplitName.TEST_MOLECULES):
         rows = preds["split"] == name
-        if rows.any():
-            out[name] = information_gap(
-                train, structures_from_pairs(dataset, zip(preds["mol_id"][rows], preds["conf_idx"][rows])), **kwargs
-            )
+        if not rows.any():
+            continue
+        test_pairs = list(zip(preds["mol_id"][rows], preds["conf_idx"][rows]))
+        key = (train_key, _pairs_key(test_pairs), settings)
+        if memo is not None and key in memo:
+            out[name] = memo[key]
+            continue
+        if train is None:
+            train = structures_from_pairs(dataset, train_pairs)
+        out[name] = information_gap(train, structures_from_pairs(dataset, test_pairs), **kwargs)
+        if memo is not None:
+            memo[key] = out[name]
     return out

@@ -353,10 +353,11 @@ def _gap_rows(df: Any, dataset: Any, store: Any) -> Any:
     from mlipdiv.analysis.infogap import gap_for_run
 
     rows = []
+    memo: dict[tuple[Any, ...], Any] = {}  # runs of two models on one split share their gaps
     for run_id, g in df.groupby("run_id"):
         run = store.get(run_id)
         try:
-            gaps = gap_for_run(run.run_dir, dataset, backend="numpy")
+            gaps = gap_for_run(run.run_dir, dataset, memo=memo, backend="numpy")
         except MlipdivError as exc:
             _log(f"  information gap skipped for {run_id}: {exc}")
             continue

@@ -38,3 +38,31 @@ def test_numpy_descriptor_matches_quests_package() -> None:
     assert owner.tolist() == [0] * 6 + [1] * 6 + [2] * 6 + [3] * 40
     y, x = x_np[:10], x_np[10:]
     np.testing.assert_allclose(delta_entropy(y, x, backend="numpy"), delta_entropy(y, x, backend="quests"), atol=1e-8)
+
+
+def test_runs_on_one_split_share_their_gaps(tiny_dataset_path, tmp_path, monkeypatch) -> None:
+    """The gap depends on the structures, not the model: with a memo, the second model's run on the same split
+    computes no kernel sum and gets the same reports as a fresh computation; another seed's split is computed."""
+    from mlipdiv.analysis import infogap
+    from mlipdiv.io.load import load_dataset
+    from mlipdiv.training import TrainConfig, train
+
+    for model, seed in (("schnet", 0), ("painn", 0), ("schnet", 1)):
+        cfg = TrainConfig.from_flat(dataset=str(tiny_dataset_path), budget=16, molecules=8, model=model, hidden=8,
+                                    interactions=1, epochs=1, batch_size=8, device="cpu", seed=seed)
+        train(cfg, tmp_path / f"{model}-{seed}")
+    calls: list[int] = []
+    real = infogap.delta_entropy
+    monkeypatch.setattr(infogap, "delta_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dataset = load_dataset(tiny_dataset_path)
+
+    memo: dict = {}
+    first = infogap.gap_for_run(tmp_path / "schnet-0", dataset, memo=memo, backend="numpy")
+    assert len(first) == 3 and len(calls) == 3
+    shared = infogap.gap_for_run(tmp_path / "painn-0", dataset, memo=memo, backend="numpy")
+    assert len(calls) == 3
+    fresh = infogap.gap_for_run(tmp_path / "painn-0", dataset, backend="numpy")
+    assert len(calls) == 6
+    assert {k: v.as_dict() for k, v in shared.items()} == {k: v.as_dict() for k, v in fresh.items()}
+    infogap.gap_for_run(tmp_path / "schnet-1", dataset, memo=memo, backend="numpy")
+    assert len(calls) == 9  # another split: nothing to reuse
