@@ -40,6 +40,28 @@ def test_numpy_descriptor_matches_quests_package() -> None:
     np.testing.assert_allclose(delta_entropy(y, x, backend="numpy"), delta_entropy(y, x, backend="quests"), atol=1e-8)
 
 
+
+def test_kernel_sum_in_blocks_matches_the_plain_sum() -> None:
+    """More rows than one block, and test points near, at the subnormal edge of, and far from the reference:
+    dH equals the plain expression's, and where no reference point is near it is the clamp, -log(tiny)."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(2)
+    h = 0.015
+    x = rng.normal(0.0, 1.0, (50, 5))  # reference points far apart on the bandwidth's scale
+    # exponents of about -0.3, -720 (a subnormal term) and -1e5 (zero terms) from the nearest reference point
+    y = np.concatenate([x[rng.integers(0, 50, 4000)] + rng.normal(0, h / 3, (4000, 5)),
+                        x[rng.integers(0, 50, 300)] + np.sqrt(2 * 720) * h * np.eye(5)[0],
+                        x[rng.integers(0, 50, 1000)] + 5.0])
+    sums = np.exp(-cdist(y, x, "sqeuclidean") / (2 * h**2)).sum(1)
+    tiny = np.finfo(float).tiny
+    dh = delta_entropy(y, x, h, backend="numpy")
+    np.testing.assert_allclose(dh, -np.log(np.maximum(sums, tiny)), rtol=1e-12, atol=1e-9)
+    subnormal = (sums > 0) & (sums < tiny)  # every term subnormal: the plain sum is clamped, so is ours
+    assert subnormal.sum() > 250 and np.all(dh[subnormal] == -np.log(tiny))
+    assert np.all(dh[-1000:] == -np.log(tiny)) and np.all(dh[:4000] < 5)
+
+
 def test_runs_on_one_split_share_their_gaps(tiny_dataset_path, tmp_path, monkeypatch) -> None:
     """The gap depends on the structures, not the model: with a memo, the second model's run on the same split
     computes no kernel sum and gets the same reports as a fresh computation; another seed's split is computed."""
