@@ -48,7 +48,7 @@ DEFAULT_K = 32
 DEFAULT_CUTOFF = 5.0
 DEFAULT_BANDWIDTH = 0.015
 _EPS = 1e-15
-_LOG_TINY = float(np.log(np.finfo(float).tiny))  # exp() below it is subnormal
+_LOG_TINY = float(np.log(np.finfo(float).tiny))  # exp() below it is subnormal or zero
 
 Structure = tuple[np.ndarray, np.ndarray]  # (atomic_numbers (n,), positions (n, 3) angstrom)
 

@@ -40,7 +40,6 @@ def test_numpy_descriptor_matches_quests_package() -> None:
     np.testing.assert_allclose(delta_entropy(y, x, backend="numpy"), delta_entropy(y, x, backend="quests"), atol=1e-8)
 
 
-
 def test_kernel_sum_in_blocks_matches_the_plain_sum() -> None:
     """More rows than one block, and test points near, at the subnormal edge of, and far from the reference:
     dH equals the plain expression's, and where no reference point is near it is the clamp, -log(tiny)."""
@@ -49,7 +48,7 @@ def test_kernel_sum_in_blocks_matches_the_plain_sum() -> None:
     rng = np.random.default_rng(2)
     h = 0.015
     x = rng.normal(0.0, 1.0, (50, 5))  # reference points far apart on the bandwidth's scale
-    # exponents of about -0.3, -720 (a subnormal term) and -1e5 (zero terms) from the nearest reference point
+    # exponents of about -0.3, -720 (a subnormal term) and -3e5 (zero terms) from the nearest reference point
     y = np.concatenate([x[rng.integers(0, 50, 4000)] + rng.normal(0, h / 3, (4000, 5)),
                         x[rng.integers(0, 50, 300)] + np.sqrt(2 * 720) * h * np.eye(5)[0],
                         x[rng.integers(0, 50, 1000)] + 5.0])
