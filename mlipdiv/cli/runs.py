@@ -1,4 +1,5 @@
-"""``python -m mlipdiv runs list [--json] | show ID | cancel ID | resume ID [--epochs E] | repair``: the run store."""
+"""``python -m mlipdiv runs list [--json] | show ID | cancel ID | resume ID [--epochs E] | repair | export DEST |
+import SRC``: the run store."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="new total number of epochs (default: the run's own)")
     sub.add_parser("repair", help="rebuild the run table from the run folders (a damaged runs.db is kept aside as "
                    "runs.db.damaged-<time>)")
+    p = sub.add_parser("export", help="copy every finished run to DEST/<id>/ (results, split, predictions; no "
+                       "checkpoint): commit or copy them, then `runs import` them into another store")
+    p.add_argument("dest")
+    p.add_argument("--weights", action="store_true", help="include model.pt (the runs can then serve as calculators)")
+    p.add_argument("--overwrite", action="store_true", help="replace run folders in DEST that hold other files")
+    p = sub.add_parser("import", help="add the run folders `runs export` wrote to this store (sweeps of the same "
+                       "plan then reuse them)")
+    p.add_argument("src")
+    p.add_argument("--dataset", help="the local copy of the runs' dataset (default: the shipped one); runs whose key "
+                   "proves the same bytes are moved onto it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +46,32 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "repair":
         return _repair(args)
     store = RunStore()
-    return {"list": _list, "show": _show, "cancel": _cancel, "resume": _resume}[args.action](store, args)
+    actions = {"list": _list, "show": _show, "cancel": _cancel, "resume": _resume, "export": _export,
+               "import": _import}
+    return actions[args.action](store, args)
+
+
+def _export(store: Any, args: argparse.Namespace) -> int:
+    from mlipdiv.jobs.transfer import export_runs
+
+    report = export_runs(store, args.dest, weights=args.weights, overwrite=args.overwrite)
+    print(f"exported {len(report.written)} finished runs to {report.dest}"
+          + (f"; {len(report.unchanged)} were there already" if report.unchanged else ""))
+    for line in report.skipped:
+        print(f"skipped {line}")
+    return 0
+
+
+def _import(store: Any, args: argparse.Namespace) -> int:
+    from mlipdiv.jobs.transfer import import_runs
+
+    report = import_runs(store, args.src, dataset=args.dataset)
+    print(f"imported {len(report.added)} runs into {report.root}"
+          + (f" ({len(report.rebased)} moved onto the local dataset)" if report.rebased else "")
+          + (f"; {len(report.present)} were there already" if report.present else ""))
+    for line in report.skipped:
+        print(f"skipped {line}")
+    return 1 if report.skipped else 0
 
 
 def _repair(args: argparse.Namespace) -> int:

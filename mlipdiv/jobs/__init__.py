@@ -7,6 +7,8 @@
 - :mod:`mlipdiv.jobs.manager`: :class:`~mlipdiv.jobs.manager.JobManager`, a queue of background threads with a
   concurrency limit (the app keeps one per server process).
 - :mod:`mlipdiv.jobs.sweep`: plans a trade-off grid x seeds, runs it (here or on Ray), writes ``results.csv``.
+- :mod:`mlipdiv.jobs.repair` / :mod:`mlipdiv.jobs.transfer`: rebuild the table from the run folders; move finished
+  runs between stores (``runs export`` / ``runs import``).
 
 Nothing here imports torch or streamlit at import time.
 """

@@ -23,7 +23,7 @@ from mlipdiv.io.rundir import RunDir
 from mlipdiv.jobs.store import DB_NAME, RunStore, StoreError, interrupted_message
 from mlipdiv.paths import home
 
-__all__ = ["RepairReport", "repair_store"]
+__all__ = ["RepairReport", "folder_record", "insert_records", "repair_store"]
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _recomputed_key(config: dict[str, Any]) -> str | None:
     return run_key(config, file_digest(dataset))
 
 
-def _record(folder: Path) -> dict[str, Any] | str:
+def folder_record(folder: Path) -> dict[str, Any] | str:
     """The row a run folder stands for, or why it is not one."""
     run = RunDir(folder)
     marker = _read_json(run.marker_path)
@@ -146,13 +146,23 @@ def repair_store(root: str | Path | None = None) -> RepairReport:
     store = RunStore(root, readonly=False)
     records = []
     for folder in store.unlisted_folders() + _unmarked(store):
-        rec = _record(folder)
+        rec = folder_record(folder)
         if isinstance(rec, str):
             report.skipped.append(f"{folder.name}: {rec}")
         else:
             records.append(rec)
-    # one run per key: the best keeps it (done first, then the newest), as the schema migration does
-    records.sort(key=lambda r: (r["status"] != "done", -r["created"]))
+    report.added.update(insert_records(store, records))
+    return report
+
+
+def insert_records(store: RunStore, records: list[dict[str, Any]]) -> dict[str, str]:
+    """Add rows made by :func:`folder_record` to the table; returns run id -> status.
+
+    One run per key: the best keeps it (done first, then the newest), as the schema migration does; the others are
+    added without a key (listed, but no sweep takes them for its run).
+    """
+    added = {}
+    records = sorted(records, key=lambda r: (r["status"] != "done", -r["created"]))
     with store._write() as con:
         taken = {r[0] for r in con.execute("SELECT key FROM runs WHERE key IS NOT NULL")}
         for rec in records:
@@ -166,8 +176,8 @@ def repair_store(root: str | Path | None = None) -> RepairReport:
                 ":error, :metrics, :curve, :run_dir)",
                 rec,
             )
-            report.added[rec["id"]] = rec["status"]
-    return report
+            added[rec["id"]] = rec["status"]
+    return added
 
 
 def _unmarked(store: RunStore) -> list[Path]:

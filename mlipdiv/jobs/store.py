@@ -524,13 +524,14 @@ class RunStore:
         return runs[-1] if runs else None
 
     def unlisted_folders(self) -> builtins.list[Path]:
-        """Run folders under the root that the table does not know (a lost or emptied ``runs.db``: see repair)."""
+        """Run folders under the root that the table does not know (a lost or emptied ``runs.db``: see repair);
+        hidden folders (an interrupted import's staging) are not runs."""
         known = {r["id"] for r in self._read("SELECT id FROM runs")}
         try:
             entries = sorted(self.root.iterdir())
         except OSError:
             return []
-        return [p for p in entries if p.is_dir() and p.name not in known
+        return [p for p in entries if p.is_dir() and p.name not in known and not p.name.startswith(".")
                 and RunDir(p).is_run_folder()]
 
     def owner_gone(self, run: Run, now: float | None = None) -> str | None:
