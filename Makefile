@@ -6,7 +6,7 @@ PORT   ?= 8501
 # Loopback only by default: the app has no login. `make run HOST=0.0.0.0` opens it to the network on purpose.
 HOST   ?= 127.0.0.1
 
-.PHONY: run test
+.PHONY: run test study study-export study-report
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,3 +39,24 @@ test: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
+
+# The study of docs/RESULTS.md (issue 16): many CPU-hours, so it is computed in sittings. `make study` imports the
+# finished runs shipped in docs/results/runs (a fresh clone continues where the last sitting stopped), then trains
+# what is missing; stop it at any time (Ctrl-C, SIGTERM) and run it again. `make study-export` adds the runs that
+# finished since to docs/results/runs (commit them); `make study-report` analyses the whole study into docs/.
+STUDY_HOME ?= runs/study
+STUDY_OUT  ?= runs/study-out
+SHIPPED_RUNS := docs/results/runs
+
+study: $(VENV)/.kernels-built
+	if [ -d $(SHIPPED_RUNS) ]; then MLIPDIV_HOME=$(STUDY_HOME) $(PY) -m mlipdiv runs import $(SHIPPED_RUNS); fi
+	MLIPDIV_HOME=$(STUDY_HOME) $(PY) -m mlipdiv.analysis.study --preset study --out $(STUDY_OUT) --train-only
+
+study-export: $(VENV)/.app-installed
+	MLIPDIV_HOME=$(STUDY_HOME) $(PY) -m mlipdiv runs export $(SHIPPED_RUNS)
+
+# the analysis with the run folders (information gap, domain, element references), then the page from the tables
+study-report: $(VENV)/.app-installed
+	MLIPDIV_HOME=$(STUDY_HOME) $(PY) -m mlipdiv.analysis.study --analyse-only --out $(STUDY_OUT) --no-figures
+	cp $(addprefix $(STUDY_OUT)/,results.csv curves.csv references.csv infogap.csv domain.csv) docs/results/
+	$(PY) -m mlipdiv.analysis.study --analyse-only --out docs/results --figures docs/figures --page docs/RESULTS.md

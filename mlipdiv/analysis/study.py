@@ -3,7 +3,9 @@ domain and figures from the finished runs.
 
 ``python -m mlipdiv.analysis.study --preset NAME [--preset NAME ...] --out DIR`` runs every sweep of the presets
 (finished runs in the store are reused, so a rerun only trains what is missing) and analyses them;
-``--analyse-only`` skips training and analyses what ``DIR`` already holds: the sweeps below it with the run store, or,
+``--preset study`` stands for every ``study-*`` preset, and ``--train-only`` trains without analysing (a study computed
+in sittings: ``make study``); ``--analyse-only`` skips training and analyses what ``DIR`` already holds: the sweeps
+below it with the run store, or,
 when ``DIR`` holds only ``results.csv`` (the shipped ``docs/results``), that table alone. The docs page regenerates
 with one command::
 
@@ -47,8 +49,8 @@ from mlipdiv.io.table import EXTRA_COLUMNS, extra_columns
 from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.units import mev
 
-__all__ = ["analyse", "collect", "load_study", "plan_preset", "read_study_table", "run_presets", "shape_plan",
-           "summary_table"]
+__all__ = ["STUDY", "analyse", "collect", "expand_presets", "load_study", "plan_preset", "read_study_table",
+           "run_presets", "shape_plan", "summary_table"]
 
 SPLITS = TEST_SPLITS
 
@@ -699,16 +701,35 @@ def _figures(figdir: Path, df: Any, fits: dict, recs: dict, paths: dict, gap: An
                 break
 
 
+STUDY = "study"
+"""The ``--preset`` that stands for every ``study-*`` preset (the protocol of docs/RESULTS.md), in their order."""
+
+
+def expand_presets(names: Sequence[str]) -> list[str]:
+    """Preset names with :data:`STUDY` replaced by the study's presets (each name once, first place kept)."""
+    from mlipdiv.presets import STUDY_PRESETS
+
+    out: list[str] = []
+    for name in names:
+        for n in [p.name for p in STUDY_PRESETS] if name == STUDY else [name]:
+            if n not in out:
+                out.append(n)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from mlipdiv.presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m mlipdiv.analysis.study", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", action="append", default=[], choices=sorted(PRESETS),
-                        help="preset to run (repeatable); see mlipdiv/presets.py")
+    parser.add_argument("--preset", action="append", default=[], choices=[STUDY, *sorted(PRESETS)],
+                        help=f"preset to run (repeatable); see mlipdiv/presets.py; {STUDY!r}: every study-* preset "
+                             "(docs/RESULTS.md)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the sweeps' tables and the analysis")
     parser.add_argument("--dataset", help="dataset file (default: the shipped one)")
     parser.add_argument("--backend", choices=["local", "ray"], help="override the presets' backend")
     parser.add_argument("--analyse-only", action="store_true", help="do not train; analyse what --out holds")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train what is missing and write the sweeps' tables, no analysis (a study in sittings)")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--figures", type=Path, help="folder for the figures (default: OUT/figures)")
     parser.add_argument("--page", type=Path,
@@ -717,6 +738,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of the error-model fits")
     parser.add_argument("--list", action="store_true", help="print the presets and exit")
     args = parser.parse_args(argv)
+    if args.train_only and args.analyse_only:
+        parser.error("--train-only and --analyse-only exclude each other")
     if args.list:
         for p in PRESETS.values():
             print(p.describe())
@@ -725,7 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.analyse_only:
             if not args.preset:
                 parser.error("give at least one --preset (or --analyse-only)")
-            run_presets(args.preset, args.out, dataset=args.dataset, backend=args.backend)
+            run_presets(expand_presets(args.preset), args.out, dataset=args.dataset, backend=args.backend)
+            if args.train_only:
+                return 0
         result = analyse(args.out, dataset_path=args.dataset, figures=not args.no_figures,
                          figures_dir=args.figures, page=args.page, n_boot=args.n_boot)
     except MlipdivError as exc:

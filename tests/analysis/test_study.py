@@ -225,3 +225,20 @@ def test_gap_convergence_tells_a_uniform_gain_from_one_that_moves_the_answer() -
         assert r["seed_std"] == pytest.approx(pd.Series([-50.0 + 8 * s for s in range(4)]).std())
     moved = gap_convergence_rows(table(20.0, 0.0))
     assert all(r["change"] == pytest.approx(-20.0) and not r["below_one_std"] for r in moved)
+
+
+def test_study_preset_group_trains_every_study_preset_once_and_train_only_skips_the_analysis(
+        tmp_path, monkeypatch) -> None:
+    import mlipdiv.analysis.study as study
+    from mlipdiv.presets import STUDY_PRESETS
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(study, "run_presets", lambda names, out, **kw: asked.append(list(names)) or [])
+    monkeypatch.setattr(study, "analyse", lambda *a, **kw: pytest.fail("--train-only analysed"))
+    argv = ["--preset", "study-b512", "--preset", "study", "--out", str(tmp_path), "--train-only"]
+    assert study.main(argv) == 0
+    names = [p.name for p in STUDY_PRESETS]
+    assert asked == [["study-b512", *[n for n in names if n != "study-b512"]]]
+    assert "study-b128" in names and all(n.startswith("study-") for n in names)
+    with pytest.raises(SystemExit):
+        study.main(["--analyse-only", "--train-only", "--out", str(tmp_path)])
