@@ -5,9 +5,8 @@ domain and figures from the finished runs.
 (finished runs in the store are reused, so a rerun only trains what is missing) and analyses them;
 ``--preset study`` stands for every ``study-*`` preset, and ``--train-only`` trains without analysing (a study computed
 in sittings: ``make study``); ``--analyse-only`` skips training and analyses what ``DIR`` already holds: the sweeps
-below it with the run store, or,
-when ``DIR`` holds only ``results.csv`` (the shipped ``docs/results``), that table alone. The docs page regenerates
-with one command::
+below it with the run store, or, when ``DIR`` holds only ``results.csv`` (the shipped ``docs/results``), that table
+alone. The docs page regenerates with one command::
 
     python -m mlipdiv.analysis.study --analyse-only --out docs/results --figures docs/figures --page docs/RESULTS.md
 
