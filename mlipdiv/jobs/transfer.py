@@ -70,7 +70,7 @@ class ImportReport:
 
 def _export_files(run: Any, weights: bool) -> dict[str, bytes] | str:
     """The bytes of each exported file of a finished run, or why it cannot be exported."""
-    folder = RunDir(run.run_dir)
+    folder = run.folder
     names = (*EXPORTED, MODEL) if weights else EXPORTED
     files: dict[str, bytes] = {}
     for name in names:
@@ -86,11 +86,30 @@ def _export_files(run: Any, weights: bool) -> dict[str, bytes] | str:
     return files
 
 
+def _comparable(files: dict[str, bytes]) -> dict[str, Any]:
+    """Exported files as two exports of one run compare: the marker and config decoded, without the dataset path and
+    the key (import rewrites both when it moves a run onto another copy of its dataset)."""
+    out: dict[str, Any] = dict(files)
+    for name in (MARKER, CONFIG):
+        try:
+            data = json.loads(files[name])
+        except (KeyError, ValueError):
+            continue
+        if isinstance(data, dict):
+            data.pop("key", None)
+            config = data.get("config") if name == MARKER else data
+            if isinstance(config, dict):
+                config.pop("dataset", None)
+        out[name] = data
+    return out
+
+
 def export_runs(store: RunStore, dest: str | Path, *, weights: bool = False, overwrite: bool = False) -> ExportReport:
     """Write every finished run of ``store`` to ``dest/<run id>/`` (see the module docstring).
 
-    A run already in ``dest`` with the same bytes is left as it is, so exporting again adds only new runs. A folder in
-    ``dest`` that holds other bytes for a run is replaced only with ``overwrite``.
+    A run already in ``dest`` with the same files is left as it is (its dataset path and key may differ: an imported
+    run exported again), so exporting again adds only new runs. A folder in ``dest`` that holds other files for a run
+    is replaced only with ``overwrite``.
 
     Raises:
         MlipdivError: ``dest`` is a file, or holds a run folder with other bytes and ``overwrite`` is false (nothing
@@ -109,7 +128,9 @@ def export_runs(store: RunStore, dest: str | Path, *, weights: bool = False, ove
             continue
         target = dest / run.id
         old = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} if target.is_dir() else None
-        if old == files:
+        if old is not None and not weights:
+            old.pop(MODEL, None)  # an earlier export with weights holds this one
+        if old is not None and _comparable(old) == _comparable(files):
             report.unchanged.append(run.id)
         elif old is not None and not overwrite:
             conflicts.append(run.id)

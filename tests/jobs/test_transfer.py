@@ -61,6 +61,8 @@ def test_an_imported_study_is_reused_by_a_sweep_planned_elsewhere(exported, tmp_
         assert run.run_metrics() == original.get(run.id).run_metrics()
     assert main(["runs", "import", str(dest), "--dataset", str(copy)]) == 0  # twice: nothing new
     assert "imported 0 runs" in capsys.readouterr().out and len(store.list()) == 2
+    again = export_runs(store, dest)  # the next sitting ships what it adds: the moved runs are the same runs
+    assert sorted(again.unchanged) == sorted(r.id for r in runs) and not again.written
 
 
 def test_runs_of_other_dataset_bytes_keep_their_key(exported, tmp_path: Path) -> None:
