@@ -166,15 +166,20 @@ class Server:
 # ---------------------------------------------------------------------------------------------------- timing
 
 
+NO_RERUN_S = 30.0
+"""How long after an input event no script run may start before the step counts as needing none. Generous: on a
+loaded machine the event reaches the server and its rerun starts seconds later (3 s was too short at load 6)."""
+
+
 def _settled(pg: Any, since: float, timeout: float, quiet: float = 0.8) -> float:
     """Seconds from ``since`` (page time, ms) to the last change of the script state to ``notRunning``, once no
-    change has come for ``quiet`` seconds; 0 when nothing ran at all (the step needed no rerun)."""
+    change has come for ``quiet`` seconds; 0 when nothing ran within :data:`NO_RERUN_S` (the step needed no rerun)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         states, now = pg.evaluate("() => [window.__states || [], performance.now()]")
         after = [(t, s) for t, s in states if t >= since]
         if not after:
-            if now - since > 3000:  # no rerun was triggered
+            if now - since > NO_RERUN_S * 1000:  # no rerun was triggered
                 return 0.0
         elif after[-1][1] == "notRunning" and now - after[-1][0] > quiet * 1000:
             return (after[-1][0] - since) / 1000

@@ -66,17 +66,25 @@ class Concurrency:
         return f"{runs}{where} × {threads} ({'auto' if self.auto else 'set'})"
 
 
-def _parse_requested(requested: str | int | None) -> int | None:
-    """None for ``auto``, else the number of runs at once."""
+def _parse_requested(requested: str | int | None) -> tuple[int, int | None] | None:
+    """None for ``auto``, else (runs at once, torch threads per run or None: the cores shared between the runs).
+
+    ``"N"`` sets the runs; ``"NxT"`` also the threads: ``1x1`` on a machine busy with other work, where a run's
+    second thread waits on a core that another process holds (a tiny run trained 90x slower with 2 threads at load 6).
+    """
     if requested is None or (isinstance(requested, str) and requested.strip().lower() in ("", "auto")):
         return None
+    text = requested.strip().lower() if isinstance(requested, str) else requested
+    runs_text, sep, threads_text = text.partition("x") if isinstance(text, str) else (text, "", "")
     try:
-        n = int(requested)
+        n = int(runs_text)
+        threads = int(threads_text) if sep else None
     except (TypeError, ValueError):
-        raise ValueError(f"concurrency must be 'auto' or a whole number of runs, not {requested!r}") from None
-    if isinstance(requested, bool) or n < 1:
+        raise ValueError(f"concurrency must be 'auto', a whole number of runs or RUNSxTHREADS (e.g. 1x1), not "
+                         f"{requested!r}") from None
+    if isinstance(requested, bool) or n < 1 or (threads is not None and threads < 1):
         raise ValueError(f"concurrency must be 'auto' or at least 1, not {requested!r}")
-    return n
+    return n, threads
 
 
 def _host_free_bytes() -> int | None:
@@ -122,18 +130,20 @@ def choose_concurrency(
     memory allows: one run rarely scales beyond a core or two (SchNet: 461 conformers/s on 1 thread, about 700 on 2),
     so separate runs raise runs per hour. Larger runs train one at a time on every core. On GPUs small runs train
     several per GPU as free memory allows (up to :data:`MAX_RUNS_PER_GPU`), larger ones one per GPU. A number sets
-    the runs at once; the cores are then split between them. Unknown machine facts are read from this machine.
+    the runs at once; the cores are then split between them, unless ``RUNSxTHREADS`` sets the threads too. Unknown
+    machine facts are read from this machine.
     """
     cores = cores if cores is not None else cpu_count()
     cores = max(1, cores)
-    n = _parse_requested(requested)
+    asked = _parse_requested(requested)
     if gpus is None:
         gpus, detected_free = (0, None) if device == "cpu" else _gpus()
         gpu_free_bytes = gpu_free_bytes if gpu_free_bytes is not None else detected_free
     on_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
     kind = "cuda" if on_gpu else "cpu"
-    if n is not None:
-        return Concurrency(n, max(1, cores // n), kind, auto=False, reason="set")
+    if asked is not None:
+        n, threads = asked
+        return Concurrency(n, threads or max(1, cores // n), kind, auto=False, reason="set")
     small = (model is None or model in SMALL_MODELS) and (hidden is None or hidden <= SMALL_HIDDEN)
     if on_gpu:
         gpus = max(1, gpus)

@@ -68,7 +68,10 @@ def test_a_number_overrides_and_splits_the_cores() -> None:
     assert (c.runs, c.threads, c.auto) == (3, 2, False)
     assert c.describe() == "3 runs at once × 2 threads (set)"
     assert choose_concurrency(1, device="cpu", cores=2, gpus=0) == Concurrency(1, 2, "cpu", auto=False, reason="set")
-    for bad in ("0", "many", -1, True):
+    assert choose_concurrency(" 1X1 ", device="cpu", cores=2, gpus=0) == Concurrency(1, 1, "cpu", auto=False,
+                                                                                     reason="set")
+    assert choose_concurrency("2x3", device="cpu", cores=2, gpus=0).threads == 3  # set means set
+    for bad in ("0", "many", -1, True, "1x0", "1x", "x2", "1x1x1"):
         with pytest.raises(ValueError):
             choose_concurrency(bad, device="cpu", cores=2, gpus=0)
 
