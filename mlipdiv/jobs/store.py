@@ -68,6 +68,7 @@ __all__ = [
     "StoreError",
     "DuplicateKey",
     "resumed_key",
+    "run_marker",
     "new_run_id",
     "pid_alive",
     "process_owner",
@@ -929,10 +930,15 @@ def _folder_checked(run: Run) -> Run:
     return run
 
 
+def run_marker(run: Run) -> dict[str, Any]:
+    """``RUN/run.json``'s content: what the table knows of a run that its folder does not (`runs repair`, export)."""
+    return {"id": run.id, "key": run.key, "config": run.config, "created": run.created}
+
+
 def _write_marker(run: Run) -> None:
-    """``RUN/run.json``: what the table knows of a run that its folder does not, for `runs repair`."""
+    """Write :func:`run_marker` into the run's folder, for `runs repair`."""
     try:
-        run.folder.write_marker({"id": run.id, "key": run.key, "config": run.config, "created": run.created})
+        run.folder.write_marker(run_marker(run))
     except OSError:  # the table is what counts; repair falls back to config.json
         pass
 

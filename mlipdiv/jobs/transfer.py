@@ -31,7 +31,7 @@ from mlipdiv.io.atomic import atomic_write_bytes, atomic_write_json
 from mlipdiv.io.metrics import MetricsError, RunMetrics
 from mlipdiv.io.rundir import CONFIG, MARKER, METRICS, MODEL, PREDICTIONS, SPLIT, SUMMARY, RunDir
 from mlipdiv.jobs.repair import folder_record, insert_records
-from mlipdiv.jobs.store import RunStore
+from mlipdiv.jobs.store import RunStore, run_marker
 
 __all__ = ["EXPORTED", "ExportReport", "ImportReport", "export_runs", "import_runs"]
 
@@ -75,8 +75,7 @@ def _export_files(run: Any, weights: bool) -> dict[str, bytes] | str:
     files: dict[str, bytes] = {}
     for name in names:
         if name == MARKER:  # the store's row is what a sweep matches: write it, not a stale marker
-            marker = {"id": run.id, "key": run.key, "config": dict(run.config), "created": run.created}
-            files[name] = (json.dumps(marker, indent=2) + "\n").encode()
+            files[name] = (json.dumps(run_marker(run), indent=2) + "\n").encode()  # as atomic_write_json writes it
             continue
         path = folder.path / name
         if path.is_file():
