@@ -9,7 +9,9 @@ An exported folder holds what the analysis and ``runs show`` read: ``run.json`` 
 ``config.json``, ``metrics.json``, ``summary.json``, ``split.json``, ``predictions.npz``, and ``model.pt`` only with
 ``weights`` (the checkpoint, the lock and the logs stay behind). Import reads nothing else: a folder with any other
 file, a link, an oversized file, or a file that does not decode (metrics against their contract, predictions without
-unpickling, weights with ``weights_only``) is skipped and named, and nothing of it is copied.
+unpickling, weights with ``weights_only``) is skipped and named, and nothing of it reaches the store. Each file is
+read once, without following links, into a hidden staging folder, and the checks read that copy: what a source
+folder changes after its files were read cannot get in.
 
 A run's key is a hash of its config, whose ``dataset`` is an absolute path, and of that file's bytes. Import rebases
 a run onto the local dataset when the key proves the bytes are the same (the key recomputed from the run's own
@@ -20,8 +22,10 @@ recomputed from it, which is the key a sweep planned here gives that run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,31 +165,50 @@ def _json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _checked_folder(folder: Path) -> dict[str, Any]:
-    """The marker of an exported run folder after every file was checked; raises :class:`MlipdivError` saying why
-    the folder is not one."""
-    if folder.is_symlink() or not folder.is_dir():
-        raise MlipdivError("not a folder (links are not followed)")
-    if not _RUN_ID.match(folder.name):
-        raise MlipdivError("the name is not a run id (YYYYMMDD-HHMMSS-xxxxxx)")
+def _copy_plain_files(folder: Path, staging: Path) -> None:
+    """Copy the files of an exported run folder into ``staging``, each opened once, without following links.
+
+    Why: the checks that follow read this copy, so a file swapped for a link (or changed) after it was checked cannot
+    reach the store; the folder and its files are opened relative to one descriptor, never by a path that could
+    point elsewhere by then."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block us
+    try:
+        dir_fd = os.open(folder, flags | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        raise MlipdivError("not a folder (links are not followed)") from None
     allowed = {*EXPORTED, MODEL}
-    names = set()
-    for p in folder.iterdir():
-        if p.name not in allowed:
-            raise MlipdivError(f"unexpected {'folder' if p.is_dir() else 'file'} {p.name!r}; an exported run holds "
-                               f"only {', '.join(sorted(allowed))}")
-        if p.is_symlink() or not p.is_file():
-            raise MlipdivError(f"{p.name} is not a plain file (links are not followed)")
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise MlipdivError(f"{p.name} is {p.stat().st_size / 2**20:.0f} MiB, over the "
-                               f"{MAX_FILE_BYTES // 2**20} MiB an exported run's file may have")
-        names.add(p.name)
+    try:
+        for name in sorted(os.listdir(dir_fd)):
+            if name not in allowed:
+                raise MlipdivError(f"unexpected entry {name!r}; an exported run holds only "
+                                   f"{', '.join(sorted(allowed))}")
+            try:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError:
+                raise MlipdivError(f"{name} is not a plain file (links are not followed)") from None
+            with os.fdopen(fd, "rb") as src:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise MlipdivError(f"{name} is not a plain file")
+                data = src.read(MAX_FILE_BYTES + 1)  # the size may have changed since fstat
+            if len(data) > MAX_FILE_BYTES:
+                raise MlipdivError(f"{name} is over the {MAX_FILE_BYTES // 2**20} MiB an exported run's file may have")
+            (staging / name).write_bytes(data)
+            os.utime(staging / name, ns=(info.st_atime_ns, info.st_mtime_ns))  # metrics.json's time: the run's end
+    finally:
+        os.close(dir_fd)
+
+
+def _checked_folder(folder: Path, run_id: str) -> dict[str, Any]:
+    """The marker of run ``run_id`` whose files :func:`_copy_plain_files` copied into ``folder``, after every file was
+    checked; raises :class:`MlipdivError` saying why the folder is not an exported run."""
+    names = {p.name for p in folder.iterdir()}
     missing = [n for n in REQUIRED if n not in names]
     if missing:
         raise MlipdivError(f"no {', '.join(missing)}: not a finished run")
     marker = _json_object(folder / MARKER)
-    if marker.get("id") != folder.name:
-        raise MlipdivError(f"{MARKER} names run {marker.get('id')!r}, not the folder's {folder.name}")
+    if marker.get("id") != run_id:
+        raise MlipdivError(f"{MARKER} names run {marker.get('id')!r}, not the folder's {run_id}")
     if not isinstance(marker.get("key"), str) or not _KEY.match(marker["key"]):
         raise MlipdivError(f"{MARKER} has no run key (16 hex digits)")
     if not isinstance(marker.get("config"), dict) or not isinstance(marker.get("created"), (int, float)):
@@ -252,26 +275,29 @@ def import_runs(store: RunStore, src: str | Path, *, dataset: str | Path | None 
     keys = {r.key: r.id for r in known.values() if r.key}
     records = []
     for folder in sorted(src.iterdir()):
+        if not _RUN_ID.match(folder.name):
+            report.skipped.append(f"{folder.name}: the name is not a run id (YYYYMMDD-HHMMSS-xxxxxx)")
+            continue
+        if folder.name in known or (store.root / folder.name).exists():
+            report.present.append(folder.name)  # nothing of it is read
+            continue
+        target = store.root / folder.name
+        staging = store.root / f".import-{folder.name}.tmp"  # hidden: the store and repair do not list it
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted import left
+        staging.mkdir(parents=True)
         try:
-            marker = _checked_folder(folder)
+            _copy_plain_files(folder, staging)
+            marker = _checked_folder(staging, folder.name)
         except MlipdivError as exc:
+            shutil.rmtree(staging)
             report.skipped.append(f"{folder.name}: {exc}")
             continue
         moved = _rebased(marker, dataset, digest) if digest else None
         marker = moved or marker
-        if folder.name in known or (store.root / folder.name).exists():
-            report.present.append(folder.name)
-            continue
         if marker["key"] in keys:
+            shutil.rmtree(staging)
             report.present.append(f"{folder.name} (as {keys[marker['key']]}, the same configuration)")
             continue
-        target = store.root / folder.name
-        staging = store.root / f".import-{folder.name}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted import left
-        staging.mkdir(parents=True)
-        for p in folder.iterdir():
-            if p.name not in (MARKER, CONFIG):
-                shutil.copy2(p, staging / p.name)  # keeps metrics.json's time: the run's finishing time
         atomic_write_json(staging / CONFIG, marker["config"])
         atomic_write_json(staging / MARKER, marker)
         staging.rename(target)  # the folder appears whole or not at all

@@ -4,6 +4,7 @@ refused whole."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -92,12 +93,15 @@ def _craft(dest: Path, tmp_path: Path, how: str) -> Path:
         (run / "metrics.json").write_text(json.dumps({"model": "schnet"}))
     elif how == "renamed":
         run.rename(src / "20990101-000000-abcdef")
+    elif how == "fifo":  # opening it for reading must not block the import
+        (run / "summary.json").unlink()
+        os.mkfifo(run / "summary.json")
     elif how == "weights":
         (run / MODEL).write_bytes(b"\x80\x04cos\nsystem\n.")  # a pickle that would call os.system
     return src
 
 
-@pytest.mark.parametrize("how", ["link", "extra", "pickle", "metrics", "renamed", "weights"])
+@pytest.mark.parametrize("how", ["link", "extra", "pickle", "metrics", "renamed", "weights", "fifo"])
 def test_a_crafted_folder_is_skipped_whole_and_named(exported, tmp_path: Path, how: str) -> None:
     _, dest = exported
     src = _craft(dest, tmp_path, how)
@@ -105,6 +109,35 @@ def test_a_crafted_folder_is_skipped_whole_and_named(exported, tmp_path: Path, h
     report = import_runs(store, src)
     assert not report.added and len(report.skipped) == 1, report
     assert store.list() == [] and not [p for p in store.root.iterdir() if p.is_dir()]
+
+
+def test_a_file_swapped_for_a_link_after_the_checks_does_not_get_in(exported, tmp_path: Path, monkeypatch) -> None:
+    """The checks read the store's own copy: a source file replaced by a link to a server file once it was checked
+    (a race an attacker can win) changes nothing of what is imported."""
+    import mlipdiv.jobs.transfer as transfer
+
+    _, dest = exported
+    src = tmp_path / "src"
+    shutil.copytree(dest, src)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("server secret")
+    checked = transfer._checked_folder
+
+    def check_then_swap(folder: Path, run_id: str):
+        marker = checked(folder, run_id)
+        for name in ("summary.json", PREDICTIONS):
+            (src / run_id / name).unlink()
+            (src / run_id / name).symlink_to(secret)
+        return marker
+
+    monkeypatch.setattr(transfer, "_checked_folder", check_then_swap)
+    store = RunStore(tmp_path / "home")
+    report = import_runs(store, src)
+    assert len(report.added) == 2 and not report.skipped
+    for run in store.list():
+        for name in ("summary.json", PREDICTIONS):
+            assert (dest / run.id / name).read_bytes() == (store.root / run.id / name).read_bytes()
+            assert not (store.root / run.id / name).is_symlink()
 
 
 def test_export_never_replaces_other_bytes_without_overwrite(exported, tmp_path: Path) -> None:
