@@ -122,6 +122,7 @@ def choose_concurrency(
     gpus: int | None = None,
     gpu_free_bytes: int | None = None,
     host_free_bytes: int | None = None,
+    load: float | None = None,
 ) -> Concurrency:
     """How many runs to train at once, and torch threads per run, for runs of ``model`` at ``hidden`` on ``device``.
 
@@ -132,6 +133,11 @@ def choose_concurrency(
     several per GPU as free memory allows (up to :data:`MAX_RUNS_PER_GPU`), larger ones one per GPU. A number sets
     the runs at once; the cores are then split between them, unless ``RUNSxTHREADS`` sets the threads too. Unknown
     machine facts are read from this machine.
+
+    ``auto`` also leaves out the cores other work keeps busy (``load``: the 1-minute load average, read when None):
+    a run's threads are split over the free cores only, since a thread that waits on a core another process holds
+    slows its whole run (a tiny run trained 90x slower with 2 threads than with 1 at load 6 on 2 cores). The load is
+    read once, when the manager or sweep starts.
     """
     cores = cores if cores is not None else cpu_count()
     cores = max(1, cores)
@@ -144,6 +150,7 @@ def choose_concurrency(
     if asked is not None:
         n, threads = asked
         return Concurrency(n, threads or max(1, cores // n), kind, auto=False, reason="set")
+    free, busy_note = _free_cores(cores, load)
     small = (model is None or model in SMALL_MODELS) and (hidden is None or hidden <= SMALL_HIDDEN)
     if on_gpu:
         gpus = max(1, gpus)
@@ -154,15 +161,26 @@ def choose_concurrency(
         else:
             per_gpu = max(1, min(MAX_RUNS_PER_GPU, gpu_free_bytes // GPU_RUN_BYTES))
             runs, reason = per_gpu * gpus, f"{per_gpu} small runs per GPU by free memory"
-        return Concurrency(runs, max(1, cores // runs), kind, reason=reason)
+        return Concurrency(runs, max(1, free // runs), kind, reason=reason + busy_note)
     if not small:
-        return Concurrency(1, cores, kind, reason="a large model uses every core")
+        return Concurrency(1, free, kind, reason="a large model uses every free core" + busy_note)
     if cores < 2:
         return Concurrency(1, 1, kind, reason="one core")
     host_free = host_free_bytes if host_free_bytes is not None else _host_free_bytes()
     runs = cores if host_free is None else max(1, min(cores, host_free // CPU_RUN_BYTES))
     reason = "small runs: one per core" if runs == cores else "small runs: as many as free memory allows"
-    return Concurrency(runs, max(1, cores // runs), kind, reason=reason)
+    return Concurrency(runs, max(1, free // runs), kind, reason=reason + busy_note)
+
+
+def _free_cores(cores: int, load: float | None) -> tuple[int, str]:
+    """(cores that other work does not keep busy, at least 1; a note for the reason when some are busy)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform: count every core as free
+            load = 0.0
+    busy = min(cores - 1, int(max(0.0, load)))
+    return cores - busy, (f"; {busy} of {cores} cores busy with other work (load {load:.1f})" if busy else "")
 
 
 def cpu_count() -> int:

@@ -33,7 +33,7 @@ def test_small_cpu_runs_take_one_core_each() -> None:
 def test_large_models_or_one_core_train_one_at_a_time() -> None:
     for model, hidden in (("mace", 64), ("schnet", 256)):
         c = choose_concurrency("auto", model=model, hidden=hidden, device="cpu", cores=4, gpus=0,
-                               host_free_bytes=64 * GIB)
+                               host_free_bytes=64 * GIB, load=0.0)
         assert (c.runs, c.threads) == (1, 4)
     c = choose_concurrency("auto", model="schnet", hidden=64, device="cpu", cores=1, gpus=0)
     assert (c.runs, c.threads) == (1, 1)
@@ -41,16 +41,29 @@ def test_large_models_or_one_core_train_one_at_a_time() -> None:
 
 
 def test_free_host_memory_bounds_cpu_runs() -> None:
-    c = choose_concurrency("auto", model="schnet", hidden=64, device="cpu", cores=8, gpus=0, host_free_bytes=GIB)
+    c = choose_concurrency("auto", model="schnet", hidden=64, device="cpu", cores=8, gpus=0, host_free_bytes=GIB,
+                           load=0.0)
     assert (c.runs, c.threads) == (1, 8)
     c = choose_concurrency("auto", model="schnet", hidden=64, device="cpu", cores=8, gpus=0,
-                           host_free_bytes=int(2.5 * GIB))
+                           host_free_bytes=int(2.5 * GIB), load=0.0)
     assert (c.runs, c.threads) == (4, 2)
+
+
+def test_auto_threads_leave_out_the_cores_other_work_keeps_busy() -> None:
+    large = choose_concurrency("auto", model="mace", device="cpu", cores=4, gpus=0, host_free_bytes=64 * GIB, load=3.2)
+    assert (large.runs, large.threads) == (1, 1) and "3 of 4 cores busy" in large.reason
+    bound = choose_concurrency("auto", model="schnet", hidden=64, device="cpu", cores=8, gpus=0, host_free_bytes=GIB,
+                               load=6.0)
+    assert (bound.runs, bound.threads) == (1, 2)
+    idle = choose_concurrency("auto", model="mace", device="cpu", cores=4, gpus=0, load=0.7)
+    assert idle.threads == 4 and "busy" not in idle.reason
+    assert choose_concurrency("auto", model="mace", device="cpu", cores=2, gpus=0, load=40.0).threads == 1
+    assert choose_concurrency("1", model="mace", device="cpu", cores=4, gpus=0, load=3.2).threads == 4  # set is set
 
 
 def test_gpu_runs_by_free_memory() -> None:
     small = choose_concurrency("auto", model="schnet", hidden=128, device="auto", cores=16, gpus=1,
-                               gpu_free_bytes=100 * GIB)
+                               gpu_free_bytes=100 * GIB, load=0.0)
     assert (small.runs, small.threads, small.device) == (4, 4, "cuda")
     assert small.describe() == "4 runs at once on GPU × 4 threads (auto)"
     tight = choose_concurrency("auto", model="schnet", hidden=128, device="cuda", cores=16, gpus=2,
