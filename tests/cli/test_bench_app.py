@@ -32,5 +32,5 @@ def test_bench_app_measures_every_page_and_interaction(tiny_dataset_path, tmp_pa
     for step in (("Trade-off", "slider step"), ("Runs", "run selection"), ("Budget", "budget change"),
                  ("Embeddings", "colouring switch"), ("Dataset", "molecule search")):
         assert step in rows, result["errors"]
-        assert rows[step]["worst_s"] > 0  # a rerun was seen: the interaction changed something
+        assert rows[step]["worst_s"] > 0, (step, rows[step], result["resent"])  # a rerun was seen
     assert result["errors"] == {}
