@@ -179,8 +179,9 @@ class Server:
 
 
 NO_RERUN_S = 30.0
-"""How long after an input event no script run may start before the step counts as needing none. Generous: on a
-loaded machine the event reaches the server and its rerun starts seconds later (3 s was too short at load 6)."""
+"""How long after an input event nothing may come from the server before the event counts as lost (and is sent
+again). Generous: on a loaded machine the event reaches the server and its rerun starts seconds later (3 s was too
+short at load 6)."""
 
 
 def _settled(pg: Any, since: float, timeout: float, quiet: float = 0.8) -> float:
