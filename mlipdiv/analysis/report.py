@@ -16,7 +16,7 @@ from typing import Any
 
 from mlipdiv.analysis.fit import CONVERGENCE_SUFFIX, protocol_rows
 from mlipdiv.errors import MlipdivError
-from mlipdiv.names import TEST_SPLITS, SplitName
+from mlipdiv.names import TEST_SPLITS, Experiment, SplitName
 from mlipdiv.units import EV_TO_MEV
 
 __all__ = [
@@ -170,19 +170,33 @@ def converged_rows(df: Any) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- evaluated counts
 
 
+def _sweep(experiment: str, n_molecules: Any, conformers_per_molecule: Any) -> str:
+    """The sweep a point belongs to: its budget in the fixed-budget experiment, its molecules in the other."""
+    if experiment == Experiment.FIXED_BUDGET:
+        return f"B = {int(n_molecules) * int(conformers_per_molecule)}"
+    return f"M = {int(n_molecules)}"
+
+
 def eval_count_rows(df: Any) -> list[dict[str, Any]]:
-    """Conformers evaluated per (experiment, seed, split) across every protocol run of it: constant or not."""
+    """Conformers evaluated per (experiment, sweep, seed, split) across every protocol run of it: constant or not.
+    Why per sweep: the points of one budget (or one molecular set) are compared with each other, paired by seed, so
+    they must share their test conformers; different budgets anchor their unseen conformers on different molecules
+    (the smallest M of each grid), and are never paired."""
     if "n_eval" not in df.columns:
         return []
     d = protocol_rows(df)
     d = d[d["split"].isin(SPLITS)]
+    d = d.assign(sweep=[_sweep(e, m, c) for e, m, c in
+                        zip(d["experiment"], d["n_molecules"], d["conformers_per_molecule"])])
+    fixed = d["experiment"] == Experiment.FIXED_BUDGET
+    d = d.assign(_order=d["n_molecules"] * d["conformers_per_molecule"].where(fixed, 1))
     out = []
-    for (exp, seed, split), g in d.groupby(["experiment", "seed", "split"]):
+    for (exp, _, sweep, seed, split), g in d.groupby(["experiment", "_order", "sweep", "seed", "split"]):
         n = sorted({int(v) for v in g["n_eval"].dropna()})
         excl = sorted({int(v) for v in g["n_excluded"].dropna()}) if "n_excluded" in g.columns else []
-        out.append({"experiment": exp, "seed": int(seed), "split": split, "runs": int(g["run_id"].nunique()),
-                    "n_eval_min": n[0] if n else None, "n_eval_max": n[-1] if n else None,
-                    "constant": len(n) == 1, "n_excluded": excl})
+        out.append({"experiment": exp, "sweep": sweep, "seed": int(seed), "split": split,
+                    "runs": int(g["run_id"].nunique()), "n_eval_min": n[0] if n else None,
+                    "n_eval_max": n[-1] if n else None, "constant": len(n) == 1, "n_excluded": excl})
     return out
 
 
@@ -373,20 +387,21 @@ def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
 
 
 def _md_counts(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["### Conformers evaluated per (experiment, seed, split)", ""]
+    lines = ["### Conformers evaluated per (experiment, sweep, seed, split)", ""]
     if not rows:
         return lines + ["The results have no evaluated counts.", ""]
     bad = [r for r in rows if not r["constant"]]
-    lines += [("Every point of an experiment is scored on the same number of conformers for each seed and split."
-               if not bad else f"**Not constant** in {len(bad)} of {len(rows)} (experiment, seed, split) groups: "
-               "points of one seed were scored on different conformer counts."), "",
-              "| experiment | seed | split | runs | evaluated (min–max) | constant | not scored (excluded) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [("Every point of a sweep (one budget, or one molecular set) is scored on the same number of conformers "
+               "for each seed and split." if not bad else
+               f"**Not constant** in {len(bad)} of {len(rows)} (experiment, sweep, seed, split) groups: points of "
+               "one seed were scored on different conformer counts."), "",
+              "| experiment | sweep | seed | split | runs | evaluated (min–max) | constant | not scored (excluded) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rng = f"{r['n_eval_min']}" if r["constant"] else f"{r['n_eval_min']}–{r['n_eval_max']}"
         excl = ", ".join(str(v) for v in r["n_excluded"]) or "–"
-        lines.append(f"| {r['experiment']} | {r['seed']} | {r['split']} | {r['runs']} | {rng} | "
-                     f"{'yes' if r['constant'] else '**no**'} | {excl} |")
+        lines.append(f"| {r['experiment']} | {r.get('sweep', '–')} | {r['seed']} | {r['split']} | {r['runs']} | "
+                     f"{rng} | {'yes' if r['constant'] else '**no**'} | {excl} |")
     return lines + [""]
 
 

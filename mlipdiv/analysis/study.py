@@ -780,7 +780,7 @@ def _print_summary(result: dict[str, Any]) -> None:
     counts = result["eval_counts"]
     if counts:
         print(f"- evaluated counts constant in {sum(r['constant'] for r in counts)} of {len(counts)} "
-              "(experiment, seed, split) groups")
+              "(experiment, sweep, seed, split) groups")
     v = result["abstract"]
     print(f"- against the abstract: balance {v['balance']['verdict']}; datasets {v['datasets']['verdict']} "
           f"({v['datasets']['trend']}); beyond the training distribution {v['beyond_distribution']['verdict']}")

@@ -109,7 +109,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     gaps = stored["gap_convergence"]  # per budget: both test splits and their mean, over the check's 3 seeds
     assert sorted(r["budget"] for r in gaps) == sorted(3 * [128, 512, 2048, 8192])
     assert all(r["seeds"] == 3 for r in gaps)
-    # counts evaluated are constant per (experiment, seed, split) in this table
+    # counts evaluated are constant per (experiment, sweep, seed, split) in this table
     assert stored["eval_counts"] and all(r["constant"] for r in stored["eval_counts"])
     assert stored["energy"] and all(r["ratio"] < 1 for r in stored["energy"])
     # what ran: runs, converged share and CPU time per (model, experiment, budget), protocol runs only
@@ -242,3 +242,22 @@ def test_study_preset_group_trains_every_study_preset_once_and_train_only_skips_
     assert "study-b128" in names and all(n.startswith("study-") for n in names)
     with pytest.raises(SystemExit):
         study.main(["--analyse-only", "--train-only", "--out", str(tmp_path)])
+
+
+def test_evaluated_counts_are_checked_within_each_sweep_not_across_budgets() -> None:
+    """Budgets anchor their unseen conformers on different molecules, so their counts may differ; the points of one
+    budget are paired by seed and must share theirs."""
+    from mlipdiv.analysis.report import eval_count_rows
+
+    def row(m: int, c: int, n: int, run: str) -> dict:
+        return {"experiment": "fixed-budget", "n_molecules": m, "conformers_per_molecule": c, "seed": 0,
+                "split": "test_conformers", "n_eval": n, "n_excluded": 0, "run_id": run, "model": "schnet",
+                "strategy": "random", "preset": "p", "steps": 100}
+
+    rows = [row(4, 32, 64, "a"), row(128, 1, 64, "b"), row(8, 64, 128, "c"), row(512, 1, 128, "d")]
+    counts = eval_count_rows(pd.DataFrame(rows))
+    assert [(r["sweep"], r["constant"]) for r in counts] == [("B = 128", True), ("B = 512", True)]
+    rows[-1]["n_eval"] = 112  # one point of B = 512 scored on fewer conformers
+    counts = eval_count_rows(pd.DataFrame(rows))
+    assert [(r["sweep"], r["constant"], r["n_eval_min"], r["n_eval_max"]) for r in counts] == [
+        ("B = 128", True, 64, 64), ("B = 512", False, 112, 128)]
