@@ -170,13 +170,6 @@ def converged_rows(df: Any) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- evaluated counts
 
 
-def _sweep(experiment: str, n_molecules: Any, conformers_per_molecule: Any) -> str:
-    """The sweep a point belongs to: its budget in the fixed-budget experiment, its molecules in the other."""
-    if experiment == Experiment.FIXED_BUDGET:
-        return f"B = {int(n_molecules) * int(conformers_per_molecule)}"
-    return f"M = {int(n_molecules)}"
-
-
 def eval_count_rows(df: Any) -> list[dict[str, Any]]:
     """Conformers evaluated per (experiment, sweep, seed, split) across every protocol run of it: constant or not.
     Why per sweep: the points of one budget (or one molecular set) are compared with each other, paired by seed, so
@@ -186,12 +179,11 @@ def eval_count_rows(df: Any) -> list[dict[str, Any]]:
         return []
     d = protocol_rows(df)
     d = d[d["split"].isin(SPLITS)]
-    d = d.assign(sweep=[_sweep(e, m, c) for e, m, c in
-                        zip(d["experiment"], d["n_molecules"], d["conformers_per_molecule"])])
-    fixed = d["experiment"] == Experiment.FIXED_BUDGET
-    d = d.assign(_order=d["n_molecules"] * d["conformers_per_molecule"].where(fixed, 1))
+    fixed = d["experiment"] == Experiment.FIXED_BUDGET  # a sweep: a budget B, or a molecular set M
+    d = d.assign(_sweep=d["n_molecules"] * d["conformers_per_molecule"].where(fixed, 1))
     out = []
-    for (exp, _, sweep, seed, split), g in d.groupby(["experiment", "_order", "sweep", "seed", "split"]):
+    for (exp, size, seed, split), g in d.groupby(["experiment", "_sweep", "seed", "split"]):
+        sweep = f"{'B' if exp == Experiment.FIXED_BUDGET else 'M'} = {int(size)}"
         n = sorted({int(v) for v in g["n_eval"].dropna()})
         excl = sorted({int(v) for v in g["n_excluded"].dropna()}) if "n_excluded" in g.columns else []
         out.append({"experiment": exp, "sweep": sweep, "seed": int(seed), "split": split,
