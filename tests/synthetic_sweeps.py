@@ -45,14 +45,14 @@ FIXED_MOLECULES_STEPS = 800
 S0 = 800.0
 
 
-def surface_v2(e_inf, a, alpha, b, beta, d=0.0, gamma=0.5):
-    """A known error surface in meV/Å with an (optional) training-steps term ``d (S/S0)^-gamma``."""
-    return lambda m, c, s: e_inf + a * (m / M0) ** -alpha + b * (c / C0) ** -beta + d * (s / S0) ** -gamma
+def surface_v2(e_inf, a, alpha, b, beta, gamma=0.0):
+    """A known error surface in meV/Å, scaled by an (optional) training-length factor ``(S/S0)^-gamma``."""
+    return lambda m, c, s: (e_inf + a * (m / M0) ** -alpha + b * (c / C0) ** -beta) * (s / S0) ** -gamma
 
 
 # unseen molecules are driven by M, unseen conformers by C: the mean of the two has an interior optimum
-MOLECULES_V2 = surface_v2(60.0, 60.0, 0.5, 8.0, 0.5, d=10.0)
-CONFORMERS_V2 = surface_v2(40.0, 8.0, 0.5, 50.0, 0.5, d=10.0)
+MOLECULES_V2 = surface_v2(60.0, 60.0, 0.5, 8.0, 0.5, gamma=0.1)
+CONFORMERS_V2 = surface_v2(40.0, 8.0, 0.5, 50.0, 0.5, gamma=0.1)
 
 
 def flat(level: float = 150.0, a: float = 60.0, alpha: float = 0.3):

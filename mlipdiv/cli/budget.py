@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "total+steps", "either+steps"],
                         help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
                              "full = E_inf + a M^-alpha + b C^-beta; either = E_inf + (1/(a M^-alpha) + "
-                             "1/(b C^-beta))^-1, the error follows the more plentiful of the two; +steps adds "
-                             "d S^-gamma for training steps)")
+                             "1/(b C^-beta))^-1, the error follows the more plentiful of the two; +steps multiplies by "
+                             "a free factor per training length)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",
