@@ -159,8 +159,8 @@ PRESETS: dict[str, Preset] = {
 
 _STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 2, "test_molecules": 26,
           "max_eval_per_molecule": 16, "patience": 0}
-STUDY_STEPS = {128: 1500, 512: 6000, 2048: 12000, 8192: 10000}
-"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 188 and 39 epochs); the
+STUDY_STEPS = {128: 1500, 512: 6000, 2048: 12000, 8192: 24000}
+"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 188 and 94 epochs); the
 fixed-molecules grids use the steps of their largest training set. Chosen by the convergence checks (twice the steps
 must change the error by less than one seed std), each try on SchNet:
 
@@ -175,11 +175,12 @@ must change the error by less than one seed std), each try on SchNet:
   7.3 / 7.2 and 8.1 / 38.4), so 12,000; 12,000 to 24,000 changed by -7 / -5 at (1,024, 2) and -8 / +31 at (32, 64),
   each within one seed std (7.3 / 7.2, 8.1 / 38.4), so 12,000. (At (32, 64) the unseen-molecule error grows with the
   steps, 205, 224, 255: few molecules trained longer fit their own conformers better and other molecules worse.)
-- B = 8,192: 10,000 (39 epochs; not tried with fewer, the check decides).
+- B = 8,192: 24,000, twice B = 2,048's (94 epochs): a budget four times larger needed twice the steps at every
+  budget before (512 -> 2,048: 6,000 -> 12,000); the 48,000-step check decides.
 
 Whether the steps suffice is what the ``-convergence`` presets measure (docs/RESULTS.md)."""
 _STUDY_BATCH = {128: 16, 512: 32, 2048: 32, 8192: 32}
-STUDY_TIME = ("the whole study (study-* presets): about 40 CPU-hours (20 h on 2 cores), estimated from measured step "
+STUDY_TIME = ("the whole study (study-* presets): about 45 CPU-hours (22 h on 2 cores), estimated from measured step "
               "times; run it in the background and rerun after interruptions (finished runs are reused)")
 
 
