@@ -137,7 +137,7 @@ class Form:
 
     terms: tuple[str, ...]
     knots: tuple[float, ...] = ()
-    S0: float = math.nan
+    S0: float = field(default=math.nan, compare=False)  # names the levels; NaN would make equal forms unequal
 
     @property
     def name(self) -> str:

@@ -163,6 +163,11 @@ def test_model_average_uses_akaike_weights_and_the_steps_term() -> None:
     expected = np.exp(-0.5 * (aicc - aicc.min()))
     assert np.allclose(weights, expected / expected.sum(), atol=1e-3 / len(weights))
     assert any("S" in c.form.terms for c in f.components)  # the budgets' steps differ: the steps term is a candidate
+    for g in fits.values():  # the truth scales each budget by (S/3200)^-0.1: the free levels find it
+        top = max(g.components, key=lambda c: c.weight).params
+        assert [top["f@400"], top["f@800"], top["f@1600"]] == pytest.approx(
+            [(s / 3200) ** -0.1 for s in (400, 800, 1600)], rel=0.1)
+        assert top["f@400"] > top["f@800"] > top["f@1600"] > 1.0
     assert f.steps_for(512)[0] == pytest.approx(800) and f.steps_for(1024)[0] == pytest.approx(800 * 2**0.5)
     assert f.steps_for(100_000)[0] == pytest.approx(3200)  # steps are never extrapolated
     # predictions are the weighted average of the components
