@@ -29,7 +29,8 @@ with budget and steps, and needs nothing said: within one training length the fa
 the optimum. Between measured step counts the factor is log-interpolated, outside them held at the nearest. Why a
 free level and not a term: on the study's unseen-conformer errors (B = 128, 512, 2,048; SchNet and PaiNN) an added
 ``d (S/S0)^-gamma`` left mean residuals of +6 and +4 meV/Å at B = 128 and leave-one-out RMSEs of 10-11 meV/Å, a
-factor ``(S/S0)^-gamma`` left +8 and +1, the free level +1.4 and +1.2 with leave-one-out RMSEs of 4.6 (``either``).
+factor ``(S/S0)^-gamma`` left +8 and +1, the free level +1.4 and +1.2 with leave-one-out RMSEs of 4.6 (SchNet and
+PaiNN, the ``either`` form alone; 2 to 3 seeds at B = 2,048 then).
 
 Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total`` and ``either``, each with
 and without S. A fit whose parameter sits on a bound (an amplitude at 0, an exponent at 0) is replaced by the
