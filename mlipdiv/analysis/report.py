@@ -392,7 +392,7 @@ def _md_counts(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         rng = f"{r['n_eval_min']}" if r["constant"] else f"{r['n_eval_min']}–{r['n_eval_max']}"
         excl = ", ".join(str(v) for v in r["n_excluded"]) or "–"
-        lines.append(f"| {r['experiment']} | {r.get('sweep', '–')} | {r['seed']} | {r['split']} | {r['runs']} | "
+        lines.append(f"| {r['experiment']} | {r['sweep']} | {r['seed']} | {r['split']} | {r['runs']} | "
                      f"{rng} | {'yes' if r['constant'] else '**no**'} | {excl} |")
     return lines + [""]
 
