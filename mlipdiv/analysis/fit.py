@@ -148,7 +148,7 @@ class Form:
 
     @property
     def params(self) -> tuple[str, ...]:
-        levels = tuple(f"f@{k * self.S0:.0f}" for k in self.knots[:-1]) if "S" in self.terms else ()
+        levels = tuple(f"{_LEVEL}{k * self.S0:.0f}" for k in self.knots[:-1]) if "S" in self.terms else ()
         return tuple(p for t in self.terms for p in _TERMS[t]) + levels
 
     @property
@@ -210,6 +210,7 @@ def _form(terms: Iterable[str], knots: tuple[float, ...] = (), S0: float = math.
 FORMS: dict[str, Form] = {name: _form(terms) for terms, name in _ALIASES.items()}
 _EXPONENT_MAX = 3.0
 _LEVEL_MIN = 1e-3  # a training length's factor is positive
+_LEVEL = "f@"  # prefix of the factor's parameters, one per step count: f@1500
 
 
 def form_by_name(name: str) -> Form:
@@ -685,7 +686,7 @@ def _average(components: list[Component], theta: np.ndarray, x: np.ndarray) -> n
 def _bounds(form: Form, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     names = form.params
     top = float(np.max(y)) if len(y) else 1.0
-    lo = np.array([_LEVEL_MIN if k.startswith("f@") else 0.0 for k in names])
+    lo = np.array([_LEVEL_MIN if k.startswith(_LEVEL) else 0.0 for k in names])
     hi = np.array([_EXPONENT_MAX if k in ("alpha", "beta") else (top if k == "E_inf" else np.inf) for k in names])
     return lo, hi
 
@@ -700,7 +701,7 @@ def _starts(form: Form, y: np.ndarray) -> list[np.ndarray]:
             guess["a"] = guess["b"] = 0.5 * float(np.mean(y))
         if "MorC" in form.terms:  # two routes in parallel give about half of either
             guess["a"], guess["b"] = 2 * guess["a"], 2 * guess["b"]
-        out.append(np.array([guess.get(k, 1.0) for k in form.params]))  # levels start at 1
+        out.append(np.array([1.0 if k.startswith(_LEVEL) else guess[k] for k in form.params]))  # levels: 1
     return out
 
 
