@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +214,32 @@ def test_a_cancelled_build_is_reported_and_replaced(tiny_dataset, cache, monkeyp
     assert again is not build
     again.join(60)
     assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)
+
+
+def test_computing_a_map_never_reassigns_sys_stderr():
+    """numba colours its error messages with colorama, whose init/deinit reassign ``sys.stderr`` process-wide (and
+    numba builds such messages while compiling). Maps are computed in a background thread, so that once sent another
+    thread's output (a CLI's one-line error under test) to a stale stream. A fresh interpreter, because numba reads
+    the setting at its first import; every assignment to ``sys.stderr`` is counted."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, types\n"
+        "sets = []\n"
+        "class Spy(types.ModuleType):\n"
+        "    def __setattr__(self, name, value):\n"
+        "        if name in ('stdout', 'stderr'): sets.append(name)\n"
+        "        super().__setattr__(name, value)\n"
+        "sys.__class__ = Spy\n"
+        "import numpy as np\n"
+        "from mlipdiv.embeddings import MapParams, compute_map\n"
+        "x = np.random.default_rng(0).normal(size=(40, 3))\n"
+        "compute_map(x, MapParams(kind='structures'))\n"
+        "print(len(sets))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
+                         cwd=Path(embeddings.__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0"
