@@ -99,6 +99,8 @@ def v2_table(
                 "epochs_run": steps * 16 / (m * c) if record_steps else np.nan,
                 "best_step": steps if record_steps else np.nan,
                 "best_epoch": steps * 16 / (m * c) if record_steps else np.nan, "converged": True,
+                "late_gain_forces": 0.01 if record_steps else np.nan,
+                "late_gain_energy": 0.1 * s if record_steps else np.nan,
                 "energy_rel_mae": rel / 1000.0, "baseline_energy_rel_mae": 0.3,
             })
 

@@ -8,7 +8,9 @@ Units: energies in eV (per molecule, or per atom where the key says so), forces 
 Files written before the contract was versioned have no ``version`` key and are version 1. Version 2 adds the
 training length (``steps_run``, ``epochs_run``, ``best_step``, ``best_epoch``, ``converged``), the conformers left
 out of each split (``excluded``), the composition-free energy error ``energy_rel_mae`` per split and ``step`` per
-curve point; version 1 files are still read (those fields None/empty).
+curve point; version 1 files are still read (those fields None/empty). Version 3 changes what ``converged`` means
+(:func:`forces_converged`: the validation force MAE, where version 2 used the validation loss); a version 2 file's
+flag is recomputed from its curve on reading, so every table holds one rule.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mlipdiv.errors import DatasetError
 from mlipdiv.names import SPLITS  # the splits a run is evaluated on, in this order
 
 __all__ = [
+    "CONVERGE_TOL",
     "CURVE_KEYS",
     "METRICS_VERSION",
     "METRIC_KEYS",
@@ -32,13 +35,18 @@ __all__ = [
     "MetricsError",
     "RunMetrics",
     "SplitErrors",
+    "forces_converged",
+    "late_gain",
 ]
 
-METRICS_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+METRICS_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+CONVERGE_TOL = 0.05
+"""Default of :func:`forces_converged`'s tolerance (relative), and the one a version 2 file's flag is recomputed
+with (every run of the study used it)."""
 METRIC_KEYS = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse", "n", "energy_rel_mae")
 CURVE_KEYS = ("step", "epoch", "lr", "train_loss", "val_energy_mae", "val_forces_mae", "seconds")
-TRAINING_KEYS = ("steps_run", "epochs_run", "best_step", "best_epoch", "converged", "excluded")  # version 2
+TRAINING_KEYS = ("steps_run", "epochs_run", "best_step", "best_epoch", "converged", "excluded")  # version >= 2
 _TOP_KEYS = ("model", "n_molecules", "conformers_per_molecule", "seed", "device", "seconds", "splits", "baselines",
              "curve")
 _V1_METRIC_KEYS = tuple(k for k in METRIC_KEYS if k != "energy_rel_mae")
@@ -160,6 +168,30 @@ class CurvePoint:
         )
 
 
+def late_gain(curve: Sequence[CurvePoint], steps_run: int, key: str = "val_forces_mae") -> float | None:
+    """How much the last quarter of a run lowered the best validation error ``key`` (``val_forces_mae`` or
+    ``val_energy_mae``), relative to the best at the end: 0.1 means the best of the first three quarters was 10 %
+    above the final best. None when no validation with that error fell in the first three quarters (too short a
+    run to tell) or the curve has no steps (version 1)."""
+    points = [(c.step, getattr(c, key)) for c in curve if c.step is not None and getattr(c, key) is not None]
+    early = [v for s, v in points if s <= 0.75 * steps_run]
+    if not early:
+        return None
+    best = min(v for _, v in points)
+    return min(early) / best - 1.0 if best > 0 else 0.0
+
+
+def forces_converged(curve: Sequence[CurvePoint], steps_run: int, tol: float = CONVERGE_TOL) -> bool:
+    """The convergence rule the study uses: the last quarter of the run lowered the best validation force MAE by
+    less than ``tol`` (relative). Why the last quarter: with a cosine schedule it runs at a small learning rate, so a
+    run whose best error still falls there would gain from more steps. Why the force MAE: it is the error the
+    study's answer (fits, recommended M) is made of, on its own scale; the loss squares the errors (a 5 % loss is
+    about 2.5 % of error) and mixes in the energy term. Energies converge later: ``late_gain(..., "val_energy_mae")``
+    says by how much, and the report shows it. False when the run is too short to tell."""
+    gain = late_gain(curve, steps_run)
+    return gain is not None and gain < tol
+
+
 def _split_table(data: Any, where: str, version: int = METRICS_VERSION) -> dict[str, SplitErrors]:
     if not isinstance(data, Mapping):
         raise _fail(where, f"expected an object, got {type(data).__name__}")
@@ -194,7 +226,7 @@ class RunMetrics:
     epochs_run: int | None = None  # passes over the training set begun
     best_step: int | None = None  # the step of the kept weights (lowest validation loss)
     best_epoch: int | None = None
-    converged: bool | None = None  # the convergence rule of mlipdiv.training.trainer.converged
+    converged: bool | None = None  # forces_converged (version 3's rule; recomputed for version 2 files)
     excluded: dict[str, int] = field(default_factory=dict)  # per split: conformers of its pool not scored
     version: int = METRICS_VERSION
 
@@ -236,9 +268,13 @@ class RunMetrics:
                 raise _fail(where, f"metrics version {version!r} (this mlipdiv reads versions "
                                    f"{', '.join(map(str, READABLE_VERSIONS))})")
         d = _mapping(data, where, _TOP_KEYS + (TRAINING_KEYS if version >= 2 else ()), optional=("version",))
-        curve = d["curve"]
-        if not isinstance(curve, list):
-            raise _fail(f"{where}: curve", f"expected a list, got {type(curve).__name__}")
+        if not isinstance(d["curve"], list):
+            raise _fail(f"{where}: curve", f"expected a list, got {type(d['curve']).__name__}")
+        curve = [CurvePoint.from_dict(c, f"{where}: curve[{i}]", version) for i, c in enumerate(d["curve"])]
+        steps_run = _opt_int(d.get("steps_run"), f"{where}: steps_run")
+        converged = _opt_bool(d.get("converged"), f"{where}: converged")
+        if version == 2 and steps_run is not None:  # version 2's flag read the validation loss: one rule for all
+            converged = forces_converged(curve, steps_run)
         return cls(
             model=_str(d["model"], f"{where}: model"),
             n_molecules=_int(d["n_molecules"], f"{where}: n_molecules"),
@@ -248,12 +284,12 @@ class RunMetrics:
             seconds=_float(d["seconds"], f"{where}: seconds"),
             splits=_split_table(d["splits"], f"{where}: splits", version),
             baselines=_split_table(d["baselines"], f"{where}: baselines", version),
-            curve=[CurvePoint.from_dict(c, f"{where}: curve[{i}]", version) for i, c in enumerate(curve)],
-            steps_run=_opt_int(d.get("steps_run"), f"{where}: steps_run"),
+            curve=curve,
+            steps_run=steps_run,
             epochs_run=_opt_int(d.get("epochs_run"), f"{where}: epochs_run"),
             best_step=_opt_int(d.get("best_step"), f"{where}: best_step"),
             best_epoch=_opt_int(d.get("best_epoch"), f"{where}: best_epoch"),
-            converged=_opt_bool(d.get("converged"), f"{where}: converged"),
+            converged=converged,
             excluded=_counts(d.get("excluded", {}), f"{where}: excluded"),
             version=METRICS_VERSION,
         )

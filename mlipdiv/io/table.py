@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlipdiv.io.metrics import SPLITS, RunMetrics
+from mlipdiv.io.metrics import SPLITS, RunMetrics, late_gain
 
 __all__ = ["EXTRA_COLUMNS", "RESULT_COLUMNS", "STUDY_COLUMNS", "RunRecord", "extra_columns", "runs_to_table"]
 
@@ -37,7 +37,7 @@ STUDY_COLUMNS = ("budget", "strategy")  # what the app's study tables add (M x C
 EXTRA_COLUMNS = (  # the study's: baselines, training time and length, what was scored
     "baseline_forces_mae", "baseline_energy_mae_per_atom", "seconds", "n_eval",
     "energy_rel_mae", "baseline_energy_rel_mae", "n_excluded",
-    "steps", "steps_run", "epochs_run", "best_step", "best_epoch", "converged",
+    "steps", "steps_run", "epochs_run", "best_step", "best_epoch", "converged", "late_gain_forces", "late_gain_energy",
 )
 
 
@@ -93,7 +93,8 @@ def extra_columns(
 ) -> dict[str, Any]:
     """The study's :data:`EXTRA_COLUMNS` of one run and split: the no-geometry baseline's errors, the
     composition-free energy error (model and baseline), the training time and length (``steps``: the configured
-    optimiser steps, from ``config``; ``converged``: the trainer's rule), the conformers evaluated and those of the
+    optimiser steps, from ``config``; ``converged``: the trainer's rule; ``late_gain_*``: what the last quarter of steps
+    gained on the validation error, :func:`~mlipdiv.io.metrics.late_gain`), the conformers evaluated and those of the
     split's pool left out (NaN where the run has none; training length NaN for version 1 metrics)."""
     base = metrics.baselines.get(split) if metrics is not None else None
     errs = metrics.split(split) if metrics is not None else None
@@ -103,6 +104,12 @@ def extra_columns(
 
     steps = (config or {}).get("steps")
     converged = metrics.converged if metrics is not None else None
+
+    def gain(key: str) -> float:
+        if metrics is None or metrics.steps_run is None:
+            return math.nan
+        return num(late_gain(metrics.curve, metrics.steps_run, key))
+
     return {
         "baseline_forces_mae": num(base.forces_mae if base else None),
         "baseline_energy_mae_per_atom": num(base.energy_mae_per_atom if base else None),
@@ -117,4 +124,6 @@ def extra_columns(
         "best_step": num(metrics.best_step if metrics is not None else None),
         "best_epoch": num(metrics.best_epoch if metrics is not None else None),
         "converged": math.nan if converged is None else converged,
+        "late_gain_forces": gain("val_forces_mae"),
+        "late_gain_energy": gain("val_energy_mae"),
     }

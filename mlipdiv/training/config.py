@@ -19,6 +19,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from mlipdiv.errors import InvalidSetting, MlipdivError
+from mlipdiv.io.metrics import CONVERGE_TOL
 from mlipdiv.selection.splits import SplitSpec
 
 __all__ = ["DEVICES", "ModelConfig", "OptimConfig", "Setting", "TrainConfig", "settings"]
@@ -114,8 +115,8 @@ class OptimConfig:
     eval_every: int | None = _setting(
         None, "validate every this many steps (default: about 25 times per run, at least once per epoch)", whole=True)
     converge_tol: float = _setting(
-        0.05, "a run is 'converged' when its last quarter of steps lowered the best validation loss by less than "
-        "this fraction", range=(0.0, 10.0, True, "a relative change of the validation loss"))
+        CONVERGE_TOL, "a run is 'converged' when its last quarter of steps lowered the best validation force MAE by "
+        "less than this fraction", range=(0.0, 10.0, True, "a relative change of the validation loss"))
     element_prior: str = _setting(
         "auto", "prior of the per-element reference energies: isolated GFN2-xTB atoms (atoms), none (plain least "
         "squares), or atoms when the dataset's level of theory is GFN2-xTB (auto)", choices=ELEMENT_PRIORS)

@@ -39,7 +39,7 @@ import torch
 
 from mlipdiv.errors import MlipdivError, TrainingCancelled, TrainingError
 from mlipdiv.io.atomic import atomic_torch_save
-from mlipdiv.io.metrics import CurvePoint, RunMetrics, SplitErrors
+from mlipdiv.io.metrics import CurvePoint, RunMetrics, SplitErrors, forces_converged
 from mlipdiv.io.rundir import RunDir
 from mlipdiv.models.potential import Potential
 from mlipdiv.names import EVAL_SPLITS, SPLITS, SplitName  # re-exported: the split names, defined once
@@ -481,18 +481,6 @@ class TrainState:
             self.bad_evals += 1
 
 
-def converged(history: list[tuple[int, float]], steps_run: int, tol: float) -> bool:
-    """The convergence rule the study uses: the last quarter of the run lowered the best validation loss by less
-    than ``tol`` (relative). Why this one: with a cosine schedule the last quarter runs at a small learning rate, so a
-    run whose best loss still falls there would gain from more steps; one whose loss has flattened would not.
-    False when no validation fell in the first three quarters (too short a run to tell)."""
-    early = [v for s, v in history if s <= 0.75 * steps_run]
-    if not early or not history:
-        return False
-    best_early, best = min(early), min(v for _, v in history)
-    return bool(best_early <= best * (1.0 + tol))
-
-
 @dataclass
 class Checkpoint:
     """Everything a run needs to continue where it stopped, as ``checkpoint.pt`` holds it (written after every
@@ -758,6 +746,7 @@ def run_metrics(
 ) -> RunMetrics:
     """The typed ``metrics.json`` of the weights ``setup.pot`` holds (errors scored by :func:`evaluate_splits`)."""
     counts = setup.split.counts
+    curve = [CurvePoint.from_dict(c) for c in state.curve]
     return RunMetrics(
         model=cfg.model.name,
         n_molecules=int(counts.get("train_molecules", len({m for m, _ in setup.split.train}))),
@@ -767,12 +756,12 @@ def run_metrics(
         seconds=round(seconds, 3),
         splits={name: SplitErrors.from_dict(summarize(errors[name])) for name in SPLITS},
         baselines={name: SplitErrors.from_dict(summarize(baselines[name])) for name in SPLITS},
-        curve=[CurvePoint.from_dict(c) for c in state.curve],
+        curve=curve,
         steps_run=state.step,
         epochs_run=state.epoch(setup.steps_per_epoch),
         best_step=state.best_step,
         best_epoch=state.best_epoch,
-        converged=converged(state.history, state.step, cfg.optim.converge_tol),
+        converged=forces_converged(curve, state.step, cfg.optim.converge_tol),
         excluded={str(k): int(v) for k, v in setup.excluded.items()},
     )
 

@@ -119,6 +119,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     b512 = protocol[(protocol["budget"] == 512) & (protocol["experiment"] == "fixed-budget")]
     row = next(r for r in stored["converged"] if r["budget"] == 512 and r["experiment"] == "fixed-budget")
     assert row["cpu_hours"] == pytest.approx(b512["seconds"].sum() / 3600)
+    assert row["energy_late_gain_median"] == pytest.approx(b512["late_gain_energy"].median())
     assert [r["n_molecules"] for r in stored["references"]] == [2, 32]
     # statements: resolved where the truth is clear, "not resolved" at B = 8192 (3 seeds, a 1.8 meV/Å gap)
     by = {c["budget"]: c for c in stored["comparisons"] if c["quantity"] == "mean"}

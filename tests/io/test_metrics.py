@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from mlipdiv.errors import DatasetError
-from mlipdiv.io.metrics import CurvePoint, MetricsError, RunMetrics, SplitErrors
+from mlipdiv.io.metrics import METRICS_VERSION, CurvePoint, MetricsError, RunMetrics, SplitErrors
 from mlipdiv.io.rundir import RunDir
 from mlipdiv.io.table import (
     EXTRA_COLUMNS,
@@ -37,7 +37,7 @@ def _metrics(m: int = 8, c: int = 2, seed: int = 0) -> RunMetrics:
 def test_round_trip() -> None:
     m = _metrics()
     text = m.to_json()
-    assert json.loads(text)["version"] == 2
+    assert json.loads(text)["version"] == METRICS_VERSION
     assert RunMetrics.from_json(text) == m
     assert RunMetrics.from_dict(json.loads(json.dumps(m.to_dict()))) == m
 
@@ -64,7 +64,7 @@ def test_version_absent_is_version_1() -> None:
         RunMetrics.from_dict(d)
 
 
-def test_version_2_round_trips_the_training_length() -> None:
+def test_version_3_round_trips_the_training_length() -> None:
     m = replace(_metrics(), steps_run=40, epochs_run=5, best_step=32, best_epoch=4, converged=True,
                 excluded={"test_molecules": 3},
                 splits={**_metrics().splits, "val": replace(_metrics().splits["val"], energy_rel_mae=0.05)},
@@ -72,8 +72,20 @@ def test_version_2_round_trips_the_training_length() -> None:
     assert RunMetrics.from_json(m.to_json()) == m
 
 
+def test_a_version_2_flag_is_recomputed_with_the_force_rule() -> None:
+    """Version 2 judged convergence by the validation loss; read today, its flag is the force-MAE rule's."""
+    still_falling = [replace(c, step=10 * (i + 1), val_forces_mae=1.0 - 0.1 * i)
+                     for i, c in enumerate(_metrics().curve)]  # 2 points: the last (step 20) gains 11 %
+    m = replace(_metrics(), steps_run=20, epochs_run=2, best_step=20, best_epoch=2, converged=True,
+                curve=still_falling)
+    d = m.to_dict()
+    assert RunMetrics.from_dict(d).converged is True  # version 3: the file's own flag
+    d["version"] = 2
+    assert RunMetrics.from_dict(d).converged is False
+
+
 @pytest.mark.parametrize("damage, words", [
-    (lambda d: d.update(version=3), "version 3"),
+    (lambda d: d.update(version=4), "version 4"),
     (lambda d: d.update(converged="yes"), "converged"),
     (lambda d: d.update(version="1"), "version '1'"),
     (lambda d: d.pop("splits"), "missing splits"),
@@ -120,7 +132,7 @@ def test_reads_what_training_writes_and_what_the_old_code_wrote(tiny_dataset_pat
     old = _as_version_1(json.loads(run.metrics_path.read_text()))
     run.metrics_path.write_text(json.dumps(old, indent=2) + "\n")
     assert run.read_metrics().splits.keys() == metrics.splits.keys()
-    assert run.read_metrics().steps_run is None and run.read_metrics().version == 2
+    assert run.read_metrics().steps_run is None and run.read_metrics().version == METRICS_VERSION
 
 
 # --------------------------------------------------------------------------------------------- results rows

@@ -394,10 +394,19 @@ def test_steps_set_the_training_length_whatever_the_training_set_size(cfg: Train
     assert (twice["steps_run"], twice["epochs_run"]) == (5, 2)
 
 
-def test_convergence_rule() -> None:
-    from mlipdiv.training.trainer import converged
+def test_convergence_rule_reads_the_validation_force_error() -> None:
+    from mlipdiv.io.metrics import CurvePoint, forces_converged, late_gain
 
-    flat = [(s, 1.0 + 0.001 * (100 - s) / 100) for s in range(10, 101, 10)]  # the last quarter gains 0.03 %
-    falling = [(s, 2.0 - s / 100) for s in range(10, 101, 10)]  # still falling fast at the end
-    assert converged(flat, 100, 0.05) and not converged(falling, 100, 0.05)
-    assert not converged([(100, 1.0)], 100, 0.05)  # nothing validated before the last quarter: cannot tell
+    def curve(forces, energy=lambda s: 1.0):
+        return [CurvePoint(epoch=s, step=s, val_forces_mae=forces(s), val_energy_mae=energy(s))
+                for s in range(10, 101, 10)]
+
+    flat = curve(lambda s: 1.0 + 0.001 * (100 - s) / 100)  # the last quarter gains 0.03 %
+    falling = curve(lambda s: 2.0 - s / 100)  # still falling fast at the end
+    assert forces_converged(flat, 100) and not forces_converged(falling, 100)
+    assert late_gain(falling, 100) == pytest.approx(1.3 / 1.0 - 1)  # best of steps <= 75: 1.3; at the end: 1.0
+    # energies still falling do not change the flag; late_gain says by how much they fell
+    energy_falling = curve(lambda s: 1.0, energy=lambda s: 2.0 - s / 100)
+    assert forces_converged(energy_falling, 100)
+    assert late_gain(energy_falling, 100, "val_energy_mae") == pytest.approx(0.3)
+    assert not forces_converged(curve(lambda s: 1.0)[-1:], 100)  # nothing validated before the last quarter
