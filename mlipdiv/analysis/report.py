@@ -377,8 +377,8 @@ def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
         lines += [f"{n_conv:.0f} of {n_runs} protocol runs ({100 * n_conv / n_runs:.0f} %) met the convergence rule"
                   + (f"; they took {sum(known):.1f} CPU-hours of training (one thread per run)" if known else "")
                   + (f", {all_hours:.1f} with the convergence checks." if math.isfinite(all_hours) else "."), "",
-                  "The rule reads the validation force MAE: a run is converged when the last quarter of its steps "
-                  f"lowered the best one by less than {100 * CONVERGE_TOL:.0f} %. Energies converge later: the "
+                  "A run is converged when the last quarter of its steps lowered its best validation force MAE "
+                  f"by less than {100 * CONVERGE_TOL:.0f} %. Energies converge later: the "
                   "last column is the median gain of the last quarter on the validation energy MAE.", "",
                   "| model | experiment | B | runs | steps | converged | median best step / steps run | CPU-hours "
                   "| energy gain, last quarter |",
