@@ -116,7 +116,7 @@ class OptimConfig:
         None, "validate every this many steps (default: about 25 times per run, at least once per epoch)", whole=True)
     converge_tol: float = _setting(
         CONVERGE_TOL, "a run is 'converged' when its last quarter of steps lowered the best validation force MAE by "
-        "less than this fraction", range=(0.0, 10.0, True, "a relative change of the validation loss"))
+        "less than this fraction", range=(0.0, 10.0, True, "a relative change of the validation force MAE"))
     element_prior: str = _setting(
         "auto", "prior of the per-element reference energies: isolated GFN2-xTB atoms (atoms), none (plain least "
         "squares), or atoms when the dataset's level of theory is GFN2-xTB (auto)", choices=ELEMENT_PRIORS)
