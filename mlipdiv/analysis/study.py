@@ -404,12 +404,14 @@ def _domain_summary(dom: Any) -> dict[str, Any]:
     return out
 
 
-def _model_checks(fits: dict[str, Any]) -> dict[str, Any]:
-    """The error model's acceptance checks for one model (both splits and the recommended-M intervals)."""
-    from mlipdiv.analysis.fit import acceptance
+def _model_checks(fits: dict[str, Any], n_sim: int = 100) -> dict[str, Any]:
+    """The error model's acceptance checks for one model (both splits and the recommended-M intervals), with the
+    leave-one-out RMSE that seed noise alone would give (``loo_noise``, ``n_sim`` synthetic studies)."""
+    from mlipdiv.analysis.fit import acceptance, loo_calibration
     from mlipdiv.analysis.recommend import interval_checks
 
-    per = {split: {**acceptance(f), "formula": f.formula} for split, f in fits.items()}
+    per = {split: {**acceptance(f), "formula": f.formula, "loo_noise": loo_calibration(f, n_sim)}
+           for split, f in fits.items()}
     intervals = interval_checks(fits, 0.5)
     ok_int = bool(intervals) and all(r["consistent"] for r in intervals)
     return {"fits": per, "intervals": intervals, "intervals_ok": ok_int,
@@ -418,14 +420,15 @@ def _model_checks(fits: dict[str, Any]) -> dict[str, Any]:
 
 def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, figures: bool = True,
             infogap: bool = True, domain: bool = True, figures_dir: Path | None = None, page: Path | None = None,
-            n_boot: int = 200) -> dict[str, Any]:
+            n_boot: int = 200, n_sim: int = 100) -> dict[str, Any]:
     """Tables, claims, paired comparisons, fits and their checks, recommendations, convergence, evaluated counts,
     energies, information gap, domain and figures for the runs under ``out``.
 
     With sweeps below ``out`` the rows are collected from them and the run store; with only ``out/results.csv``
     (the shipped raw rows) everything that needs no run folder is recomputed from it, and the information gap and
     domain are summarised from ``infogap.csv`` / ``domain.csv`` when they are there. ``page`` (docs/RESULTS.md)
-    gets the generated sections between its markers (:func:`mlipdiv.analysis.report.write_page`).
+    gets the generated sections between its markers (:func:`mlipdiv.analysis.report.write_page`). ``n_boot``
+    bootstrap draws give the fits' intervals, ``n_sim`` synthetic studies the leave-one-out noise calibration.
     """
     import pandas as pd
 
@@ -497,7 +500,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
                 except MlipdivError as exc:
                     _log(f"  no recommendation for {model} at B={budget}, W={w}: {exc}")
         paths[model] = optimum_path(f, budget_grid(f), 0.5)
-        result["acceptance"][model] = _model_checks(f)
+        result["acceptance"][model] = _model_checks(f, n_sim)
         result["allowed_budgets"][model] = list(allowed_budgets(f))
     result["fits"] = {m: {s: fit.as_dict() for s, fit in f.items()} for m, f in fits.items()}
     result["recommendations"] = {m: {f"B={b}, W={w}": r.as_dict() for (b, w), r in rs.items()}

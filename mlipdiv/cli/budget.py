@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
     parser.add_argument("--form", default="average",
-                        choices=["average", "full", "no_floor", "total", "either", "full+steps", "no_floor+steps",
-                                 "total+steps", "either+steps"],
+                        choices=["average", *(f"{base}{steps}" for steps in ("", "+steps", "+steps-power")
+                                              for base in ("full", "no_floor", "total", "either"))],
                         help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
                              "full = E_inf + a M^-alpha + b C^-beta; either = E_inf + (1/(a M^-alpha) + "
                              "1/(b C^-beta))^-1, the error follows the more plentiful of the two; +steps multiplies by "
-                             "a free factor per training length)")
+                             "a free factor per training length; +steps-power scales each route by a power of the "
+                             "steps, (S/S0)^-gamma and (S/S0)^-delta)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",

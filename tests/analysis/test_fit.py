@@ -164,10 +164,13 @@ def test_model_average_uses_akaike_weights_and_the_steps_term() -> None:
     assert np.allclose(weights, expected / expected.sum(), atol=1e-3 / len(weights))
     assert any("S" in c.form.terms for c in f.components)  # the budgets' steps differ: the steps term is a candidate
     for g in fits.values():  # the truth scales each budget by (S/3200)^-0.1: the free levels find it
-        top = max(g.components, key=lambda c: c.weight).params
+        top = max((c for c in g.components if "S" in c.form.terms), key=lambda c: c.weight).params
         assert [top["f@400"], top["f@800"], top["f@1600"]] == pytest.approx(
             [(s / 3200) ** -0.1 for s in (400, 800, 1600)], rel=0.1)
         assert top["f@400"] > top["f@800"] > top["f@1600"] > 1.0
+        # and the power-of-S forms (the floor unscaled) find errors that fall with the steps on both routes
+        power = [c.params for c in g.components if c.form.name.endswith("+steps-power")]
+        assert power and all(0.0 < p[k] < 0.5 for p in power for k in ("gamma", "delta"))
     assert f.steps_for(512)[0] == pytest.approx(800) and f.steps_for(1024)[0] == pytest.approx(800 * 2**0.5)
     assert f.steps_for(100_000)[0] == pytest.approx(3200)  # steps are never extrapolated
     # predictions are the weighted average of the components
@@ -255,3 +258,54 @@ def test_either_with_one_route_that_never_limits_becomes_that_single_term() -> N
     assert comp.form.name == "molecules_only" and set(f.params) == {"E_inf", "a", "alpha"}
     assert any("never limited the error" in w for w in f.warnings)
     assert f.params["alpha"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_step_power_form_scales_each_route_and_drops_an_exponent_on_its_bound() -> None:
+    """``+steps-power``: the M route times (S/S0)^-gamma, the C route times (S/S0)^-delta, the floor unscaled. Data
+    where longer training helps only the molecules route: delta lands on 0 and the nested form without it is
+    reported, with a note that says why."""
+    from mlipdiv.analysis.fit import form_by_name
+
+    form = form_by_name("full+steps-power")
+    assert form.name == "full+steps-power" and form.params == ("E_inf", "a", "alpha", "b", "beta", "gamma", "delta")
+    x = np.array([[2.0], [0.5], [4.0]])
+    expected = 10.0 + 30.0 * 2.0**-0.5 * 4.0**-0.2 + 20.0 * 0.5**-0.4 * 4.0**-0.1
+    assert form.func(x, 10.0, 30.0, 0.5, 20.0, 0.4, 0.2, 0.1)[0] == pytest.approx(expected)
+    either = form_by_name("either+steps-power")
+    u, v = 30.0 * 2.0**-0.5 * 4.0**-0.2, 20.0 * 0.5**-0.4 * 4.0**-0.1
+    assert either.func(x, 10.0, 30.0, 0.5, 20.0, 0.4, 0.2, 0.1)[0] == pytest.approx(10.0 + u * v / (u + v))
+    assert form_by_name("total+steps-power").params == ("E_inf", "a", "alpha", "gamma")  # one route, one exponent
+
+    M = np.array([m for m, _ in GRID], float)
+    C = np.array([c for _, c in GRID], float)
+    S = np.array([400.0, 800.0, 1600.0] * len(GRID))[: len(GRID)]
+    truth = 20.0 + 100.0 * (M / 64) ** -0.5 * (S / 800) ** -0.3 + 50.0 * (C / 8) ** -0.5
+    rng = np.random.default_rng(2)
+    values = [t + rng.normal(0, 0.3, 4) for t in truth]
+    pts = Points(M, C, np.array([v.mean() for v in values]), np.array([v.std(ddof=1) for v in values]),
+                 np.full(len(M), 4), values, S=S)
+    f = fit_error_model(pts, form="full+steps-power", n_boot=0)
+    (comp,) = f.components
+    assert "SM" in comp.form.terms and "SC" not in comp.form.terms and "delta" not in f.params
+    assert f.params["gamma"] == pytest.approx(0.3, abs=0.05)
+    assert any("step exponent delta sat on 0" in w for w in f.warnings)
+    with pytest.raises(Exception, match="unknown error-model form 'either\\+steps-powr'"):
+        fit_error_model(pts, form="either+steps-powr")
+
+
+def test_loo_calibration_separates_seed_noise_from_a_wrong_model() -> None:
+    """The leave-one-out RMSE that seed noise alone gives when the fit is the truth: a well-specified fit's measured
+    LOO RMSE lies inside that distribution, a misspecified one's (per-budget offsets the model cannot express) far
+    above it."""
+    from mlipdiv.analysis.fit import loo_calibration
+
+    from synthetic_sweeps import v2_table
+
+    kw = {"budgets": {128: 400, 512: 800, 2048: 1600}, "convergence": False, "fixed_molecules": False}
+    (good,) = fit_results(v2_table(seed=1, **kw), n_boot=0, splits=["test_conformers"]).values()
+    (bad,) = fit_results(v2_table(offsets={128: 25, 512: -25, 2048: 25}, record_steps=False, **kw), n_boot=0,
+                         splits=["test_conformers"]).values()
+    g, b = loo_calibration(good, n_sim=20), loo_calibration(bad, n_sim=20)
+    assert g["n_sim"] == b["n_sim"] == 20
+    assert g["consistent"] and g["p_value"] >= 0.05 and good.loo_rmse < 2 * g["high"]
+    assert not b["consistent"] and b["p_value"] == 0.0 and bad.loo_rmse > 3 * b["high"]

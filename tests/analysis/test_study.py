@@ -99,7 +99,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
         tmp_path / "references.csv", index=False)  # shipped beside results.csv: read, never recomputed
     page = tmp_path / "RESULTS.md"
     page.write_text(f"# Results\n\nhand-written protocol\n\n{PAGE_BEGIN}\nstale\n{PAGE_END}\n\ntrailing text\n")
-    result = analyse(tmp_path, figures=False, n_boot=20, page=page)
+    result = analyse(tmp_path, figures=False, n_boot=20, n_sim=10, page=page)
     assert result["source"] == "results.csv" and set(result["experiments"]["budgets"]) == {128, 512, 2048, 8192}
     stored = json.loads((tmp_path / "analysis.json").read_text())
     # convergence: two points per budget, errors at S and 2S paired over the check's seeds
@@ -127,6 +127,8 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     assert stored["abstract"]["balance"]["verdict"] == "agrees where resolved"
     assert stored["abstract"]["datasets"]["verdict"] == "not tested"  # the largest budget x 2 is below QM9
     assert stored["acceptance"]["schnet"]["ok"]
+    noise = [f["loo_noise"] for f in stored["acceptance"]["schnet"]["fits"].values()]
+    assert all(n["n_sim"] == 10 and 0 < n["expected"] <= n["high"] for n in noise)
     # the synthetic truth improves with the steps: the verdicts say which budgets' errors still move
     length = stored["abstract"]["training_length"]
     assert {b for _, b in length["checked"]} == {128, 512, 2048, 8192}
@@ -139,7 +141,7 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
                     "### Conformers evaluated", "### Relative energies", "### Element reference energies",
                     "Does the answer move?", "protocol runs (100 %) met the convergence rule", "CPU-hours",
                     "## Against the study's abstract", "*Training length behind these verdicts*",
-                    "## Measured tables"):
+                    "## Measured tables", "LOO from noise alone (median, 95 %; p)"):
         assert heading in text
     assert (tmp_path / "report.md").read_text() in text
 
@@ -149,7 +151,7 @@ def test_old_tables_still_load_and_say_what_they_lack(tmp_path) -> None:
 
     df = results_table()  # today's columns only: no steps, no convergence checks, no relative energies
     df.to_csv(tmp_path / "results.csv", index=False)
-    result = analyse(tmp_path, figures=False, n_boot=10)
+    result = analyse(tmp_path, figures=False, n_boot=10, n_sim=10)
     assert result["convergence"] == [] and result["energy"] == [] and result["converged"] == []
     report = (tmp_path / "report.md").read_text()
     assert "No convergence-check runs" in report and "no relative-energy columns" in report
