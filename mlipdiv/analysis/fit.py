@@ -873,20 +873,26 @@ def _amplitude(term: str, p: Mapping[str, float]) -> float:
 _ROUTE_SHARE = 1e-3  # MorC is one power law where the other route's error is 1,000 times larger at every point
 
 
-def _single_route(form: Form, theta: np.ndarray, x: np.ndarray) -> str | None:
-    """``"M"`` or ``"C"`` when the MorC term of ``form`` is that one power law at every fitted point (the other
-    route's error is so large that it never limits); its parameters then carry no information."""
+def _single_route(form: Form, theta: np.ndarray, x: np.ndarray) -> tuple[str | None, str]:
+    """``("M", why)`` or ``("C", why)`` when the MorC term of ``form`` is in effect that one power law: the other
+    route's error is so large that it never limits at any fitted point, or its exponent sits on 0 (a constant cap
+    whose exponent carries no information); ``(None, "")`` otherwise."""
     if "MorC" not in form.terms:
-        return None
+        return None, ""
     p = dict(zip(form.params, theta))
     u, v = _routes(x[0], x[1], (p["a"], p["alpha"], p["b"], p["beta"]))
     with np.errstate(divide="ignore", invalid="ignore"):
         share_m, share_c = u / (u + v), v / (u + v)  # the term is u * share_c = v * share_m
+    term = _TERM_TEXT["MorC"]
     if np.all(share_m < _ROUTE_SHARE):  # u << v everywhere: the term is u, the M route
-        return "M"
+        return "M", f"one route of {term} never limited the error"
     if np.all(share_c < _ROUTE_SHARE):
-        return "C"
-    return None
+        return "C", f"one route of {term} never limited the error"
+    if p["alpha"] <= _EXPONENT_TOL < p["beta"]:
+        return "C", f"the M route of {term} had exponent alpha = 0 (a constant cap)"
+    if p["beta"] <= _EXPONENT_TOL < p["alpha"]:
+        return "M", f"the C route of {term} had exponent beta = 0 (a constant cap)"
+    return None, ""
 
 
 def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.ndarray | None = None,
@@ -899,11 +905,10 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
     notes: list[str] = []
     while True:
         theta, cov, chi2 = _curve_fit(form, x, y, sigma, _starts(form, y))
-        route = _single_route(form, theta, x)
+        route, why = _single_route(form, theta, x)
         if route is not None:
-            notes.append(f"{form.name}: one route of {_TERM_TEXT['MorC']} never limited the error; the nested form "
-                         f"with {_TERM_TEXT[route]} alone was used")
-            form = form.with_terms((*form.without(["MorC"]).terms, route))
+            notes.append(f"{form.name}: {why}; the nested form with {_TERM_TEXT[route]} alone was used")
+            form = form.with_terms((*(t for t in form.terms if t != "MorC"), route))  # keeps its step exponent
             continue
         dropped = _at_bounds(form, theta, y)
         decreasing = [t for t in form.terms if t in _DECREASING]

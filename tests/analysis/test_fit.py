@@ -291,6 +291,15 @@ def test_step_power_form_scales_each_route_and_drops_an_exponent_on_its_bound() 
     assert any("step exponent delta sat on 0" in w for w in f.warnings)
     with pytest.raises(Exception, match="unknown error-model form 'either\\+steps-powr'"):
         fit_error_model(pts, form="either+steps-powr")
+    # an either fit whose C route never limits becomes the M term, and keeps that route's step exponent
+    # (this draw: on some draws the optimiser instead parks the C route at a huge constant, beta = 0)
+    truth = 25.0 + 200.0 * (M / 64) ** -0.6 * (S / 800) ** -0.3
+    rng = np.random.default_rng(1)
+    values = [t + rng.normal(0, 0.2, 4) for t in truth]
+    pts = Points(M, C, np.array([v.mean() for v in values]), np.array([v.std(ddof=1) for v in values]),
+                 np.full(len(M), 4), values, S=S)
+    (comp,) = fit_error_model(pts, form="either+steps-power", n_boot=0).components
+    assert comp.form.name == "molecules_only+steps-power" and comp.params["gamma"] == pytest.approx(0.3, abs=0.05)
 
 
 def test_loo_calibration_separates_seed_noise_from_a_wrong_model() -> None:
