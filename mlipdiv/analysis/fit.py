@@ -36,7 +36,7 @@ PaiNN, the ``either`` form alone; 2 to 3 seeds at B = 2,048 then). But with 8 se
 free level predicted the edge point it had not seen badly (unseen conformers at M = 128, C = 1: SchNet -49 meV/Å
 leave-one-out), because longer training helps the two routes unequally. A power of the steps on each route
 (``+steps-power``, two exponents instead of one level per budget) lowered the leave-one-out RMSE of unseen
-conformers from 16.0 to 10.4 meV/Å (SchNet) and from 13.4 to 11.7 (PaiNN), and the Akaike weights chose it. Both
+conformers from 16.0 to 11.1 meV/Å (SchNet) and from 13.4 to 11.7 (PaiNN), and the Akaike weights chose it. Both
 ways are candidates.
 
 Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total`` and ``either``, each without
