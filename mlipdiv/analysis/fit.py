@@ -73,7 +73,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1021,20 +1021,35 @@ def _leave_one_out(components: list[Component], data: _Scaled) -> np.ndarray:
     return np.array(loo)
 
 
+def _seed_sets(points: Points) -> list[tuple[int, ...]]:
+    """Each point's seeds as a hashable key: points with the same key are resampled together."""
+    seeds = points.seeds if points.seeds is not None else [np.arange(len(v)) for v in points.values]
+    return [tuple(int(s) for s in ss) for ss in seeds]
+
+
+def _joint_resample(keys: list[tuple[int, ...]], rng: np.random.Generator) -> dict[tuple[int, ...], np.ndarray]:
+    """One resample (indices into the seeds) per distinct seed set, in a fixed order so that two fits drawing
+    from equal streams draw the same resamples."""
+    return {key: rng.integers(0, len(key), len(key)) for key in sorted(set(keys))}
+
+
+def _rmse(errors: np.ndarray) -> float:
+    """RMSE over the finite entries (NaN when there are none)."""
+    return float(np.sqrt(np.nanmean(np.square(errors)))) if np.isfinite(errors).any() else math.nan
+
+
 def _bootstrap(points: Points, components: list[Component], data: _Scaled, n_boot: int, seed: int
                ) -> np.ndarray | None:
     """Refit on seeds resampled jointly: one resample per distinct seed set, shared by every point with that set
     (and, through the same stream, by the other split's fit)."""
     if not (n_boot > 0 and np.any(points.n > 1)):
         return None
-    seeds = points.seeds if points.seeds is not None else [np.arange(len(v)) for v in points.values]
-    keys = [tuple(int(s) for s in ss) for ss in seeds]
-    distinct = sorted(set(keys))
+    keys = _seed_sets(points)
     sigma = data.sigma
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
-        pick = {key: rng.integers(0, len(key), len(key)) for key in distinct}
+        pick = _joint_resample(keys, rng)
         vals = [v[pick[key]] for v, key in zip(points.values, keys)]
         yb = np.array([v.mean() for v in vals])
         sb = None
@@ -1101,7 +1116,7 @@ def fit_error_model(
         M0=data.M0, C0=data.C0, points=points,
         r2=1.0 - rss / ss_tot if ss_tot > 0 else float("nan"),
         rmse=math.sqrt(rss / len(data.y)),
-        loo_rmse=float(np.sqrt(np.nanmean(np.square(loo)))) if np.isfinite(loo).any() else float("nan"),
+        loo_rmse=_rmse(loo),
         loo_errors=loo,
         aicc=top.aicc, aicc_by_form=aicc_by_form,
         bootstrap=_bootstrap(points, components, data, n_boot, seed),
@@ -1185,20 +1200,19 @@ def loo_calibration(fit: ErrorFit, n_sim: int = 100, seed: int = 0) -> dict[str,
     """
     pts = fit.points
     fitted = pts.mean - fit.residuals()
-    keys = [tuple(int(s) for s in ss) for ss in (pts.seeds or [np.arange(len(v)) for v in pts.values])]
+    keys = _seed_sets(pts)
     devs = [(v - v.mean()) * math.sqrt(len(v) / (len(v) - 1)) if len(v) > 1 else np.zeros(len(v))
             for v in pts.values]
     rng = np.random.default_rng(seed)
     sims = []
     for _ in range(n_sim):
-        pick = {key: rng.integers(0, len(key), len(key)) for key in sorted(set(keys))}
+        pick = _joint_resample(keys, rng)
         values = [f + d[pick[key]] for f, d, key in zip(fitted, devs, keys)]
-        fake = Points(M=pts.M, C=pts.C, S=pts.S, seeds=pts.seeds, fixed_budget=pts.fixed_budget, values=values,
-                      mean=np.array([v.mean() for v in values]), n=pts.n,
-                      std=np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]))
-        loo = _leave_one_out(fit.components, _scale(fake))
-        if np.isfinite(loo).any():
-            sims.append(float(np.sqrt(np.nanmean(np.square(loo)))))
+        fake = replace(pts, values=values, mean=np.array([v.mean() for v in values]),
+                       std=np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]))
+        rmse = _rmse(_leave_one_out(fit.components, _scale(fake)))
+        if math.isfinite(rmse):
+            sims.append(rmse)
     if not sims or not math.isfinite(fit.loo_rmse):
         return {"n_sim": len(sims), "expected": math.nan, "high": math.nan, "p_value": math.nan,
                 "consistent": False}
