@@ -236,13 +236,29 @@ def _slider_step(direction: str) -> Callable[[Any], None]:
     return act
 
 
+OPEN_TRIES = 6
+"""How often a select box is asked to open before the step fails: on a busy machine a key press can arrive while
+the widget is still being re-rendered and be dropped (one try of 10 s failed in CI)."""
+
+
 def _select_option(label: str, steps: int) -> Callable[[Any], None]:
     """In the select box labelled ``label``, move ``steps`` options down (keyboard: open, arrows, Enter)."""
     def act(pg: Any) -> None:
-        box = pg.get_by_role("combobox", name=label, exact=True).first
-        box.focus()
-        box.press("ArrowDown")  # opens the list on the current option
-        pg.locator('[role="listbox"]').first.wait_for(state="attached", timeout=10_000)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        listbox = pg.locator('[role="listbox"]').first
+        for attempt in range(OPEN_TRIES):
+            box = pg.get_by_role("combobox", name=label, exact=True).first
+            box.wait_for(state="visible", timeout=60_000)
+            box.focus()
+            box.press("ArrowDown")  # opens the list on the current option
+            try:
+                listbox.wait_for(state="attached", timeout=10_000)
+                break
+            except PlaywrightTimeout:  # the press was dropped: close whatever opened and press again
+                if attempt == OPEN_TRIES - 1:
+                    raise
+                pg.keyboard.press("Escape")
         for _ in range(steps):
             box.press("ArrowDown")
         box.press("Enter")
