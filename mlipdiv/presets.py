@@ -159,8 +159,8 @@ PRESETS: dict[str, Preset] = {
 
 _STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 2, "test_molecules": 26,
           "max_eval_per_molecule": 16, "patience": 0}
-STUDY_STEPS = {128: 1500, 512: 6000, 2048: 24000, 8192: 48000}
-"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 375 and 188 epochs); the
+STUDY_STEPS = {128: 1500, 512: 6000, 2048: 24000, 8192: 96000}
+"""Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 375 and 375 epochs); the
 fixed-molecules grids use the steps of their largest training set. Chosen by the convergence checks (twice the steps
 must change the error by less than one seed std), each try on SchNet:
 
@@ -181,11 +181,13 @@ must change the error by less than one seed std), each try on SchNet:
   fit their own conformers better and other molecules worse.)
 - B = 8,192: 24,000 steps (twice B = 2,048's) changed by -6.2 / -4.1 at (128, 64) and -7.0 / -7.4 at (1,024, 8)
   when doubled (seed 0), against seed stds of 5.1 / 8.2 and 4.0 / 9.5 (3 seeds): unseen conformers moved by more
-  than one std at both points (the gap between them by 0.8), so 48,000.
+  than one std at both points (the gap between them by 0.8), so 48,000. 48,000 to 96,000 changed by -5.0 / +7.4 at
+  (128, 64) and -5.6 / -3.5 at (1,024, 8) (seed 0) against 48,000-step seed stds of 4.8 / 12.0 and 3.7 / 9.0: unseen
+  conformers again moved by more than one std at both points (the gap between them by 0.5), so 96,000.
 
 Whether the steps suffice is what the ``-convergence`` presets measure (docs/RESULTS.md)."""
 _STUDY_BATCH = {128: 16, 512: 32, 2048: 32, 8192: 32}
-STUDY_TIME = ("the whole study (study-* presets): about 66 CPU-hours (33 h on 2 cores), estimated from measured step "
+STUDY_TIME = ("the whole study (study-* presets): about 73 CPU-hours (37 h on 2 cores), estimated from measured step "
               "times; run it in the background and rerun after interruptions (finished runs are reused)")
 
 
