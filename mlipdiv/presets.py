@@ -161,7 +161,8 @@ _STUDY = {"hidden": 32, "interactions": 2, "device": "cpu", "val_per_molecule": 
           "max_eval_per_molecule": 16, "patience": 0}
 STUDY_STEPS = {128: 1500, 512: 6000, 2048: 24000, 8192: 96000}
 """Optimiser steps per budget (batches of 16, 32, 32, 32 conformers: 188, 375, 375 and 375 epochs); the
-fixed-molecules grids use the steps of their largest training set. Chosen by the convergence checks (twice the steps
+fixed-molecules grids use a budget's steps (M = 8 those of B = 512, its largest set; M = 64 those of B = 2,048, 188
+epochs of its largest set of 4,096). Chosen by the convergence checks (twice the steps
 must change the error by less than one seed std), each try on SchNet:
 
 - B = 128: 1,000 steps of 8 left 35 % of the runs short of the per-run rule as it then read (validation loss still
