@@ -246,9 +246,9 @@ def _select_option(label: str, steps: int) -> Callable[[Any], None]:
     def act(pg: Any) -> None:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+        box = pg.get_by_role("combobox", name=label, exact=True).first  # locators are lazy: found anew each use
         listbox = pg.locator('[role="listbox"]').first
         for attempt in range(OPEN_TRIES):
-            box = pg.get_by_role("combobox", name=label, exact=True).first
             box.wait_for(state="visible", timeout=60_000)
             box.focus()
             box.press("ArrowDown")  # opens the list on the current option
