@@ -148,20 +148,31 @@ def _gap(rows: Any, ends: list[int], metric: str) -> Any:
     return (per[ends[0]] - per[ends[1]]).dropna() * EV_TO_MEV
 
 
+def _sweep_size(rows: Any) -> Any:
+    """The sweep of each row: its budget M x C (fixed budget) or its molecular set M (fixed molecules)."""
+    fixed = rows["experiment"] == Experiment.FIXED_BUDGET
+    return rows["n_molecules"] * rows["conformers_per_molecule"].where(fixed, 1)
+
+
+def _sweep_name(experiment: str, size: float) -> str:
+    return f"{'B' if experiment == Experiment.FIXED_BUDGET else 'M'} = {int(size)}"
+
+
 def converged_rows(df: Any) -> list[dict[str, Any]]:
     """Share of protocol runs whose training met the convergence rule, where their best epoch fell, how much the last
     quarter of steps still gained on the validation energy error (median; the rule reads forces), and the CPU time
-    they took (hours of single-threaded training), per model, experiment and budget (empty for tables without the
-    ``converged`` column)."""
+    they took (hours of single-threaded training), per model, experiment and sweep (a budget B, or a molecular set
+    M; a run shared by both counts once, in its budget); empty for tables without the ``converged`` column."""
     if "converged" not in df.columns:
         return []
-    runs = protocol_rows(df).drop_duplicates(subset=["run_id"])
-    runs = runs.assign(budget=runs["n_molecules"] * runs["conformers_per_molecule"])
+    runs = protocol_rows(df)
+    runs = runs.sort_values("experiment", key=lambda e: e != Experiment.FIXED_BUDGET, kind="stable")
+    runs = runs.drop_duplicates(subset=["run_id"]).assign(_sweep=_sweep_size)
     out = []
-    for (model, exp, budget), g in runs.groupby(["model", "experiment", "budget"]):
+    for (model, exp, size), g in runs.groupby(["model", "experiment", "_sweep"]):
         conv = g["converged"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
         frac_best = (g["best_step"] / g["steps_run"]) if {"best_step", "steps_run"} <= set(g.columns) else None
-        out.append({"model": model, "experiment": exp, "budget": int(budget), "runs": len(g),
+        out.append({"model": model, "experiment": exp, "sweep": _sweep_name(exp, size), "runs": len(g),
                     "converged": float(conv.mean()),
                     "steps": sorted({int(s) for s in g["steps"].dropna()}) if "steps" in g else [],
                     "best_step_share_median": _num(frac_best.median()) if frac_best is not None else math.nan,
@@ -183,11 +194,10 @@ def eval_count_rows(df: Any) -> list[dict[str, Any]]:
         return []
     d = protocol_rows(df)
     d = d[d["split"].isin(SPLITS)]
-    fixed = d["experiment"] == Experiment.FIXED_BUDGET  # a sweep: a budget B, or a molecular set M
-    d = d.assign(_sweep=d["n_molecules"] * d["conformers_per_molecule"].where(fixed, 1))
+    d = d.assign(_sweep=_sweep_size(d))
     out = []
     for (exp, size, seed, split), g in d.groupby(["experiment", "_sweep", "seed", "split"]):
-        sweep = f"{'B' if exp == Experiment.FIXED_BUDGET else 'M'} = {int(size)}"
+        sweep = _sweep_name(exp, size)
         n = sorted({int(v) for v in g["n_eval"].dropna()})
         excl = sorted({int(v) for v in g["n_excluded"].dropna()}) if "n_excluded" in g.columns else []
         out.append({"experiment": exp, "sweep": sweep, "seed": int(seed), "split": split,
@@ -380,11 +390,11 @@ def _md_convergence(rows: list[dict[str, Any]], converged: list[dict[str, Any]],
                   "A run is converged when the last quarter of its steps lowered its best validation force MAE "
                   f"by less than {100 * CONVERGE_TOL:.0f} %. Energies converge later: the "
                   "last column is the median gain of the last quarter on the validation energy MAE.", "",
-                  "| model | experiment | B | runs | steps | converged | median best step / steps run | CPU-hours "
+                  "| model | experiment | sweep | runs | steps | converged | median best step / steps run | CPU-hours "
                   "| energy gain, last quarter |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r, h in zip(converged, hours):
-            lines.append(f"| {r['model']} | {r['experiment']} | {r['budget']} | {r['runs']} | "
+            lines.append(f"| {r['model']} | {r['experiment']} | {r['sweep']} | {r['runs']} | "
                          f"{', '.join(str(s) for s in r['steps']) or '–'} | {100 * r['converged']:.0f} % | "
                          f"{_f(r['best_step_share_median'], '.2f')} | {_f(h, '.2f')} | "
                          f"{_pct(r.get('energy_late_gain_median', math.nan))} |")

@@ -117,9 +117,12 @@ def test_report_regenerates_from_a_folder_of_raw_rows_alone(tmp_path) -> None:
     protocol = table[~table["preset"].str.endswith("-convergence")].drop_duplicates("run_id")
     assert sum(r["runs"] for r in stored["converged"]) == protocol.groupby("experiment")["run_id"].nunique().sum()
     b512 = protocol[(protocol["budget"] == 512) & (protocol["experiment"] == "fixed-budget")]
-    row = next(r for r in stored["converged"] if r["budget"] == 512 and r["experiment"] == "fixed-budget")
+    row = next(r for r in stored["converged"] if r["sweep"] == "B = 512" and r["experiment"] == "fixed-budget")
     assert row["cpu_hours"] == pytest.approx(b512["seconds"].sum() / 3600)
     assert row["energy_late_gain_median"] == pytest.approx(b512["late_gain_energy"].median())
+    fixed_m = protocol[protocol["experiment"] == "fixed-molecules"]  # one row per molecular set, not per M x C
+    assert {r["sweep"] for r in stored["converged"] if r["experiment"] == "fixed-molecules"} == {
+        f"M = {m}" for m in fixed_m["n_molecules"]}
     assert [r["n_molecules"] for r in stored["references"]] == [2, 32]
     # statements: resolved where the truth is clear, "not resolved" at B = 8192 (3 seeds, a 1.8 meV/Å gap)
     by = {c["budget"]: c for c in stored["comparisons"] if c["quantity"] == "mean"}
