@@ -5,9 +5,10 @@ The terms (per test split, per model, per metric), each non-negative and decreas
 
     floor: E_inf     M: a (M/M0)^-alpha     C: b (C/C0)^-beta     MC: a (M C / M0 C0)^-alpha
     MorC: (1 / (a (M/M0)^-alpha) + 1 / (b (C/C0)^-beta))^-1
+    MorCT: (1 / (a_inf + a (M/M0)^-alpha) + 1 / (b (C/C0)^-beta))^-1
     S, a factor on the sum of the others: f(S), one free level per training length, 1 at the longest
-    SM, SC, powers of the steps on the routes: the M (MC, MorC's M-route) term times (S/S0)^-gamma, the C (MorC's
-    C-route) term times (S/S0)^-delta; the floor is not scaled
+    SM, SC, powers of the steps on the routes: the M (MC, MorC's or MorCT's M-route) term times (S/S0)^-gamma, the
+    C (their C-route) term times (S/S0)^-delta; the floor is not scaled
 
 The full form ``E_inf + a (M/M0)^-alpha + b (C/C0)^-beta`` is the additive two-resource power law of
 compute-optimal scaling (Hoffmann et al. 2022, L(N, D) = E + A/N^a + B/D^b) with the study's two diversities as the
@@ -21,6 +22,15 @@ from that molecule's own conformers or by transfer from the other molecules, so 
 barely help it, and once M is large more conformers barely do. The additive form cannot bend that way; on the
 study's unseen-conformer errors (SchNet, B = 128 and 512) it left residuals of the budget's sign (RMSE 26 meV/Å)
 where ``either`` left 12.
+
+``either_limited`` (floor + MorCT) lets the molecules route level off at ``a_inf``: other molecules teach a small
+model only so much about one molecule's unseen conformers (or about an unseen molecule), and past that only the
+molecule's own conformers help. Why: at one training length (6,000 steps: B = 512 and M = 8, 8 seeds and 3) the
+unseen-conformer error falls 251 -> 106 meV/Å from 8 to 512 molecules at C = 1 (PaiNN), yet 90 at (128, 4) is
+below 106 at (512, 1); ``either`` cannot bend that way (weighted chi^2 18.8 on 7 points, residuals up to 3.4
+standard errors), with the limit it fits within 1.2 (chi^2 1.4, SchNet 7.0 against 12.6). Over the whole study
+(PaiNN's unseen conformers, 13 points of B = 128 to 2,048 and M = 8) the Akaike weights chose it without its floor
+(0.99), and the leave-one-out RMSE fell from 21.2 to 6.8 meV/Å. With ``a_inf`` at 0 it is ``either``.
 
 Training steps. Within one budget every point gets the same optimiser steps, across budgets the steps differ (as
 convergence needs), so steps are not confounded with the split between M and C, but they are with the budget. When
@@ -39,11 +49,13 @@ leave-one-out), because longer training helps the two routes unequally. A power 
 conformers from 16.0 to 11.1 meV/Å (SchNet) and from 13.4 to 11.7 (PaiNN), and the Akaike weights chose it. Both
 ways are candidates.
 
-Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total`` and ``either``, each without
-S, with the factor S (``+steps``) and with the powers SM and SC (``+steps-power``). A fit whose parameter sits on
-a bound (an amplitude at 0, an exponent at 0, a step exponent at 0) is replaced by the nested form without that
-term and refitted (an ``either`` fit in which one route never limits the error becomes the other route's single
-term), so no reported parameter is a bound with a meaningless standard error. Each
+Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total``, ``either`` and
+``either_limited`` (the parallel forms also without their floor: a floor that fits well above 0 is never dropped as
+a bound, yet costs a parameter the points may not pay for), each without S, with the factor S (``+steps``) and with
+the powers SM and SC (``+steps-power``). A fit whose parameter sits on a bound (an amplitude at 0, an exponent at
+0, a step exponent at 0, the limit ``a_inf`` at 0) is replaced by the nested form without that term and refitted
+(an ``either`` fit in which one route never limits the error becomes the other route's single term), so no reported
+parameter is a bound with a meaningless standard error. Each
 candidate is scored by AICc computed from the *weighted* chi^2 the fit minimises (Gaussian likelihood with known
 relative weights and one common scale: ``n log(chi^2/n) + 2k + 2k(k+1)/(n-k-1)``), and predictions are the
 Akaike-weighted average of the candidates (weights ``exp(-dAICc/2)``; Burnham & Anderson 2002). ``form`` picks one
@@ -126,19 +138,23 @@ class ExtrapolationError(MlipdivError):
 
 _TERMS: dict[str, tuple[str, ...]] = {
     "floor": ("E_inf",), "M": ("a", "alpha"), "C": ("b", "beta"), "MC": ("a", "alpha"), "S": (),
-    "MorC": ("a", "alpha", "b", "beta"), "SM": ("gamma",), "SC": ("delta",),
+    "MorC": ("a", "alpha", "b", "beta"), "MorCT": ("a_inf", "a", "alpha", "b", "beta"), "SM": ("gamma",),
+    "SC": ("delta",),
 }
 _TERM_TEXT = {"floor": "E_inf", "M": "a·(M/M0)^-alpha", "C": "b·(C/C0)^-beta", "MC": "a·(M·C/(M0·C0))^-alpha",
               "S": "f(S)", "MorC": "(1/(a·(M/M0)^-alpha) + 1/(b·(C/C0)^-beta))^-1",
+              "MorCT": "(1/(a_inf + a·(M/M0)^-alpha) + 1/(b·(C/C0)^-beta))^-1",
               "SM": "(S/S0)^-gamma", "SC": "(S/S0)^-delta"}
-_ORDER = ("floor", "M", "C", "MC", "MorC", "SM", "SC", "S")
+_ORDER = ("floor", "M", "C", "MC", "MorC", "MorCT", "SM", "SC", "S")
 _ALIASES = {("floor", "M", "C"): "full", ("M", "C"): "no_floor", ("floor", "MC"): "total",
-            ("floor", "MorC"): "either"}  # the candidates
+            ("floor", "MorC"): "either", ("MorC",): "either_no_floor", ("floor", "MorCT"): "either_limited",
+            ("MorCT",): "either_limited_no_floor"}  # the candidates
 _NESTED_NAMES = {("MC",): "total_no_floor", ("floor", "M"): "molecules_only", ("floor", "C"): "conformers_only",
-                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor", ("MorC",): "either_no_floor"}
-_M_ROUTE, _C_ROUTE = ("M", "MC", "MorC"), ("C", "MorC")  # the terms the step exponents gamma and delta act on
+                 ("M",): "molecules_only_no_floor", ("C",): "conformers_only_no_floor"}
+_PARALLEL = ("MorC", "MorCT")  # the two routes in parallel
+_M_ROUTE, _C_ROUTE = ("M", "MC", *_PARALLEL), ("C", *_PARALLEL)  # the terms the step exponents gamma, delta act on
 _STEP_TERMS = ("SM", "SC", "S")
-_DECREASING = ("M", "C", "MC", "MorC")
+_DECREASING = ("M", "C", "MC", *_PARALLEL)
 
 
 @dataclass(frozen=True)
@@ -175,10 +191,11 @@ class Form:
         for t in self.terms:
             if t in _STEP_TERMS:
                 continue
-            if t == "MorC" and {"SM", "SC"} & set(self.terms):
+            if t in _PARALLEL and {"SM", "SC"} & set(self.terms):
                 m = "·" + _TERM_TEXT["SM"] if "SM" in self.terms else ""
                 c = "·" + _TERM_TEXT["SC"] if "SC" in self.terms else ""
-                parts.append(f"(1/(a·(M/M0)^-alpha{m}) + 1/(b·(C/C0)^-beta{c}))^-1")
+                u = "(a_inf + a·(M/M0)^-alpha)" if t == "MorCT" else "a·(M/M0)^-alpha"
+                parts.append(f"(1/({u}{m}) + 1/(b·(C/C0)^-beta{c}))^-1")
             else:
                 parts.append(_TERM_TEXT[t] + ("·" + _TERM_TEXT[route[t]] if route.get(t) in self.terms else ""))
         total = " + ".join(parts)
@@ -210,9 +227,10 @@ class Form:
             out = out + p["C"][0] * c ** -p["C"][1] * sc
         if "MC" in p:
             out = out + p["MC"][0] * (m * c) ** -p["MC"][1] * sm
-        if "MorC" in p:
-            u, v = _routes(m, c, p["MorC"])
-            out = out + _parallel(u * sm, v * sc)
+        for t in _PARALLEL:
+            if t in p:
+                u, v = _routes(m, c, p[t])
+                out = out + _parallel(u * sm, v * sc)
         if "S" in p:  # the factor on the sum
             log_f = np.log(np.maximum(np.asarray(p["S"], float), 1e-300))
             out = out * np.exp(np.interp(np.log(s), np.log(self.knots), [*log_f, 0.0]))
@@ -228,9 +246,10 @@ class Form:
 
 
 def _routes(m: np.ndarray, c: np.ndarray, theta: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The two power laws of the MorC term: the error through molecules and through conformers."""
-    a, alpha, b, beta = theta
-    return a * m ** -alpha, b * c ** -beta
+    """The two routes of a parallel term: the error through molecules and through conformers (MorCT's M route
+    levels off at ``a_inf``)."""
+    *limit, a, alpha, b, beta = theta
+    return sum(limit, 0.0) + a * m ** -alpha, b * c ** -beta
 
 
 def _parallel(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -262,8 +281,7 @@ _LEVEL = "f@"  # prefix of the factor's parameters, one per step count: f@1500
 
 
 def form_by_name(name: str) -> Form:
-    """A form from its name (``full``, ``no_floor``, ``total``, ``either``, optionally ``+steps`` or
-    ``+steps-power``)."""
+    """A form from its name (one of :data:`FORMS`, optionally with ``+steps`` or ``+steps-power``)."""
     base, plus, steps = name.partition("+")
     if base not in FORMS or (plus and steps not in ("steps", "steps-power")):
         raise MlipdivError(f"unknown error-model form {name!r}; choose from {AVERAGE}, {', '.join(FORMS)} "
@@ -748,10 +766,11 @@ def _starts(form: Form, y: np.ndarray) -> list[np.ndarray]:
     floor = 0.5 * float(np.min(y))
     out = []
     for e in (0.25, 0.5, 1.0):
-        guess = {"E_inf": floor, "a": span, "b": span, "alpha": e, "beta": e, "gamma": e, "delta": e}
+        guess = {"E_inf": floor, "a": span, "b": span, "alpha": e, "beta": e, "gamma": e, "delta": e,
+                 "a_inf": floor}
         if "floor" not in form.terms:
             guess["a"] = guess["b"] = 0.5 * float(np.mean(y))
-        if "MorC" in form.terms:  # two routes in parallel give about half of either
+        if set(_PARALLEL) & set(form.terms):  # two routes in parallel give about half of either
             guess["a"], guess["b"] = 2 * guess["a"], 2 * guess["b"]
         out.append(np.array([1.0 if k.startswith(_LEVEL) else guess[k] for k in form.params]))  # levels: 1
     return out
@@ -854,7 +873,7 @@ def _at_bounds(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
             if p[_TERMS[t][0]] <= _EXPONENT_TOL:
                 out.append(t)
             continue
-        if t == "MorC":
+        if t in _PARALLEL:  # (MorCT's limit a_inf at 0 is _fit_nested's to handle: that is MorC)
             if _amplitude(t, p) <= tol or max(p["alpha"], p["beta"]) <= _EXPONENT_TOL:
                 out.append(t)
             continue
@@ -874,16 +893,17 @@ _ROUTE_SHARE = 1e-3  # MorC is one power law where the other route's error is 1,
 
 
 def _single_route(form: Form, theta: np.ndarray, x: np.ndarray) -> tuple[str | None, str]:
-    """``("M", why)`` or ``("C", why)`` when the MorC term of ``form`` is in effect that one power law: the other
+    """``("M", why)`` or ``("C", why)`` when the parallel term of ``form`` is in effect that one route: the other
     route's error is so large that it never limits at any fitted point, or its exponent sits on 0 (a constant cap
     whose exponent carries no information); ``(None, "")`` otherwise."""
-    if "MorC" not in form.terms:
+    parallel = [t for t in form.terms if t in _PARALLEL]
+    if not parallel:
         return None, ""
     p = dict(zip(form.params, theta))
-    u, v = _routes(x[0], x[1], (p["a"], p["alpha"], p["b"], p["beta"]))
+    u, v = _routes(x[0], x[1], [p[k] for k in _TERMS[parallel[0]]])
     with np.errstate(divide="ignore", invalid="ignore"):
         share_m, share_c = u / (u + v), v / (u + v)  # the term is u * share_c = v * share_m
-    term = _TERM_TEXT["MorC"]
+    term = _TERM_TEXT[parallel[0]]
     if np.all(share_m < _ROUTE_SHARE):  # u << v everywhere: the term is u, the M route
         return "M", f"one route of {term} never limited the error"
     if np.all(share_c < _ROUTE_SHARE):
@@ -908,7 +928,15 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
         route, why = _single_route(form, theta, x)
         if route is not None:
             notes.append(f"{form.name}: {why}; the nested form with {_TERM_TEXT[route]} alone was used")
-            form = form.with_terms((*(t for t in form.terms if t != "MorC"), route))  # keeps its step exponent
+            limited = route == "M" and "MorCT" in form.terms  # its M route is a_inf + a M^-alpha: a floor and M
+            form = form.with_terms((*(t for t in form.terms if t not in _PARALLEL), route,
+                                    *(("floor",) if limited else ())))  # keeps its step exponent
+            continue
+        p = dict(zip(form.params, theta))
+        if "MorCT" in form.terms and p["a_inf"] <= _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12):
+            notes.append(f"{form.name}: the M route's limit a_inf sat on 0; the nested form {_TERM_TEXT['MorC']} "
+                         "was used")
+            form = form.with_terms(tuple("MorC" if t == "MorCT" else t for t in form.terms))
             continue
         dropped = _at_bounds(form, theta, y)
         decreasing = [t for t in form.terms if t in _DECREASING]
@@ -916,7 +944,6 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
             dropped = [t for t in dropped if t not in decreasing]
         if not dropped:
             return form, theta, cov, chi2, notes
-        p = dict(zip(form.params, theta))
         for t in dropped:
             if t in ("SM", "SC"):
                 notes.append(f"{form.name}: the step exponent {_TERMS[t][0]} sat on 0 (steps do not change that "

@@ -16,6 +16,8 @@ HELP = "recommend molecules x conformers for a QM budget from sweep results (or 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlipdiv.analysis.fit import FORMS  # numpy only: the forms are the choices
+
     parser.add_argument("--results", nargs="+", metavar="DIR",
                         help="sweep output directories (or results.csv files); several are combined")
     parser.add_argument("--budget", type=float, help="the QM budget, in --unit")
@@ -29,12 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
     parser.add_argument("--form", default="average",
                         choices=["average", *(f"{base}{steps}" for steps in ("", "+steps", "+steps-power")
-                                              for base in ("full", "no_floor", "total", "either"))],
+                                              for base in FORMS)],
                         help="error-model form (default: average = Akaike-weighted average of the candidate forms; "
                              "full = E_inf + a M^-alpha + b C^-beta; either = E_inf + (1/(a M^-alpha) + "
-                             "1/(b C^-beta))^-1, the error follows the more plentiful of the two; +steps multiplies by "
-                             "a free factor per training length; +steps-power scales each route by a power of the "
-                             "steps, (S/S0)^-gamma and (S/S0)^-delta)")
+                             "1/(b C^-beta))^-1, the error follows the more plentiful of the two; either_limited: the "
+                             "same with the M route levelling off, 1/(a_inf + a M^-alpha); *_no_floor: without E_inf; "
+                             "+steps multiplies by a free factor per training length; +steps-power scales each route "
+                             "by a power of the steps, (S/S0)^-gamma and (S/S0)^-delta)")
     parser.add_argument("--max-factor", type=float, default=2.0,
                         help="refuse predictions further than this factor outside the fitted (M, C) region")
     parser.add_argument("--allow-extrapolation", action="store_true",

@@ -128,6 +128,11 @@ FORM_WORDS = {  # the error models of mlipdiv.analysis.fit, as the Budget page n
     "total": "total only: the error depends on the total number of conformers M × C, not on how it is split",
     "either": "either resource: a floor plus the two terms in parallel, so the error follows the more plentiful of "
               "M and C (more molecules barely help once C is large, and the other way round)",
+    "either_no_floor": "either resource, no floor: the two terms in parallel, no lowest reachable error",
+    "either_limited": "either resource, with a limit on what other molecules teach: as 'either resource', but more "
+                      "molecules lower the error only down to a level, below which only a molecule's own conformers "
+                      "help",
+    "either_limited_no_floor": "either resource with a limit, no floor: as the one above, no lowest reachable error",
 }
 SPLIT_WORDS = {"test_molecules": "Unseen molecules", "test_conformers": "Unseen conformers", "val": "Validation"}
 AICC = ("AICc, a score of fit that charges for every extra parameter (the corrected Akaike information criterion; "

@@ -81,7 +81,8 @@ def test_interpolating_fit_is_flagged_and_forms_compared() -> None:
     assert f.components[0].form.name == "full"
     assert math.isnan(f.loo_rmse) and f.bootstrap is None
     assert any("the fit interpolates" in w for w in f.warnings)
-    assert set(f.aicc_by_form) == {"full", "no_floor", "total", "either"}
+    # every form with at most 5 parameters (either_limited has 6)
+    assert set(f.aicc_by_form) == {"full", "no_floor", "total", "either", "either_no_floor", "either_limited_no_floor"}
     assert set(fit_error_model(few, n_boot=0, form="full", compare=False).aicc_by_form) == {"full"}
 
 
@@ -258,6 +259,32 @@ def test_either_with_one_route_that_never_limits_becomes_that_single_term() -> N
     assert comp.form.name == "molecules_only" and set(f.params) == {"E_inf", "a", "alpha"}
     assert any("never limited the error" in w for w in f.warnings)
     assert f.params["alpha"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_limited_either_wins_where_other_molecules_teach_only_so_much() -> None:
+    """The molecules route levels off at a_inf (more molecules stop helping a molecule's own unseen conformers):
+    ``either`` bends too far (residuals beyond the noise), the average picks ``either_limited`` and recovers the
+    limit; on data without a limit, ``either_limited`` nests back to ``either`` and says why."""
+    def truth(m: float, c: float) -> float:
+        u, v = 80.0 + 300.0 * (m / 64) ** -0.8, 120.0 * (c / 8) ** -0.6
+        return 20.0 + u * v / (u + v)
+
+    pts = _points(truth)
+    plain = fit_error_model(pts, n_boot=0, form="either")
+    avg = fit_error_model(pts, n_boot=0)
+    assert {c.form.name: c.weight for c in avg.components}.get("either_limited", 0.0) > 0.9
+    assert avg.rmse < 0.5 and plain.rmse > 1.0  # noise 0.5 per seed, 4 seeds
+    assert avg.params["a_inf"] == pytest.approx(80.0, rel=0.1) and avg.params["E_inf"] == pytest.approx(20.0, abs=3)
+    for m, c in [(100, 5), (30, 10), (400, 1.5), (64, 8)]:
+        assert avg.predict(m, c)["mean"][0] == pytest.approx(truth(m, c), rel=0.01)
+
+    def unlimited(m: float, c: float) -> float:
+        u, v = 300.0 * (m / 64) ** -0.5, 120.0 * (c / 8) ** -0.6
+        return 20.0 + u * v / (u + v)
+
+    f = fit_error_model(_points(unlimited), n_boot=0, form="either_limited")
+    assert [c.form.name for c in f.components] == ["either"] and "a_inf" not in f.params
+    assert any("limit a_inf sat on 0" in w for w in f.warnings)
 
 
 def test_step_power_form_scales_each_route_and_drops_an_exponent_on_its_bound() -> None:
