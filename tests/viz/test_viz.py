@@ -388,3 +388,11 @@ def test_apply_style_gives_a_figure_made_under_another_template_the_projector_lo
     assert fig.layout.template.layout.xaxis.tickfont.size == FONT_SIZE - 2
     made_after = go.Figure()  # once registered, mlipdiv's template is the default of new figures
     assert made_after.layout.template.layout.font.size == FONT_SIZE
+
+
+def test_the_budget_page_has_words_for_every_error_model_form() -> None:
+    """The Budget page lists FORM_WORDS: a form the fits know but the page does not name could not be chosen."""
+    from mlipdiv.analysis.fit import AVERAGE, FORMS
+    from mlipdiv.viz.tables import FORM_WORDS
+
+    assert set(FORM_WORDS) == {AVERAGE, *FORMS}
