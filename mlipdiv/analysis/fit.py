@@ -858,12 +858,17 @@ def _scale(points: Points) -> _Scaled:
 
 
 _AMPLITUDE_TOL = 1e-4  # relative to the largest mean: an amplitude below it sits on its bound 0
+
+
+def _amplitude_tol(y: np.ndarray) -> float:
+    """The amplitude below which a term (or MorCT's limit a_inf) sits on its bound 0 for means ``y``."""
+    return _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12)
 _EXPONENT_TOL = 1e-3  # an exponent below it makes its term a constant (the floor's job)
 
 
 def _at_bounds(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
     """Terms whose parameters sit on a lower bound: a zero amplitude, or a zero exponent (a constant term)."""
-    tol = _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12)
+    tol = _amplitude_tol(y)
     p = dict(zip(form.params, theta))
     out = []
     for t in form.terms:
@@ -933,7 +938,7 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
                                     *(("floor",) if limited else ())))  # keeps its step exponent
             continue
         p = dict(zip(form.params, theta))
-        if "MorCT" in form.terms and p["a_inf"] <= _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12):
+        if "MorCT" in form.terms and p["a_inf"] <= _amplitude_tol(y):
             notes.append(f"{form.name}: the M route's limit a_inf sat on 0; the nested form {_TERM_TEXT['MorC']} "
                          "was used")
             form = form.with_terms(tuple("MorC" if t == "MorCT" else t for t in form.terms))
@@ -950,7 +955,7 @@ def _fit_nested(form: Form, data: _Scaled, x: np.ndarray | None = None, y: np.nd
                              "route); the nested form without it was used")
                 continue
             what = f"E_inf = {p['E_inf']:.3g}" if t == "floor" else f"term {_TERM_TEXT[t]} " + (
-                "with amplitude 0" if _amplitude(t, p) <= _AMPLITUDE_TOL * float(np.max(np.abs(y))) else
+                "with amplitude 0" if _amplitude(t, p) <= _amplitude_tol(y) else
                 "with exponent 0 (a constant)")
             notes.append(f"{form.name}: {what} sat on its bound; the nested form without it was used")
         nested = form.without(dropped)

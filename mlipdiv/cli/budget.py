@@ -15,9 +15,11 @@ from typing import Any
 HELP = "recommend molecules x conformers for a QM budget from sweep results (or list known QM datasets)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mlipdiv.analysis.fit import FORMS  # numpy only: the forms are the choices
+FORMS = ("full", "no_floor", "total", "either", "either_no_floor", "either_limited", "either_limited_no_floor")
+"""The names of mlipdiv.analysis.fit.FORMS, spelled out: importing the fits would slow every command's start-up."""
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", nargs="+", metavar="DIR",
                         help="sweep output directories (or results.csv files); several are combined")
     parser.add_argument("--budget", type=float, help="the QM budget, in --unit")

@@ -133,6 +133,13 @@ def test_budget_at_a_measured_budget_says_resolved_or_not(study_dirs, capsys) ->
     assert "the fit's best of the measured points: M = " in text
 
 
+def test_budget_form_choices_are_the_fits_forms() -> None:
+    from mlipdiv.analysis import fit
+    from mlipdiv.cli import budget
+
+    assert budget.FORMS == tuple(fit.FORMS)
+
+
 def test_budget_form_choice(study_dirs, capsys) -> None:
     out = run_json(capsys, "--results", str(study_dirs["clear"]), "--budget", "512", "--atoms", "18", "--form",
                    "full+steps")
