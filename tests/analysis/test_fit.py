@@ -37,6 +37,27 @@ def test_fit_recovers_known_parameters(fits) -> None:
     assert all(np.isfinite(v) and v > 0 for v in f.stderr.values())
 
 
+@pytest.mark.parametrize("terms", [("floor", "M", "C"), ("M", "C"), ("floor", "MC"), ("floor", "MorC"), ("MorC",),
+                                   ("floor", "MorCT"), ("MorCT",), ("floor", "M"), ("C",)])
+@pytest.mark.parametrize("steps", ["", "S", "power"])
+def test_every_forms_jacobian_matches_its_central_differences(terms: tuple[str, ...], steps: str) -> None:
+    """curve_fit gets the analytic Jacobian (Form.jac): a wrong column would fit silently worse, not fail."""
+    from mlipdiv.analysis.fit import _form, _with_step_power
+
+    rng = np.random.default_rng(len(terms))
+    knots = (0.25, 0.5, 1.0, 4.0)
+    form = {"": _form(terms), "S": _form((*terms, "S"), knots, 1500.0),
+            "power": _with_step_power(_form(terms))}[steps]
+    # step counts on the knots, between them and beyond both ends (where F(S) is flat)
+    x = np.vstack([rng.uniform(0.05, 20, 16), rng.uniform(0.05, 20, 16),
+                   np.r_[knots, 0.35, 0.7, 2.0, 0.1, 9.0, rng.uniform(0.1, 9, 7)]])
+    for _ in range(4):
+        theta = rng.uniform(0.2, 2.0, len(form.params))
+        eps = 1e-6 * np.eye(len(theta))
+        numeric = np.column_stack([(form.func(x, *(theta + e)) - form.func(x, *(theta - e))) / 2e-6 for e in eps])
+        assert form.jac(x, *theta) == pytest.approx(numeric, rel=1e-6, abs=1e-7)
+
+
 def test_exact_data_is_fitted_exactly() -> None:
     M = np.array([m for m, _ in GRID], float)
     C = np.array([c for _, c in GRID], float)
