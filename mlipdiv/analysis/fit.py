@@ -61,9 +61,10 @@ relative weights and one common scale: ``n log(chi^2/n) + 2k + 2k(k+1)/(n-k-1)``
 Akaike-weighted average of the candidates (weights ``exp(-dAICc/2)``; Burnham & Anderson 2002). ``form`` picks one
 candidate instead of the average.
 
-Fitting: ``scipy.optimize.curve_fit`` (trust-region reflective; amplitudes >= 0, exponents in [0, 3], E_inf in
-[0, max observed]) on per-point means over seeds, weighted by their standard error over seeds (floored at the
-median, so a point whose seeds agree by chance does not dominate); several starts, the lowest chi^2 kept.
+Fitting: ``scipy.optimize.curve_fit`` (trust-region reflective with each form's analytic Jacobian; amplitudes >= 0,
+exponents in [0, 3], E_inf in [0, max observed]) on per-point means over seeds, weighted by their standard error
+over seeds (floored at the median, so a point whose seeds agree by chance does not dominate); several starts, the
+lowest chi^2 kept.
 
 Uncertainty: a bootstrap over seeds, resampled jointly (one resample of a seed set applies to every point with
 that seed set, and the two test splits draw the same resamples, so their draws pair up); each draw refits every
