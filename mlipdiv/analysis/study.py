@@ -738,10 +738,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="markdown page (docs/RESULTS.md) whose generated sections, between its markers, are "
                              "replaced by the new report")
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap draws of the error-model fits")
+    parser.add_argument("--n-sim", type=int, default=100,
+                        help="synthetic studies that calibrate the leave-one-out check against seed noise")
     parser.add_argument("--list", action="store_true", help="print the presets and exit")
     args = parser.parse_args(argv)
     if args.train_only and args.analyse_only:
         parser.error("--train-only and --analyse-only exclude each other")
+    if args.n_boot < 0 or args.n_sim < 1:
+        parser.error("--n-boot must be 0 or more and --n-sim 1 or more")
     if args.list:
         for p in PRESETS.values():
             print(p.describe())
@@ -754,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.train_only:
                 return 0
         result = analyse(args.out, dataset_path=args.dataset, figures=not args.no_figures,
-                         figures_dir=args.figures, page=args.page, n_boot=args.n_boot)
+                         figures_dir=args.figures, page=args.page, n_boot=args.n_boot, n_sim=args.n_sim)
     except MlipdivError as exc:
         print(f"error: {exc}")
         return 2

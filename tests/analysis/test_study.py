@@ -193,7 +193,7 @@ def test_study_command_on_raw_rows(tmp_path, capsys) -> None:
     from synthetic_sweeps import v2_table
 
     v2_table().to_csv(tmp_path / "results.csv", index=False)
-    assert main(["--analyse-only", "--out", str(tmp_path), "--no-figures", "--n-boot", "10"]) == 0
+    assert main(["--analyse-only", "--out", str(tmp_path), "--no-figures", "--n-boot", "10", "--n-sim", "10"]) == 0
     out = capsys.readouterr().out
     assert "protocol runs analysed (from results.csv)" in out and "interior optimum" in out
     assert main(["--analyse-only", "--out", str(tmp_path / "none"), "--no-figures"]) == 2
