@@ -268,6 +268,7 @@ class Form:
                 v = b * c ** -beta * sc
                 total = u + v
                 safe = np.where(total > 0, total, 1.0)
+                # dP/du, dP/dv of P = uv/(u + v)
                 du, dv = np.where(total > 0, (v / safe) ** 2, 0.0), np.where(total > 0, (u / safe) ** 2, 0.0)
                 d_a = du * m ** -alpha * sm
                 cols[t] = [*([du * sm] if limit else []), d_a, -np.log(m) * a * d_a,
