@@ -200,6 +200,15 @@ def test_study_command_on_raw_rows(tmp_path, capsys) -> None:
     assert "no results.csv" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", [["--n-sim", "0"], ["--n-boot", "-1"]])
+def test_study_command_refuses_impossible_draw_counts(tmp_path, capsys, flag) -> None:
+    from mlipdiv.analysis.study import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--analyse-only", "--out", str(tmp_path), *flag])
+    assert exc.value.code == 2 and "--n-sim 1 or more" in capsys.readouterr().err
+
+
 def test_gap_convergence_tells_a_uniform_gain_from_one_that_moves_the_answer() -> None:
     """Doubling the steps lowers both checked points by 20 meV/Å: every error changes (beyond the seed std) but
     their difference, on which the advice rests, does not. Lowering only the conformer-rich point moves it."""
