@@ -264,8 +264,8 @@ class Form:
         for t in _PARALLEL:
             if t in p:
                 *limit, a, alpha, b, beta = p[t]
-                u = (sum(limit, 0.0) + a * m ** -alpha) * sm
-                v = b * c ** -beta * sc
+                u, v = _routes(m, c, p[t])
+                u, v = u * sm, v * sc
                 total = u + v
                 safe = np.where(total > 0, total, 1.0)
                 # dP/du, dP/dv of P = uv/(u + v)
@@ -278,8 +278,7 @@ class Form:
             cols["SM"] = [-log_s * on_m]
         if "SC" in p:
             cols["SC"] = [-log_s * on_c]
-        out = np.column_stack([col for t in self.terms if t != "S" for col in cols[t]]) if cols else \
-            np.zeros((len(m), 0))
+        out = np.column_stack([col for t in self.terms if t != "S" for col in cols[t]])  # a form has a decreasing term
         if "S" in p:  # func = (the sum) * F(S); log F interpolates the log levels linearly in log S
             levels = np.maximum(np.asarray(p["S"], float), 1e-300)
             basis = np.eye(len(self.knots))[: len(levels)]
@@ -915,12 +914,12 @@ def _scale(points: Points) -> _Scaled:
 
 
 _AMPLITUDE_TOL = 1e-4  # relative to the largest mean: an amplitude below it sits on its bound 0
+_EXPONENT_TOL = 1e-3  # an exponent below it makes its term a constant (the floor's job)
 
 
 def _amplitude_tol(y: np.ndarray) -> float:
     """The amplitude below which a term (or MorCT's limit a_inf) sits on its bound 0 for means ``y``."""
     return _AMPLITUDE_TOL * max(float(np.max(np.abs(y))), 1e-12)
-_EXPONENT_TOL = 1e-3  # an exponent below it makes its term a constant (the floor's job)
 
 
 def _at_bounds(form: Form, theta: np.ndarray, y: np.ndarray) -> list[str]:
