@@ -25,8 +25,10 @@ picks ``quests`` when installed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,7 @@ from mlipdiv.names import SplitName
 
 __all__ = [
     "DEFAULT_BANDWIDTH",
+    "GapCache",
     "GapReport",
     "atom_descriptors",
     "delta_entropy",
@@ -181,6 +184,60 @@ class GapReport:
         return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
 
 
+GapKey = tuple[Any, ...]
+
+
+class GapCache(MutableMapping[GapKey, GapReport]):
+    """A memo for :func:`gap_for_run` that also keeps every report on disk, one JSON file per key, so that an
+    analysis rerun after more runs finished, or after an interruption, computes only the gaps it has not computed
+    before: the kernel sums of one B = 8,192 run take minutes of CPU.
+
+    The keys hold (molecule id, conformer index) digests, which mean something only on one dataset, so the file
+    names include the dataset's content digest. An unreadable file counts as missing and is recomputed.
+    """
+
+    def __init__(self, folder: str | Path, dataset_digest: str) -> None:
+        self._folder = Path(folder)
+        self._dataset = dataset_digest
+        self._memory: dict[GapKey, GapReport] = {}
+
+    def _path(self, key: GapKey) -> Path:
+        name = hashlib.sha256(f"{self._dataset}\n{key!r}".encode()).hexdigest()[:32]
+        return self._folder / f"{name}.json"
+
+    def __getitem__(self, key: GapKey) -> GapReport:
+        if key in self._memory:
+            return self._memory[key]
+        try:
+            stored = json.loads(self._path(key).read_text())
+            stored["per_conformer_max"] = np.asarray(stored["per_conformer_max"], dtype=np.float64)
+            report = GapReport(**stored)
+        except (OSError, ValueError, TypeError, KeyError):
+            raise KeyError(key) from None
+        self._memory[key] = report
+        return report
+
+    def __setitem__(self, key: GapKey, report: GapReport) -> None:
+        from mlipdiv.io.atomic import atomic_write_json
+
+        self._memory[key] = report
+        try:
+            atomic_write_json(self._path(key), {**report.as_dict(),
+                                                "per_conformer_max": report.per_conformer_max.tolist()}, indent=None)
+        except OSError:
+            pass  # a read-only or full folder only costs a recomputation next time
+
+    def __delitem__(self, key: GapKey) -> None:
+        self._memory.pop(key, None)
+        self._path(key).unlink(missing_ok=True)
+
+    def __iter__(self) -> Iterator[GapKey]:
+        return iter(self._memory)  # the files cannot be turned back into keys
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+
 def information_gap(
     train: Sequence[Structure],
     test: Sequence[Structure],
@@ -236,18 +293,20 @@ def _pairs_key(pairs: Iterable[Sequence[Any]]) -> str:
 
 
 def gap_for_run(
-    run_dir: Any, dataset: Any = None, *, memo: dict[tuple[Any, ...], GapReport] | None = None, **kwargs: Any
+    run_dir: Any, dataset: Any = None, *, memo: MutableMapping[GapKey, GapReport] | None = None, **kwargs: Any
 ) -> dict[str, GapReport]:
     """Information gap of each evaluated split of a finished run relative to its training set.
 
-    The gap depends on the structures only, not on the model, so ``memo`` (one dict kept across the calls of one
-    analysis, on one dataset) reuses the report of an identical (training set, test set, settings): the runs of two
-    models on one split have the same gaps, and the kernel sums are the slowest part of a study's analysis.
+    The gap depends on the structures only, not on the model, so ``memo`` (a dict or a :class:`GapCache` kept
+    across the calls of one analysis, on one dataset) reuses the report of an identical (training set, test set,
+    settings): the runs of two models on one split have the same gaps, and the kernel sums are the slowest part of
+    a study's analysis.
     """
     from mlipdiv.analysis.domain import load_run
 
     dataset, split, preds = load_run(run_dir, dataset)
     train_pairs = split[SplitName.TRAIN]
+    kwargs["backend"] = _backend(kwargs.get("backend", "auto"))  # the key names the backend that computes
     train_key, settings = _pairs_key(train_pairs), tuple(sorted(kwargs.items()))
     train: list[Structure] | None = None
     out: dict[str, GapReport] = {}

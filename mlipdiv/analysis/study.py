@@ -348,17 +348,23 @@ def _fits(df: Any, model: str, metric: str = "forces_mae", n_boot: int = 200) ->
         return None
 
 
-def _gap_rows(df: Any, dataset: Any, store: Any) -> Any:
+def _gap_rows(df: Any, dataset: Any, store: Any, cache: Path) -> Any:
+    """Per-run information-gap rows. The reports are kept in ``cache`` (the analysis folder's), so a rerun after
+    more runs finished, or after an interruption, computes only the new runs' gaps."""
     import pandas as pd
 
-    from mlipdiv.analysis.infogap import gap_for_run
+    from mlipdiv.analysis.infogap import GapCache, gap_for_run
+    from mlipdiv.descriptors import dataset_digest
 
     rows = []
-    memo: dict[tuple[Any, ...], Any] = {}  # runs of two models on one split share their gaps
-    for run_id, g in df.groupby("run_id"):
+    memo = GapCache(cache, dataset_digest(dataset))  # runs of two models on one split share their gaps too
+    groups = df.groupby("run_id")
+    for i, (run_id, g) in enumerate(groups, 1):
+        if i % 25 == 0:
+            _log(f"  {i}/{groups.ngroups} runs")
         run = store.get(run_id)
         try:
-            gaps = gap_for_run(run.run_dir, dataset, memo=memo, backend="numpy")
+            gaps = gap_for_run(run.run_dir, dataset, memo=memo)
         except MlipdivError as exc:
             _log(f"  information gap skipped for {run_id}: {exc}")
             continue
@@ -530,7 +536,7 @@ def analyse(out: Path, *, dataset_path: str | None = None, store: Any = None, fi
         result["references"] = reference_summary(refs)
         if infogap:
             _log("information gap per run")
-            gap = _gap_rows(main[main["split"].isin(SPLITS)], dataset, store)
+            gap = _gap_rows(main[main["split"].isin(SPLITS)], dataset, store, out / "cache" / "infogap")
             gap.to_csv(out / "infogap.csv", index=False)
             result["infogap"] = _gap_summary(gap)
         if domain:

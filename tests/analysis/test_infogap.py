@@ -61,9 +61,10 @@ def test_kernel_sum_in_blocks_matches_the_plain_sum() -> None:
     assert np.all(dh[-1000:] == -np.log(tiny)) and np.all(dh[:4000] < 5)
 
 
-def test_runs_on_one_split_share_their_gaps(tiny_dataset_path, tmp_path, monkeypatch) -> None:
+def test_runs_on_one_split_share_their_gaps_in_memory_and_on_disk(tiny_dataset_path, tmp_path, monkeypatch) -> None:
     """The gap depends on the structures, not the model: with a memo, the second model's run on the same split
-    computes no kernel sum and gets the same reports as a fresh computation; another seed's split is computed."""
+    computes no kernel sum and gets the same reports as a fresh computation; another seed's split is computed.
+    A GapCache keeps the reports across analyses, per dataset, and recomputes a damaged file."""
     from mlipdiv.analysis import infogap
     from mlipdiv.io.load import load_dataset
     from mlipdiv.training import TrainConfig, train
@@ -87,3 +88,19 @@ def test_runs_on_one_split_share_their_gaps(tiny_dataset_path, tmp_path, monkeyp
     assert {k: v.as_dict() for k, v in shared.items()} == {k: v.as_dict() for k, v in fresh.items()}
     infogap.gap_for_run(tmp_path / "schnet-1", dataset, memo=memo, backend="numpy")
     assert len(calls) == 9  # another split: nothing to reuse
+    # kept on disk: a later analysis (another process, another memo) computes nothing it computed before
+    cache = tmp_path / "cache"
+    on_disk = infogap.gap_for_run(tmp_path / "schnet-0", dataset, memo=infogap.GapCache(cache, "d1"), backend="numpy")
+    assert len(calls) == 12
+    again = infogap.gap_for_run(tmp_path / "painn-0", dataset, memo=infogap.GapCache(cache, "d1"), backend="numpy")
+    assert len(calls) == 12
+    for name, report in again.items():
+        assert report.as_dict() == on_disk[name].as_dict() == first[name].as_dict()
+        np.testing.assert_array_equal(report.per_conformer_max, first[name].per_conformer_max)
+    # another dataset's digest shares nothing; a damaged file is recomputed, not trusted
+    infogap.gap_for_run(tmp_path / "schnet-0", dataset, memo=infogap.GapCache(cache, "d2"), backend="numpy")
+    assert len(calls) == 15
+    for f in cache.glob("*.json"):
+        f.write_text(f.read_text()[:20])
+    infogap.gap_for_run(tmp_path / "schnet-0", dataset, memo=infogap.GapCache(cache, "d1"), backend="numpy")
+    assert len(calls) == 18
