@@ -18,7 +18,8 @@ level, not corrected for the number of pairs.
 Claims built on it (:func:`budget_claims`, :func:`shift_claims`): the best point of a budget is resolved when every
 other point is resolved worse; an interior optimum is claimed when the best point lies strictly inside the
 budget's M range and is resolved better than both ends; a shift of the balance between two budgets is claimed when
-their sets of plausibly best C (conformers per molecule) do not overlap.
+their sets of plausibly best C (conformers per molecule) do not overlap and neither set sits on the edge of its grid
+on the side facing the other (there the optimum may lie beyond the runs).
 """
 
 from __future__ import annotations
@@ -260,7 +261,9 @@ def budget_claims(df: Any, *, metric: str = "forces_mae", quantities: tuple[str,
 
 def shift_claims(comparisons: list[BudgetComparison]) -> list[dict[str, Any]]:
     """Between consecutive budgets of one model, strategy and quantity: does the balance (C at the optimum)
-    move? Claimed only when the two budgets' sets of plausibly best C do not overlap."""
+    move? Claimed only when the two budgets' sets of plausibly best C do not overlap, and neither set is open
+    towards the other: a set that holds its grid's edge (the most conformers tried, or the fewest above C = 1) only
+    says the optimum is there *or beyond*, so two edges that moved with the grid are not a shift of the balance."""
     out = []
     keyed: dict[tuple[str, str, str], list[BudgetComparison]] = {}
     for c in comparisons:
@@ -270,10 +273,17 @@ def shift_claims(comparisons: list[BudgetComparison]) -> list[dict[str, Any]]:
         for a, b in zip(cs, cs[1:]):
             ca = sorted({a.C[i] for i in a.plausible})
             cb = sorted({b.C[i] for i in b.plausible})
-            if max(ca) < min(cb):
+            (a_low, a_high), (b_low, b_high) = _open_ends(a, ca), _open_ends(b, cb)
+            if max(ca) < min(cb) and not (a_high or b_low):
                 verdict, text = "more conformers", "the balance moves to more conformers per molecule"
-            elif max(cb) < min(ca):
+            elif max(cb) < min(ca) and not (a_low or b_high):
                 verdict, text = "more molecules", "the balance moves to fewer conformers per molecule (more molecules)"
+            elif max(ca) < min(cb) or max(cb) < min(ca):  # apart, but an optimum may lie beyond its edge
+                up = max(ca) < min(cb)
+                edges = [x for x, is_open in ((a, a_high if up else a_low), (b, b_low if up else b_high)) if is_open]
+                verdict = "not resolved"
+                text = ("not resolved: the best C of " + " and ".join(f"B = {x.budget:,}" for x in edges)
+                        + " is at the edge of the runs, so the optimum may lie beyond them")
             else:
                 verdict, text = "not resolved", "not resolved: the plausibly best C overlap"
             out.append({
@@ -284,6 +294,13 @@ def shift_claims(comparisons: list[BudgetComparison]) -> list[dict[str, Any]]:
                               f"{a.best_C} → {b.best_C} (plausibly best C {_set(ca)} → {_set(cb)}): {text}"),
             })
     return out
+
+
+def _open_ends(c: BudgetComparison, plausible_C: list[int]) -> tuple[bool, bool]:
+    """Whether the budget's optimum may lie below (fewer conformers, more molecules) or above (more conformers)
+    every C its runs tried: the plausibly best C hold the grid's edge and the edge is not C = 1 or M = 1."""
+    grid = sorted(set(c.C))
+    return plausible_C[0] == grid[0] and grid[0] > 1, plausible_C[-1] == grid[-1] and grid[-1] < c.budget
 
 
 def _set(values: list[int]) -> str:

@@ -72,3 +72,33 @@ def test_shift_of_the_balance_is_claimed_only_when_resolved() -> None:
     f = flat()
     flat_shifts = shift_claims(budget_claims(protocol_rows(v2_table(f, f, seed=3)), n_boot=2000))
     assert all(s["shift"] == "not resolved" for s in flat_shifts if s["quantity"] == MEAN)
+
+
+def _only_best(budget: int, conformers: tuple[int, ...], best_c: int):
+    """A budget whose point at ``best_c`` is resolved better than every other point."""
+    from mlipdiv.analysis.paired import BudgetComparison, Difference
+
+    ms = [budget // c for c in conformers]
+    best = conformers.index(best_c)
+    worse = [Difference(m, c, 20.0, 10.0, 30.0, 9.0, 31.0) for i, (m, c) in enumerate(zip(ms, conformers))
+             if i != best]
+    return BudgetComparison("schnet", "random", budget, MEAN, "meV/Å", list(range(8)), ms, list(conformers),
+                            [100.0] * len(ms), [5.0] * len(ms), best, [0.0] * len(ms), worse, 0.95)
+
+
+def test_a_best_point_at_the_edge_of_its_runs_is_no_shift_of_the_balance() -> None:
+    """The best C of a budget at the edge of its grid says only "here or beyond": an edge that moved with the grid
+    (C = 32 at B = 128 -> C = 64 at B = 512) or the dataset's molecule cap (C = 2 at M = 1,024) is not a shift;
+    an interior best that moves is."""
+    def verdict(a, b):
+        (claim,) = shift_claims([a, b])
+        return claim["shift"], claim["statement"]
+
+    shift, text = verdict(_only_best(128, (1, 4, 16, 32), 32), _only_best(512, (1, 4, 16, 64), 64))
+    assert shift == "not resolved" and "the best C of B = 128 is at the edge of the runs" in text
+    assert verdict(_only_best(128, (1, 4, 16, 64), 16), _only_best(512, (1, 4, 16, 64), 64))[0] == "more conformers"
+    shift, text = verdict(_only_best(512, (1, 4, 16, 64), 1), _only_best(2048, (2, 4, 16, 64), 2))
+    assert shift == "not resolved" and "B = 2,048 is at the edge" in text  # C = 2 is all 1,024 molecules allow
+    # beyond the cap lie only more molecules: that edge cannot undo a move towards them
+    assert verdict(_only_best(512, (1, 4, 16, 64), 4), _only_best(2048, (2, 4, 16, 64), 2))[0] == "more molecules"
+    assert verdict(_only_best(512, (1, 4, 16, 64), 16), _only_best(2048, (1, 4, 16, 64), 1))[0] == "more molecules"
