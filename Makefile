@@ -33,12 +33,15 @@ $(VENV)/.test-installed: requirements-test.txt requirements-ray.txt $(VENV)/.ker
 run: $(VENV)/.kernels-built
 	$(PY) app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
-# The static checks first (seconds; configured in pyproject.toml), then the whole suite.
+# The static checks first (seconds; configured in pyproject.toml), then the whole suite in TEST_WORKERS processes
+# (pytest-xdist): one file stays in one process, so a browser module starts its app server once. Many tests wait on
+# a server, a browser or a subprocess, so two workers gain even on two cores; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 # The study of docs/RESULTS.md (issue 16): many CPU-hours, so it is computed in sittings. `make study` imports the
 # finished runs shipped in docs/results/runs (a fresh clone continues where the last sitting stopped), then trains
