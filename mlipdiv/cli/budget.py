@@ -1,7 +1,9 @@
 """``python -m mlipdiv budget``: how to spend a QM budget on molecules vs conformers, from fitted sweep results.
 
 ``--results DIR --budget N`` fits the error model of each test split to the sweep's ``results.csv`` and prints the
-M x C that minimises the weighted predicted error; ``--known-datasets`` lists published QM datasets instead.
+M x C that minimises the weighted predicted error, for ``--model`` or else for each model the results hold (a study
+compares architectures; a model without runs near the budget says why); ``--known-datasets`` lists published QM
+datasets instead.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="0..1: weight of unseen-molecule error against unseen-conformer error (default 0.5)")
     parser.add_argument("--metric", default="forces_mae", choices=["forces_mae", "energy_mae_per_atom", "energy_mae"],
                         help="error to minimise (default: forces_mae)")
-    parser.add_argument("--model", help="which model's runs to fit (required when the results hold several)")
+    parser.add_argument("--model", help="which model's runs to fit (default: each model of the results, one answer "
+                        "per model)")
     parser.add_argument("--strategy", help="which selection strategy's runs to fit (when several)")
     parser.add_argument("--form", default="average",
                         choices=["average", *(f"{base}{steps}" for steps in ("", "+steps", "+steps-power")
@@ -158,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
 
     from mlipdiv.analysis.cost import dataset_atom_counts
-    from mlipdiv.analysis.fit import fit_results, load_results, select
-    from mlipdiv.analysis.recommend import recommend
+    from mlipdiv.analysis.fit import load_results
     from mlipdiv.limits import MAX_BUDGET_CONFORMERS
 
     cost = _cost_model(args)
@@ -191,13 +193,53 @@ def run(args: argparse.Namespace) -> int:
         n_conf = int(args.budget)
 
     df = load_results(args.results)
-    _, model, strategy = select(df, args.model, args.strategy)
+    models = [args.model] if args.model else sorted(df["model"].astype(str).unique())
+    answers: dict[str, dict[str, Any]] = {}
+    for model in models:
+        try:
+            answers[model] = _answer(args, df, model, n_conf, cost, atoms, atoms_from)
+        except MlipdivError as exc:
+            if len(models) == 1:
+                raise
+            answers[model] = {"model": model, "error": str(exc)}
+    if all("error" in a for a in answers.values()):
+        raise MlipdivError("no model can advise on this budget: " + "; ".join(
+            f"{m}: {a['error']}" for m, a in answers.items()))
+    if len(models) == 1:
+        out = answers[models[0]]
+        if args.json:
+            print(json.dumps(out, indent=2, ensure_ascii=False, default=float))
+        else:
+            _print(out)
+        return 0
+    # several models and no --model: the advice of each, from its own fit (a model without runs near this budget
+    # says why instead)
+    if args.json:
+        print(json.dumps({"budget": args.budget, "unit": args.unit, "models": answers}, indent=2, ensure_ascii=False,
+                         default=float))
+        return 0
+    for i, (model, answer) in enumerate(answers.items()):
+        sys.stdout.write(("\n" if i else "") + f"=== {model} ===\n")
+        if "error" in answer:
+            sys.stdout.write(f"no advice: {answer['error']}\n")
+        else:
+            _print(answer)
+    return 0
+
+
+def _answer(args: argparse.Namespace, df: Any, model: str | None, n_conf: int, cost: Any, atoms: Any,
+            atoms_from: str) -> dict[str, Any]:
+    """One model's recommendation at ``n_conf`` conformers, with its fits, measured comparison and cost."""
+    from mlipdiv.analysis.fit import fit_results, select
+    from mlipdiv.analysis.recommend import recommend
+
+    _, model, strategy = select(df, model, args.strategy)
     fits = fit_results(df, metric=args.metric, model=model, strategy=strategy, form=args.form,
                        max_factor=args.max_factor)
     rec = recommend(fits, n_conf, args.weight, max_molecules=args.max_molecules,
                     allow_extrapolation=args.allow_extrapolation)
     used = rec.n_molecules * rec.conformers_per_molecule
-    out = {
+    return {
         **rec.as_dict(),
         "budget": args.budget,
         "unit": args.unit,
@@ -212,11 +254,6 @@ def run(args: argparse.Namespace) -> int:
         },
         "fits": {s: f.as_dict() for s, f in fits.items()},
     }
-    if args.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False, default=float))
-        return 0
-    _print(out)
-    return 0
 
 
 def _print(o: dict[str, Any]) -> None:

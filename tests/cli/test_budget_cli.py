@@ -144,3 +144,29 @@ def test_budget_form_choice(study_dirs, capsys) -> None:
     out = run_json(capsys, "--results", str(study_dirs["clear"]), "--budget", "512", "--atoms", "18", "--form",
                    "full+steps")
     assert all(len(f["components"]) == 1 and "S0" in f for f in out["fits"].values())
+
+
+def test_without_model_each_model_answers_from_its_own_fit(tmp_path, capsys) -> None:
+    """The study's results hold two models: ``budget`` without ``--model`` answers for each (as issue 16's check
+    runs it); a model without runs near the budget says why, and the other still answers."""
+    import pandas as pd
+
+    both = pd.concat([v2_table(model="schnet"), v2_table(model="painn", seed=1)])
+    both.to_csv(tmp_path / "results.csv", index=False)
+    out = run_json(capsys, "--results", str(tmp_path), "--budget", "128", "--atoms", "18")
+    assert sorted(out["models"]) == ["painn", "schnet"]
+    for model, answer in out["models"].items():
+        assert answer["model"] == model and answer["measured"]["best_M"] >= 1
+        lo, hi = answer["n_molecules_range"]
+        assert lo <= answer["n_molecules"] <= hi
+    alone = run_json(capsys, "--results", str(tmp_path), "--budget", "128", "--atoms", "18", "--model", "painn")
+    assert alone["n_molecules"] == out["models"]["painn"]["n_molecules"]  # the same fit as with --model
+    # painn only up to B = 512: at 8,192 it cannot advise (beyond its runs), schnet still does
+    budget = both["n_molecules"] * both["conformers_per_molecule"]
+    part = both[(both["model"] == "schnet") | (budget <= 512)]
+    part.to_csv(tmp_path / "results.csv", index=False)
+    out = run_json(capsys, "--results", str(tmp_path), "--budget", "8192", "--atoms", "18")
+    assert "error" in out["models"]["painn"] and "n_molecules" in out["models"]["schnet"]
+    assert main(["budget", "--results", str(tmp_path), "--budget", "8192", "--atoms", "18"]) == 0
+    text = capsys.readouterr().out
+    assert "=== painn ===\nno advice:" in text and "=== schnet ===" in text and "recommended:" in text
