@@ -203,8 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             answers[model] = {"model": model, "error": str(exc)}
     if all("error" in a for a in answers.values()):
-        raise MlipdivError("no model can advise on this budget: " + "; ".join(
-            f"{m}: {a['error']}" for m, a in answers.items()))
+        raise MlipdivError("no model gave advice: " + "; ".join(f"{m}: {a['error']}" for m, a in answers.items()))
     if len(models) == 1:
         out = answers[models[0]]
         if args.json:
@@ -227,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answer(args: argparse.Namespace, df: Any, model: str | None, n_conf: int, cost: Any, atoms: Any,
+def _answer(args: argparse.Namespace, df: Any, model: str, n_conf: int, cost: Any, atoms: Any,
             atoms_from: str) -> dict[str, Any]:
     """One model's recommendation at ``n_conf`` conformers, with its fits, measured comparison and cost."""
     from mlipdiv.analysis.fit import fit_results, select
