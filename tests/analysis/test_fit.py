@@ -242,6 +242,25 @@ def test_convergence_runs_are_left_out_of_the_fit() -> None:
     assert pts.n[at][0] == 8 and set(pts.S[at]) == {400.0}
 
 
+def test_fixed_budget_runs_at_two_budgets_are_fitted_alone() -> None:
+    """The fixed-molecules runs are left out when two budgets tell M from C; one budget's line keeps them."""
+    from mlipdiv.analysis.fit import fitted_rows
+
+    from synthetic_sweeps import v2_table
+
+    kw = {"budgets": {128: 400, 512: 800}, "seeds": {128: 3, 512: 3}, "convergence": False}
+    both = v2_table(**kw)
+    assert set(fitted_rows(both)["experiment"]) == {"fixed-budget"}
+    fits = fit_results(both, n_boot=0, splits=["test_molecules"])
+    alone = fit_results(v2_table(**kw, fixed_molecules=False), n_boot=0, splits=["test_molecules"])
+    pts = fits["test_molecules"].points
+    assert set(np.round(pts.M * pts.C)) == {128, 512} and len(pts) == len(alone["test_molecules"].points)
+    assert fits["test_molecules"].predict(64, 4)["mean"][0] == pytest.approx(
+        alone["test_molecules"].predict(64, 4)["mean"][0])
+    one = results_table()  # one fixed-budget line (B = 512) and fixed-molecules runs off it
+    assert len(fitted_rows(one)) == len(one)
+
+
 # ------------------------------------------------------------------------ the parallel-routes form ("either")
 
 
