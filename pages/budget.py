@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -145,8 +147,10 @@ if fits is not None:
     mc = f.points.M * f.points.C
     covered = (int(mc.min()), int(mc.max()))
     answered = (max(1, int(np.ceil(mc.min() / f.max_factor))), int(mc.max() * f.max_factor))
-    inside = float(np.sqrt(covered[0] * covered[1]))
-    start = float(f"{inside:.2g}")  # a round number in the middle of the runs (log scale)
+    # a measured budget near the middle of the runs (log scale): between two budgets' lines the best allocation
+    # may lie just outside the fitted region, and the first answer should be an answer, not an extrapolation
+    middle = math.sqrt(covered[0] * covered[1])
+    start = float(min(f.points.budget_points(), key=lambda b: (abs(math.log(b / middle)), b)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -172,7 +176,7 @@ def answer() -> None:
 
     # until the user types a budget, it follows the fitted runs (so the first answer is an answer, not a refusal)
     if covered is not None and not st.session_state.get("budget_user_value"):
-        st.session_state["p_budget_value"] = float(f"{in_unit(start):.2g}")
+        st.session_state["p_budget_value"] = float(f"{in_unit(start):.3g}")
     common.default("p_budget_value", 1000.0)
     value = c[1].number_input("Budget", min_value=1e-6 if unit == "cpu-hours" else 1.0, step=100.0, format="%g",
                               key="p_budget_value", on_change=lambda: st.session_state.update(budget_user_value=True))
