@@ -54,7 +54,7 @@ Which runs. When the results hold fixed-budget runs at two budgets or more, the 
 and the fixed molecular sets reach a regime no budget's grid does: (8, 1) and (64, 1) train one conformer per
 molecule for thousands of epochs. Fitted with them, the study's unseen-conformer errors left leave-one-out RMSEs of
 14.6 (SchNet) and 11.7 meV/Å (PaiNN) against median seed stds of 9.0 and 11.8, the worst points those corners; fitted
-on the fixed-budget points alone, 4.4 and 5.8 against 9.6 and 12.5. The fixed-molecules runs stay measured tables.
+on the fixed-budget points alone, 3.6 and 5.8 against 8.6 and 12.5. The fixed-molecules runs stay measured tables.
 
 Candidates and averaging. The candidates are ``full``, ``no_floor`` (M + C), ``total``, ``either`` and
 ``either_limited`` (the parallel forms also without their floor: a floor that fits well above 0 is never dropped as
