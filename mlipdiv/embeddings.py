@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 import warnings
@@ -198,12 +197,8 @@ Report = Callable[[int, int, str], None]  # (done, total, message)
 
 
 def _import_umap() -> Any:
-    """umap (a heavy import: numba), with numba's coloured error messages turned off first. Why: numba colours a
-    message by calling colorama's init/deinit, which swap ``sys.stderr`` for the whole process, and it builds such
-    messages while compiling even for errors it handles itself. Maps are computed in a background thread, so another
-    thread's output (the CLI's one-line errors, the app's log) would go to whichever stream was current when colorama
-    was imported. Set before numba's first import; a user's own setting is kept."""
-    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+    """umap, a heavy import (numba): only when a map is computed. (Its coloured error messages are off: see
+    :mod:`mlipdiv`.)"""
     import umap
 
     return umap

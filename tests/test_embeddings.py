@@ -216,11 +216,31 @@ def test_a_cancelled_build_is_reported_and_replaced(tiny_dataset, cache, monkeyp
     assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)
 
 
-def test_computing_a_map_never_reassigns_sys_stderr():
+@pytest.mark.parametrize("route", ["umap", "dscribe.descriptors", "quests.descriptor"])
+def test_numba_never_colours_however_it_is_first_imported(route: str) -> None:
     """numba colours its error messages with colorama, whose init/deinit reassign ``sys.stderr`` process-wide (and
-    numba builds such messages while compiling). Maps are computed in a background thread, so that once sent another
-    thread's output (a CLI's one-line error under test) to a stale stream. A fresh interpreter, because numba reads
-    the setting at its first import; every assignment to ``sys.stderr`` is counted."""
+    numba builds such messages while compiling). Maps and descriptors are computed in background threads, so that
+    once sent another thread's output (a CLI's one-line error under test) to a stale stream. numba reads its setting
+    at its first import, which may come through umap (maps), dscribe (SOAP, via sparse) or quests (the information
+    gap): importing mlipdiv first must be enough for each. A fresh interpreter, without the user's NUMBA_ settings."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, mlipdiv\n"
+        f"importlib.import_module({route!r})\n"
+        "from numba.core import errors\n"
+        "print(type(errors.termcolor()).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
+                         cwd=Path(embeddings.__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "NOPColorScheme"
+
+
+def test_computing_a_map_never_reassigns_sys_stderr():
+    """The assignments themselves, counted while a map is computed in a fresh interpreter."""
     import subprocess
     import sys
 
