@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlipdiv.analysis.fit import ExtrapolationError, Points, aggregate, fit_error_model, fit_results, hull_distance
@@ -260,6 +261,28 @@ def test_fixed_budget_runs_at_two_budgets_are_fitted_alone() -> None:
     one = results_table()  # one fixed-budget line (B = 512) and fixed-molecules runs off it
     assert len(fitted_rows(one)) == len(one)
 
+
+
+def test_a_run_shared_by_the_two_experiments_counts_in_each(tmp_path) -> None:
+    """The fixed-budget point (8, 64) of B = 512 is the fixed-molecules point C = 64 of M = 8: one config, one run,
+    a row in each experiment's table. Read back (a folder of sweeps, or an upload), the fixed-budget point keeps
+    every seed; it once lost the shared ones, so the `budget` verb fitted fewer seeds than the study's page."""
+    from mlipdiv.analysis.fit import fitted_rows, load_results, read_results_upload
+
+    from synthetic_sweeps import v2_table
+
+    df = v2_table(budgets={128: 400, 512: 800}, seeds={128: 3, 512: 3}, convergence=False)
+    fb = df[(df.experiment == "fixed-budget") & (df.n_molecules == 8) & (df.conformers_per_molecule == 16)]
+    shared = fb.assign(experiment="fixed-molecules", preset="m8")  # the same runs, as the other sweep lists them
+    for name, part in (("b512", df), ("m8", shared)):
+        (tmp_path / name).mkdir()
+        part.to_csv(tmp_path / name / "results.csv", index=False)
+    both = pd.concat([df, shared], ignore_index=True)
+    for table in (load_results(tmp_path), read_results_upload("results.csv", both.to_csv(index=False).encode())):
+        assert len(table) == len(both)
+        pts = aggregate(fitted_rows(table[table.model == "schnet"]), "test_molecules", "forces_mae", 1000.0)
+        at = (pts.M == 8) & (pts.C == 16)
+        assert list(pts.n[at]) == [3]
 
 # ------------------------------------------------------------------------ the parallel-routes form ("either")
 
