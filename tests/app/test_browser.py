@@ -210,7 +210,9 @@ def test_budget_change_with_the_project_study_gives_an_answer(page, server):
     wait_idle(page, timeout=300)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
-    page.get_by_text("Molecules M", exact=True).first.wait_for(timeout=60_000)
+    # an answer, marked when it is one: between two budgets' lines the best allocation may lie just outside the
+    # fitted region (B = 768: 768 x 1, a factor 1.3 beyond it), which the page answers as an extrapolation
+    page.get_by_text(re.compile(r"^Molecules M( \(extrapolated\))?$")).first.wait_for(timeout=60_000)
     page.get_by_text("Range of these runs").first.wait_for(timeout=10_000)
     shot(page, "budget-answer")
 
