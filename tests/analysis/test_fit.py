@@ -262,11 +262,11 @@ def test_fixed_budget_runs_at_two_budgets_are_fitted_alone() -> None:
     assert len(fitted_rows(one)) == len(one)
 
 
-
 def test_a_run_shared_by_the_two_experiments_counts_in_each(tmp_path) -> None:
     """The fixed-budget point (8, 64) of B = 512 is the fixed-molecules point C = 64 of M = 8: one config, one run,
     a row in each experiment's table. Read back (a folder of sweeps, or an upload), the fixed-budget point keeps
-    every seed; it once lost the shared ones, so the `budget` verb fitted fewer seeds than the study's page."""
+    every seed; it once lost the shared ones, so the `budget` verb fitted fewer seeds than the study's page. Here the
+    shared point is (8, 16) of B = 128."""
     from mlipdiv.analysis.fit import fitted_rows, load_results, read_results_upload
 
     from synthetic_sweeps import v2_table
@@ -283,6 +283,7 @@ def test_a_run_shared_by_the_two_experiments_counts_in_each(tmp_path) -> None:
         pts = aggregate(fitted_rows(table[table.model == "schnet"]), "test_molecules", "forces_mae", 1000.0)
         at = (pts.M == 8) & (pts.C == 16)
         assert list(pts.n[at]) == [3]
+
 
 # ------------------------------------------------------------------------ the parallel-routes form ("either")
 
