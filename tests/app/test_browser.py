@@ -260,15 +260,16 @@ def _start_training(pg, server, epochs: int, settings: dict[str, int] | None = N
     return msg.inner_text().split(": ")[-1].strip()
 
 
-@pytest.mark.timeout(1800)  # the tiny run's 900 epochs take ~25 s idle, minutes on a machine busy with other work
+@pytest.mark.timeout(1800)  # the tiny run's 300 epochs take ~40 s idle, minutes on a machine busy with other work
 def test_train_watch_live_curve_then_cancel_another(page, server):
     from mlipdiv.jobs.store import RunStore
 
     store = RunStore(server["root"] / "runs")
     # one run at a time on this device: the long run trains first, is cancelled, then the tiny one trains
     long = _start_training(page, server, epochs=1000)
-    # ~25 s on the 2-core development machine: long enough for the 2 s poll to see it grow several times
-    tiny = _start_training(page, server, epochs=900)  # not 1000: the same settings would reuse the long run
+    # 300 epochs, ~40 s on the 2-core machine (0.13 s each): long enough for the 2 s poll to see it grow several
+    # times; 900 took 120 s of the suite's longest test (300 with two workers) and showed nothing more
+    tiny = _start_training(page, server, epochs=300)  # not 1000: the same settings would reuse the long run
     shot(page, "8-trade-off-started")
     assert store.get(tiny).status == "queued"
 
