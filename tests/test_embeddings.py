@@ -216,16 +216,26 @@ def test_a_cancelled_build_is_reported_and_replaced(tiny_dataset, cache, monkeyp
     assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)
 
 
+def _fresh_python(script: str) -> list[str]:
+    """The stdout lines of ``script`` in a fresh interpreter without the user's NUMBA_ settings: numba reads them
+    once, at its first import, so only a new process shows what importing mlipdiv sets."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
+                         cwd=Path(embeddings.__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()
+
+
 @pytest.mark.parametrize("route", ["umap", "dscribe.descriptors", "quests.descriptor"])
 def test_numba_never_colours_however_it_is_first_imported(route: str) -> None:
     """numba colours its error messages with colorama, whose init/deinit reassign ``sys.stderr`` process-wide (and
     numba builds such messages while compiling). Maps and descriptors are computed in background threads, so that
     once sent another thread's output (a CLI's one-line error under test) to a stale stream. numba reads its setting
     at its first import, which may come through umap (maps), dscribe (SOAP, via sparse) or quests (the information
-    gap): importing mlipdiv first must be enough for each. A fresh interpreter, without the user's NUMBA_ settings."""
-    import subprocess
-    import sys
-
+    gap): importing mlipdiv first must be enough for each."""
     script = (
         "import importlib, sys, mlipdiv\n"
         f"importlib.import_module({route!r})\n"
@@ -233,18 +243,11 @@ def test_numba_never_colours_however_it_is_first_imported(route: str) -> None:
         "from numba.core import errors\n"
         "print(type(errors.termcolor()).__name__)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
-                         cwd=Path(embeddings.__file__).parents[1])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-2:] == ["True", "NOPColorScheme"]
+    assert _fresh_python(script)[-2:] == ["True", "NOPColorScheme"]
 
 
 def test_computing_a_map_never_reassigns_sys_stderr():
     """The assignments themselves, counted while a map is computed in a fresh interpreter."""
-    import subprocess
-    import sys
-
     script = (
         "import sys, types\n"
         "sets = []\n"
@@ -259,8 +262,4 @@ def test_computing_a_map_never_reassigns_sys_stderr():
         "compute_map(x, MapParams(kind='structures'))\n"
         "print(len(sets))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env,
-                         cwd=Path(embeddings.__file__).parents[1])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "0"
+    assert _fresh_python(script)[-1] == "0"
