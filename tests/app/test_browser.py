@@ -268,7 +268,7 @@ def test_train_watch_live_curve_then_cancel_another(page, server):
     # one run at a time on this device: the long run trains first, is cancelled, then the tiny one trains
     long = _start_training(page, server, epochs=1000)
     # 300 epochs, ~40 s on the 2-core machine (0.13 s each): long enough for the 2 s poll to see it grow several
-    # times; 900 took 120 s of the suite's longest test (300 with two workers) and showed nothing more
+    # times; 900 took 120 s alone (300 s with two workers) in the suite's longest test and showed nothing more
     tiny = _start_training(page, server, epochs=300)  # not 1000: the same settings would reuse the long run
     shot(page, "8-trade-off-started")
     assert store.get(tiny).status == "queued"
