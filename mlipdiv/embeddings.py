@@ -492,13 +492,15 @@ _BUILDS_LOCK = threading.Lock()
 
 def build_map(dataset: Dataset, params: MapParams) -> MapBuild:
     """The running or finished :class:`MapBuild` of this map (shared by every session of the process), or a new
-    one. A cancelled or failed build is replaced by a new one."""
+    one. A cancelled or failed build is replaced by a new one, and so is a finished one whose file is gone (the
+    cache was cleared, or ``MLIPDIV_CACHE`` points elsewhere now): the Embeddings page, which reruns until the
+    file is there, would otherwise rerun forever on a build that will not write it again."""
     from mlipdiv.descriptors import dataset_digest
 
     key = f"{dataset_digest(dataset)}-{params.kind}-{params.key()}"
     with _BUILDS_LOCK:
         old = _BUILDS.get(key)
-        if old is not None and old.status in ("running", "done"):
+        if old is not None and (old.status == "running" or (old.status == "done" and is_cached(dataset, params))):
             return old
         n = len(_index(dataset, params.kind)[0])
         build = MapBuild(dataset, params, estimate_seconds(n, params, descriptors_ready=False))

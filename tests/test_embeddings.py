@@ -216,6 +216,29 @@ def test_a_cancelled_build_is_reported_and_replaced(tiny_dataset, cache, monkeyp
     assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)
 
 
+@pytest.mark.parametrize("how", ["cleared", "moved"])
+def test_a_finished_build_whose_file_is_gone_is_built_again(tiny_dataset, cache, monkeypatch, how):
+    """The cache cleared while the server runs, or another ``MLIPDIV_CACHE`` in the same process (an earlier app
+    test's: builds are shared by the process). The Embeddings page waits for the map's file, so the finished build
+    that wrote it elsewhere must not be handed out again: the page reran forever (a CI hang of test_app.py)."""
+    monkeypatch.setattr(embeddings, "compute_map", lambda x, params, report=None, should_stop=None:
+                        (np.zeros((len(x), 2), dtype=np.float32), "pca"))
+    params = MapParams("structures", n_neighbors=11 if how == "cleared" else 12)  # no other test builds these
+    first = embeddings.build_map(tiny_dataset, params)
+    first.join(60)
+    assert first.status == "done" and embeddings.is_cached(tiny_dataset, params)
+    assert embeddings.build_map(tiny_dataset, params) is first  # its file is there: nothing to do
+    if how == "cleared":
+        for f in (cache / "umap").glob("*.npy"):
+            f.unlink()
+    else:
+        monkeypatch.setenv("MLIPDIV_CACHE", str(cache.parent / "another-cache"))
+    again = embeddings.build_map(tiny_dataset, params)
+    assert again is not first
+    again.join(60)
+    assert again.status == "done" and embeddings.is_cached(tiny_dataset, params)
+
+
 def _fresh_python(script: str) -> list[str]:
     """The stdout lines of ``script`` in a fresh interpreter without the user's NUMBA_ settings: numba reads them
     once, at its first import, so only a new process shows what importing mlipdiv sets."""

@@ -262,6 +262,10 @@ def test_embeddings_page_draws_both_maps_in_every_colouring(env, finished_run):
     start = time.perf_counter()
     at = open_page("Embeddings")  # a new session: the maps come from the disk cache
     assert time.perf_counter() - start < 30
+    for f in (env / "cache" / "umap").glob("*.npy"):  # the cache cleared while the server runs
+        f.unlink()
+    at = open_page("Embeddings")  # computed again (the finished builds of the deleted files are not reused)
+    assert not at.exception and len(at.get("plotly_chart")) == 3
 
 
 def test_budget_page_shows_known_datasets_and_handles_bad_input(env):
